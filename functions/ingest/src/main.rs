@@ -1,0 +1,12 @@
+//! `ingest` binary: configuration and pool once at cold start, then the platform adapter.
+
+use ferry_shared::{config::Config, telemetry};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cfg = Config::from_env()?;
+    telemetry::init(cfg.log_format);
+    let ingest = ferry_ingest::Ingest::from_config(&cfg)?;
+    ferry_runtime::serve_queue("ingest", ingest).await?;
+    Ok(())
+}

@@ -1,0 +1,311 @@
+//! `ferry demo`: a realistic mixed stream for a few tenants — clickstream, product changes,
+//! payments — with producer retries (duplicates) and malformed input, pushed through the local
+//! queue into the real ingest handler, with progress and a summary of what happened.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use ferry_ingest::Ingest;
+use ferry_shared::{QueueBatch, QueueHandler, QueueOutcome, RejectReason};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+use crate::queue::{drain, LocalQueue};
+
+/// The demo's tenants (registered automatically).
+pub const TENANTS: [&str; 3] = ["acme", "globex", "initech"];
+
+/// Options of a demo run.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub events: usize,
+    pub workers: usize,
+    pub batch_size: usize,
+    pub seed: u64,
+}
+
+/// Totals reported by the handler, batch after batch.
+#[derive(Debug, Default, Clone)]
+pub struct Totals {
+    pub loaded: u64,
+    pub duplicates: u64,
+    pub already_applied: u64,
+    pub quarantined: BTreeMap<RejectReason, u64>,
+    pub transient_failures: u64,
+}
+
+/// Wraps the ingest handler to keep totals for the report.
+struct Counting {
+    ingest: Ingest,
+    totals: Mutex<Totals>,
+}
+
+impl QueueHandler for Counting {
+    async fn handle(&self, batch: QueueBatch) -> QueueOutcome {
+        let report = self.ingest.process(&batch).await;
+        let mut t = self.totals.lock().unwrap_or_else(|p| p.into_inner());
+        for u in &report.units {
+            t.loaded += u.loaded;
+            t.duplicates += u.duplicates;
+            t.already_applied += u64::from(!u.applied);
+            for (reason, n) in &u.quarantined {
+                *t.quarantined.entry(*reason).or_default() += u64::from(*n);
+            }
+        }
+        t.transient_failures += report.failed.len() as u64;
+        QueueOutcome { failed: report.failed }
+    }
+}
+
+/// What the generator produced.
+#[derive(Debug, Default, Clone)]
+pub struct Offered {
+    pub messages: u64,
+    pub events: u64,
+    pub resent_messages: u64,
+    pub malformed: u64,
+}
+
+/// Generates the demo stream: message bodies, in send order.
+pub fn generate(opts: &DemoOptions, run: &str, now: DateTime<Utc>) -> (Vec<Vec<u8>>, Offered) {
+    let mut g = Gen { rng: SmallRng::seed_from_u64(opts.seed), run: run.to_owned(), n: 0, now };
+    let mut offered = Offered::default();
+    let mut messages: Vec<Vec<u8>> = Vec::new();
+    let mut produced = 0usize;
+    while produced < opts.events {
+        let roll: f64 = g.rng.random();
+        if roll < 0.01 {
+            messages.push(g.malformed_message());
+            offered.malformed += 1;
+            offered.events += 1;
+            produced += 1;
+            continue;
+        }
+        let size = if roll < 0.6 { 1 } else { g.rng.random_range(2..=40) };
+        let size = size.min(opts.events - produced);
+        let events: Vec<Value> = (0..size).map(|_| g.maybe_bad_event(&mut offered.malformed)).collect();
+        produced += size;
+        offered.events += size as u64;
+        let body = if size == 1 && roll < 0.6 { events[0].to_string() } else { Value::Array(events).to_string() };
+        // A producer retry: the same events again, as a new message, some time later.
+        if g.rng.random_bool(0.05) {
+            messages.push(body.clone().into_bytes());
+            offered.resent_messages += 1;
+        }
+        messages.push(body.into_bytes());
+    }
+    // Retries arrive later than the original, not right next to it.
+    for i in (1..messages.len()).rev() {
+        if g.rng.random_bool(0.1) {
+            let j = g.rng.random_range(i.saturating_sub(50)..=i);
+            messages.swap(i, j);
+        }
+    }
+    offered.messages = messages.len() as u64;
+    (messages, offered)
+}
+
+struct Gen {
+    rng: SmallRng,
+    run: String,
+    n: u64,
+    now: DateTime<Utc>,
+}
+
+impl Gen {
+    fn base(&mut self, tenant: &str, source: &str, ty: &str, data: Value) -> Value {
+        self.n += 1;
+        let age = self.rng.random_range(0..7_200);
+        let time = self.now - chrono::Duration::seconds(age);
+        json!({
+            "specversion": "1.0",
+            "id": format!("{}-{}", self.run, self.n),
+            "source": source,
+            "type": ty,
+            "time": time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "tenantid": tenant,
+            "datacontenttype": "application/json",
+            "data": data,
+        })
+    }
+
+    fn event(&mut self) -> Value {
+        let tenant = TENANTS[self.rng.random_range(0..TENANTS.len())];
+        let user = format!("u{}", self.rng.random_range(1..2_000));
+        let session = format!("s{}", self.rng.random_range(1..5_000));
+        let sku = format!("sku-{:04}", self.rng.random_range(1..500));
+        let roll: f64 = self.rng.random();
+        let mut ev = if roll < 0.55 {
+            let path = ["/", "/search", "/cart", "/checkout", "/help"][self.rng.random_range(0..5)];
+            self.base(tenant, "/web/tracker", "page.viewed", json!({"path": path, "referrer": "https://search.example/"}))
+        } else if roll < 0.75 {
+            self.base(tenant, "/web/tracker", "product.viewed", json!({"sku": sku, "path": format!("/p/{sku}")}))
+        } else if roll < 0.85 {
+            let quantity = self.rng.random_range(1..4);
+            self.base(tenant, "/web/tracker", "cart.item_added", json!({"sku": sku, "quantity": quantity}))
+        } else if roll < 0.92 {
+            let price = self.rng.random_range(199..99_999);
+            let mut e = self.base(tenant, "/erp/catalog", "product.updated", json!({"sku": sku, "price_cents": price, "currency": "EUR"}));
+            e["subject"] = json!(sku);
+            return e;
+        } else {
+            let amount = self.rng.random_range(500..250_000);
+            let ty = if self.rng.random_bool(0.9) { "payment.captured" } else { "payment.refunded" };
+            let mut e = self.base(tenant, "/payments/psp", ty, json!({"amount_cents": amount, "currency": "EUR", "order": format!("o-{}", self.n)}));
+            e["subject"] = json!(format!("o-{}", self.n));
+            return e;
+        };
+        ev["userid"] = json!(user);
+        ev["sessionid"] = json!(session);
+        ev
+    }
+
+    /// Mostly good events; about 2% carry one of the typical producer mistakes.
+    fn maybe_bad_event(&mut self, malformed: &mut u64) -> Value {
+        let mut ev = self.event();
+        if !self.rng.random_bool(0.02) {
+            return ev;
+        }
+        *malformed += 1;
+        let obj = ev.as_object_mut().expect("generated events are objects");
+        match self.rng.random_range(0..7) {
+            0 => {
+                obj.remove("id");
+            }
+            1 => {
+                obj.insert("specversion".into(), json!("0.3"));
+            }
+            2 => {
+                obj.insert("time".into(), json!("21/11/2026 10:00"));
+            }
+            3 => {
+                obj.insert("tenantid".into(), json!("unknown-tenant"));
+            }
+            4 => {
+                obj.insert("User-Agent".into(), json!("Mozilla/5.0"));
+            }
+            5 => {
+                obj.insert("time".into(), json!("2019-01-01T00:00:00Z"));
+            }
+            _ => {
+                obj.insert("data".into(), json!({"blob": "x".repeat(300 * 1024)}));
+            }
+        }
+        ev
+    }
+
+    fn malformed_message(&mut self) -> Vec<u8> {
+        match self.rng.random_range(0..3) {
+            0 => b"{\"specversion\":\"1.0\",\"id\":".to_vec(),
+            1 => b"\xff\xfe not utf-8 \x80".to_vec(),
+            _ => b"page_view user=42 path=/".to_vec(),
+        }
+    }
+}
+
+/// Runs the demo against `pool` and prints progress (stderr) and a summary (stdout).
+pub async fn run(pool: PgPool, ingest: Ingest, opts: DemoOptions) -> anyhow::Result<()> {
+    for t in TENANTS {
+        ferry_shared::db::add_tenant(&pool, t, &format!("{t} (demo)")).await?;
+    }
+    let run_id = format!("demo{:x}", Utc::now().timestamp_millis());
+    let (messages, offered) = generate(&opts, &run_id, Utc::now());
+    eprintln!(
+        "ferry demo: {} events in {} messages for tenants {} ({} producer retries, {} malformed), \
+         {} workers x {} messages per invocation",
+        offered.events,
+        offered.messages,
+        TENANTS.join(", "),
+        offered.resent_messages,
+        offered.malformed,
+        opts.workers,
+        opts.batch_size
+    );
+    let queue = Arc::new(LocalQueue::new(Duration::from_secs(30), Some(5)));
+    for body in messages {
+        queue.send(body);
+    }
+    let handler = Arc::new(Counting { ingest, totals: Mutex::new(Totals::default()) });
+    let started = Instant::now();
+    let done = Arc::new(AtomicBool::new(false));
+    let progress = {
+        let (queue, handler, done) = (Arc::clone(&queue), Arc::clone(&handler), Arc::clone(&done));
+        tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let s = queue.stats();
+                let loaded = handler.totals.lock().unwrap_or_else(|p| p.into_inner()).loaded;
+                let secs = started.elapsed().as_secs_f64();
+                eprintln!(
+                    "  [{secs:5.1}s] {}/{} messages acknowledged, {loaded} events loaded ({:.0} events/s)",
+                    s.acked,
+                    s.sent,
+                    loaded as f64 / secs
+                );
+            }
+        })
+    };
+    drain(Arc::clone(&queue), Arc::clone(&handler), opts.workers, opts.batch_size).await;
+    done.store(true, Ordering::Relaxed);
+    let _ = progress.await;
+    let elapsed = started.elapsed();
+    let totals = handler.totals.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_id LIKE $1 || '-%'")
+        .bind(&run_id)
+        .fetch_one(&pool)
+        .await?;
+    let stats = queue.stats();
+    print_summary(&offered, &totals, stats, stored, elapsed);
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+fn print_summary(
+    offered: &Offered,
+    t: &Totals,
+    q: crate::queue::QueueStats,
+    stored: i64,
+    elapsed: Duration,
+) {
+    let quarantined: u64 = t.quarantined.values().sum();
+    let secs = elapsed.as_secs_f64();
+    println!();
+    println!("ferry demo summary");
+    println!("  messages sent             {:>10}", q.sent);
+    println!("  deliveries (redelivered)  {:>10} ({})", q.deliveries, q.redeliveries);
+    println!("  dead-lettered messages    {:>10}", q.dead);
+    println!("  events offered            {:>10}", offered.events);
+    println!("  events loaded             {:>10}", t.loaded);
+    println!("  duplicates dropped        {:>10}", t.duplicates);
+    println!("  messages already applied  {:>10}", t.already_applied);
+    println!("  quarantined               {:>10}", quarantined);
+    for (reason, n) in &t.quarantined {
+        println!("    {:<24}{:>10}", reason.as_str(), n);
+    }
+    println!("  transient failures        {:>10}", t.transient_failures);
+    println!("  events in database (run)  {:>10}", stored);
+    println!("  elapsed                   {:>9.2}s", secs);
+    println!("  throughput                {:>10.0} events/s loaded", t.loaded as f64 / secs);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stream_mixes_retries_malformed_input_and_batches() {
+        let opts = DemoOptions { events: 5_000, workers: 1, batch_size: 10, seed: 7 };
+        let (messages, offered) = generate(&opts, "t", Utc::now());
+        assert_eq!(offered.events, 5_000);
+        assert_eq!(offered.messages as usize, messages.len());
+        assert!(offered.resent_messages > 20, "{offered:?}");
+        assert!(offered.malformed > 50, "{offered:?}");
+        assert!(messages.iter().any(|m| m.first() == Some(&b'[')));
+        assert!(messages.iter().any(|m| std::str::from_utf8(m).is_err()));
+    }
+}

@@ -1,0 +1,80 @@
+//! Opening the local stack: the database (the one in `DATABASE_URL`, or a private server
+//! started from the machine's PostgreSQL binaries under the state directory), migrated.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use ferry_shared::{config::Config, db};
+use sqlx::PgPool;
+use tracing::info;
+
+use crate::postgres::{free_port, LocalPostgres};
+
+/// Default port of the private server, if free when the cluster is first created.
+const DEFAULT_PORT: u16 = 54329;
+
+/// A connected, migrated database.
+#[derive(Debug)]
+pub struct Stack {
+    pub url: String,
+    pub pool: PgPool,
+    /// The private server, when ferry started one.
+    pub server: Option<LocalPostgres>,
+}
+
+/// The local state directory (`FERRY_STATE_DIR`, default `.ferry` in the working directory).
+pub fn state_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::var_os("FERRY_STATE_DIR").map(PathBuf::from).unwrap_or_else(|| ".ferry".into());
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    Ok(std::fs::canonicalize(&dir)?)
+}
+
+/// The private server of this state directory, created on first use (port remembered).
+pub fn private_server() -> anyhow::Result<LocalPostgres> {
+    let dir = state_dir()?;
+    let port_file = dir.join("postgres.port");
+    let port = match std::fs::read_to_string(&port_file) {
+        Ok(p) => p.trim().parse().context("corrupt postgres.port")?,
+        Err(_) => {
+            let port = if std::net::TcpListener::bind(("127.0.0.1", DEFAULT_PORT)).is_ok() {
+                DEFAULT_PORT
+            } else {
+                free_port()?
+            };
+            std::fs::write(&port_file, port.to_string())?;
+            port
+        }
+    };
+    Ok(LocalPostgres::new(dir.join("pgdata"), port)?)
+}
+
+/// Connects to `DATABASE_URL`, or starts (or reuses) the private server; then migrates.
+pub async fn open(cfg: &Config) -> anyhow::Result<Stack> {
+    let (url, server) = match cfg.db.url.clone() {
+        Some(url) => (url, None),
+        None => {
+            let pg = private_server()?;
+            let fresh = !pg.data_dir.join("PG_VERSION").exists();
+            pg.init()?;
+            pg.start()?;
+            if fresh {
+                let admin = sqlx::PgPool::connect(&pg.url("postgres")).await?;
+                sqlx::query("CREATE DATABASE ferry").execute(&admin).await?;
+                admin.close().await;
+            }
+            info!(data_dir = %pg.data_dir.display(), port = pg.port, "private PostgreSQL running");
+            (pg.url("ferry"), Some(pg))
+        }
+    };
+    let pool = db::pool(&cfg.db, &url, "ferry")?;
+    db::migrate(&pool).await.context("apply migrations")?;
+    db::ensure_partitions_ahead(
+        &pool,
+        chrono::Utc::now(),
+        Duration::from_secs(3600),
+        cfg.partition_interval.as_secs() as i64,
+    )
+    .await?;
+    Ok(Stack { url, pool, server })
+}

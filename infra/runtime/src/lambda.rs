@@ -1,0 +1,86 @@
+//! AWS Lambda: `SqsEvent` in, `SqsBatchResponse` out (the event source mapping must have
+//! `ReportBatchItemFailures` enabled, or AWS ignores the per-message failures).
+
+use std::sync::Arc;
+
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use ferry_shared::{QueueBatch, QueueHandler, QueueMessage, QueueOutcome};
+use lambda_runtime::{service_fn, LambdaEvent};
+
+use crate::RuntimeError;
+
+/// Runs the Lambda Runtime API loop with a queue handler.
+pub async fn run_queue<H: QueueHandler>(handler: Arc<H>) -> Result<(), RuntimeError> {
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+        let handler = Arc::clone(&handler);
+        async move {
+            let outcome = handler.handle(sqs_batch(event.payload)).await;
+            Ok::<_, lambda_runtime::Error>(sqs_response(outcome))
+        }
+    }))
+    .await
+    .map_err(|e| RuntimeError::Lambda(e.to_string()))
+}
+
+/// Maps an SQS event onto the trigger contract.
+pub fn sqs_batch(event: SqsEvent) -> QueueBatch {
+    let messages = event
+        .records
+        .into_iter()
+        .map(|m| QueueMessage {
+            delivery_count: m
+                .attributes
+                .get("ApproximateReceiveCount")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(1),
+            id: m.message_id.unwrap_or_default(),
+            body: m.body.unwrap_or_default().into_bytes(),
+            attributes: m.attributes.into_iter().collect(),
+        })
+        .collect();
+    QueueBatch { messages }
+}
+
+/// Maps the outcome onto `batchItemFailures`.
+pub fn sqs_response(outcome: QueueOutcome) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = outcome
+        .failed
+        .into_iter()
+        .map(|id| {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            failure
+        })
+        .collect();
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqs_records_become_queue_messages() {
+        let event: SqsEvent = serde_json::from_value(serde_json::json!({"Records": [{
+            "messageId": "m-1", "receiptHandle": "r", "body": "{\"a\":1}",
+            "attributes": {"ApproximateReceiveCount": "3", "SentTimestamp": "1"},
+            "messageAttributes": {}, "md5OfBody": "x", "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:eu-west-1:1:ingest", "awsRegion": "eu-west-1"
+        }]}))
+        .unwrap();
+        let batch = sqs_batch(event);
+        assert_eq!(batch.messages.len(), 1);
+        let m = &batch.messages[0];
+        assert_eq!((m.id.as_str(), m.body.as_slice(), m.delivery_count), ("m-1", &b"{\"a\":1}"[..], 3));
+    }
+
+    #[test]
+    fn failures_serialise_as_batch_item_failures() {
+        let r = sqs_response(QueueOutcome { failed: vec!["m-2".into()] });
+        assert_eq!(
+            serde_json::to_value(r).unwrap(),
+            serde_json::json!({"batchItemFailures": [{"itemIdentifier": "m-2"}]})
+        );
+    }
+}

@@ -1,0 +1,88 @@
+//! Platform adapters. A function's `main` hands its handler to [`serve_queue`], which picks the
+//! platform from the environment at start-up:
+//!
+//! - `AWS_LAMBDA_RUNTIME_API` set → AWS Lambda ([`lambda`]);
+//! - `FUNCTIONS_CUSTOMHANDLER_PORT` set → Azure Functions custom handler ([`azure`]);
+//! - neither → the binary explains how to run it locally and exits.
+//!
+//! Adapters translate payloads and outcomes; they hold no business logic.
+
+pub mod azure;
+pub mod lambda;
+
+use std::sync::Arc;
+
+use ferry_shared::QueueHandler;
+use thiserror::Error;
+
+/// Where this process is running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Platform {
+    Lambda,
+    Azure { port: u16 },
+    Local,
+}
+
+/// Errors that stop an adapter.
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    #[error("FUNCTIONS_CUSTOMHANDLER_PORT={0:?} is not a port number")]
+    BadPort(String),
+    #[error("cannot listen on 127.0.0.1:{port}: {source}")]
+    Bind { port: u16, source: std::io::Error },
+    #[error("Lambda runtime stopped: {0}")]
+    Lambda(String),
+    #[error(
+        "{function}: no platform detected (neither AWS_LAMBDA_RUNTIME_API nor \
+         FUNCTIONS_CUSTOMHANDLER_PORT is set). To run ferry locally use the `ferry` command, \
+         e.g. `scripts/run-local.sh` or `ferry demo`, which calls this function in-process."
+    )]
+    NoPlatform { function: String },
+}
+
+/// Detects the platform from the process environment.
+pub fn detect() -> Result<Platform, RuntimeError> {
+    detect_from(|k| std::env::var(k).ok())
+}
+
+fn detect_from(get: impl Fn(&str) -> Option<String>) -> Result<Platform, RuntimeError> {
+    if get("AWS_LAMBDA_RUNTIME_API").is_some_and(|v| !v.is_empty()) {
+        return Ok(Platform::Lambda);
+    }
+    match get("FUNCTIONS_CUSTOMHANDLER_PORT").filter(|v| !v.is_empty()) {
+        Some(p) => p.trim().parse().map(|port| Platform::Azure { port }).map_err(|_| RuntimeError::BadPort(p)),
+        None => Ok(Platform::Local),
+    }
+}
+
+/// Serves a queue-triggered function on the detected platform until the platform stops it.
+pub async fn serve_queue<H: QueueHandler>(function: &str, handler: H) -> Result<(), RuntimeError> {
+    let handler = Arc::new(handler);
+    match detect()? {
+        Platform::Lambda => lambda::run_queue(handler).await,
+        Platform::Azure { port } => azure::run_queue(port, function, handler).await,
+        Platform::Local => Err(RuntimeError::NoPlatform { function: function.to_owned() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platform_follows_the_environment() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        assert_eq!(detect_from(env(&[("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")])).unwrap(), Platform::Lambda);
+        assert_eq!(
+            detect_from(env(&[("FUNCTIONS_CUSTOMHANDLER_PORT", "7071")])).unwrap(),
+            Platform::Azure { port: 7071 }
+        );
+        assert_eq!(detect_from(env(&[])).unwrap(), Platform::Local);
+        assert!(matches!(
+            detect_from(env(&[("FUNCTIONS_CUSTOMHANDLER_PORT", "x")])),
+            Err(RuntimeError::BadPort(_))
+        ));
+    }
+}

@@ -1,0 +1,202 @@
+//! Typed configuration, read once from the environment at start-up.
+//!
+//! Every variable ferry reads is named in [`VARS`] and documented in the README. Tests build a
+//! [`Config`] with [`Config::from_lookup`] instead of touching the process environment.
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// Every environment variable ferry reads, with its default and meaning (README table source).
+pub const VARS: &[(&str, &str, &str)] = &[
+    ("DATABASE_URL", "(local: private server)", "PostgreSQL connection URL"),
+    ("FERRY_DB_MAX_CONNECTIONS", "4", "connection pool size per process"),
+    ("FERRY_DB_CONNECT_TIMEOUT", "5s", "time to wait for a connection"),
+    ("FERRY_DB_LOCK_TIMEOUT", "5s", "lock wait before a load is retried later"),
+    ("FERRY_DB_STATEMENT_TIMEOUT", "60s", "statement time limit"),
+    ("FERRY_MAX_EVENT_BYTES", "262144", "largest accepted event, in bytes"),
+    ("FERRY_MAX_EVENT_AGE", "30d", "oldest accepted event time, relative to now"),
+    ("FERRY_MAX_FUTURE_SKEW", "5m", "how far in the future an event time may be"),
+    ("FERRY_PARTITION_INTERVAL", "5m", "width of one events partition"),
+    ("FERRY_COPY_THRESHOLD", "2000", "rows from which the loader uses binary COPY"),
+    ("FERRY_FUNCTION_NAME", "(binary name)", "function name in logs, ledger and Azure route"),
+    ("FERRY_LOG_FORMAT", "json on clouds, text locally", "`json` or `text`"),
+    ("RUST_LOG", "info", "log filter (tracing EnvFilter syntax)"),
+];
+
+/// Database settings.
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    /// `None` means "not configured": the local stack starts a private server.
+    pub url: Option<String>,
+    pub max_connections: u32,
+    pub connect_timeout: Duration,
+    pub lock_timeout: Duration,
+    pub statement_timeout: Duration,
+}
+
+/// What the validator accepts.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_event_bytes: usize,
+    pub max_event_age: Duration,
+    pub max_future_skew: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_event_bytes: 256 * 1024,
+            max_event_age: Duration::from_secs(30 * 86_400),
+            max_future_skew: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// The whole configuration of a ferry process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub db: DbConfig,
+    pub limits: Limits,
+    pub partition_interval: Duration,
+    pub copy_threshold: usize,
+    pub function_name: Option<String>,
+    pub log_format: LogFormat,
+}
+
+/// A variable that is set but cannot be used.
+#[derive(Debug, Error)]
+#[error("{var}={value:?}: {problem}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub value: String,
+    pub problem: String,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads configuration through `get`, which returns a variable's value if set.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let on_cloud = get("AWS_LAMBDA_RUNTIME_API").is_some()
+            || get("FUNCTIONS_CUSTOMHANDLER_PORT").is_some();
+        let log_format = match get("FERRY_LOG_FORMAT").as_deref() {
+            None if on_cloud => LogFormat::Json,
+            None => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some("text") => LogFormat::Text,
+            Some(other) => return Err(bad("FERRY_LOG_FORMAT", other, "expected json or text")),
+        };
+        let limits = Limits {
+            max_event_bytes: number(&get, "FERRY_MAX_EVENT_BYTES", 256 * 1024)?,
+            max_event_age: duration(&get, "FERRY_MAX_EVENT_AGE", "30d")?,
+            max_future_skew: duration(&get, "FERRY_MAX_FUTURE_SKEW", "5m")?,
+        };
+        let partition_interval = duration(&get, "FERRY_PARTITION_INTERVAL", "5m")?;
+        if partition_interval < Duration::from_secs(60) || partition_interval.as_secs() % 60 != 0 {
+            let v = humantime::format_duration(partition_interval).to_string();
+            return Err(bad("FERRY_PARTITION_INTERVAL", &v, "must be whole minutes, at least 1m"));
+        }
+        if 86_400 % partition_interval.as_secs() != 0 {
+            let v = humantime::format_duration(partition_interval).to_string();
+            return Err(bad("FERRY_PARTITION_INTERVAL", &v, "must divide a day evenly"));
+        }
+        Ok(Config {
+            db: DbConfig {
+                url: get("DATABASE_URL"),
+                max_connections: number(&get, "FERRY_DB_MAX_CONNECTIONS", 4)?,
+                connect_timeout: duration(&get, "FERRY_DB_CONNECT_TIMEOUT", "5s")?,
+                lock_timeout: duration(&get, "FERRY_DB_LOCK_TIMEOUT", "5s")?,
+                statement_timeout: duration(&get, "FERRY_DB_STATEMENT_TIMEOUT", "60s")?,
+            },
+            limits,
+            partition_interval,
+            copy_threshold: number(&get, "FERRY_COPY_THRESHOLD", 2000)?,
+            function_name: get("FERRY_FUNCTION_NAME"),
+            log_format,
+        })
+    }
+
+    /// The database URL, or an error naming the variable to set.
+    pub fn database_url(&self) -> Result<&str, ConfigError> {
+        self.db.url.as_deref().ok_or_else(|| ConfigError {
+            var: "DATABASE_URL",
+            value: String::new(),
+            problem: "not set; functions need a PostgreSQL URL (locally, `ferry` starts one)"
+                .into(),
+        })
+    }
+}
+
+fn bad(var: &'static str, value: &str, problem: &str) -> ConfigError {
+    ConfigError { var, value: value.to_owned(), problem: problem.to_owned() }
+}
+
+fn number<T: std::str::FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: T,
+) -> Result<T, ConfigError> {
+    match get(var) {
+        None => Ok(default),
+        Some(v) => v.trim().parse().map_err(|_| bad(var, &v, "expected a whole number")),
+    }
+}
+
+fn duration(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: &str,
+) -> Result<Duration, ConfigError> {
+    let v = get(var).unwrap_or_else(|| default.to_owned());
+    humantime::parse_duration(v.trim())
+        .map_err(|e| bad(var, &v, &format!("expected a duration like 30s, 5m, 2h, 7d ({e})")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let pairs: Vec<(String, String)> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let c = from(&[]).unwrap();
+        assert_eq!(c.limits.max_event_bytes, 262_144);
+        assert_eq!(c.partition_interval, Duration::from_secs(300));
+        assert_eq!(c.db.url, None);
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert!(c.database_url().is_err());
+    }
+
+    #[test]
+    fn cloud_environment_switches_logs_to_json() {
+        let c = from(&[("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")]).unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = from(&[("FERRY_MAX_EVENT_BYTES", "lots")]).unwrap_err();
+        assert_eq!(e.var, "FERRY_MAX_EVENT_BYTES");
+        let e = from(&[("FERRY_PARTITION_INTERVAL", "7m")]).unwrap_err();
+        assert!(e.to_string().contains("divide a day"), "{e}");
+        let e = from(&[("FERRY_DB_LOCK_TIMEOUT", "soon")]).unwrap_err();
+        assert_eq!(e.var, "FERRY_DB_LOCK_TIMEOUT");
+    }
+}

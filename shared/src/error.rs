@@ -1,0 +1,72 @@
+//! Errors of the shared crate, split into retryable and permanent.
+//!
+//! The split is what adapters act on: a retryable error means "redeliver this unit later",
+//! a permanent one means "this input can never be stored; quarantine it and acknowledge".
+
+use thiserror::Error;
+
+#[cfg(all(feature = "fault-injection", debug_assertions))]
+use crate::faults::CrashPoint;
+
+/// An error from the database layer or the loader.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The database cannot be reached at all (connection refused, pool timeout, shutdown).
+    /// Retrying smaller pieces of work now will not help.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// The database is reachable but this attempt failed in a way that may pass on retry
+    /// (lock or statement timeout, serialization failure, deadlock, missing partition).
+    #[error("transient database failure: {0}")]
+    Transient(#[source] sqlx::Error),
+    /// The database refused the data; retrying the same input gives the same answer.
+    #[error("database refused the data: {0}")]
+    Permanent(#[source] sqlx::Error),
+    /// A crash injected by a test (debug builds with the `fault-injection` feature only).
+    #[cfg(all(feature = "fault-injection", debug_assertions))]
+    #[error("injected crash {0:?}")]
+    InjectedCrash(CrashPoint),
+}
+
+impl Error {
+    /// True when the unit should be redelivered rather than quarantined.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Error::Permanent(_))
+    }
+
+    /// True when the database as a whole is unreachable, so splitting the work is pointless.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Error::Unavailable(_))
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        classify(e)
+    }
+}
+
+/// Sorts a sqlx error into unavailable, transient or permanent.
+pub fn classify(e: sqlx::Error) -> Error {
+    use sqlx::Error as E;
+    match &e {
+        E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed => {
+            Error::Unavailable(e)
+        }
+        E::Protocol(_) => Error::Unavailable(e),
+        E::Database(db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            match code.as_str() {
+                // connection exceptions, admin shutdown, crash shutdown, cannot connect now
+                c if c.starts_with("08") => Error::Unavailable(e),
+                "57P01" | "57P02" | "57P03" => Error::Unavailable(e),
+                // serialization failure, deadlock, lock timeout, statement timeout / cancel,
+                // insufficient resources, no partition for a row (dropped under us)
+                "40001" | "40P01" | "55P03" | "57014" | "23514" => Error::Transient(e),
+                c if c.starts_with("53") => Error::Transient(e),
+                _ => Error::Permanent(e),
+            }
+        }
+        _ => Error::Permanent(e),
+    }
+}

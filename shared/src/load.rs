@@ -1,0 +1,468 @@
+//! The loader every function uses: validated events plus the delivery units they came from go
+//! into PostgreSQL in ONE transaction — ledger rows, events (deduplicated), quarantine rows.
+//!
+//! Protocol per transaction:
+//! 1. claim the units in `ingest_ledger` (`ON CONFLICT DO NOTHING RETURNING`): a unit that is
+//!    already there was applied before and has no effect; a concurrent delivery of the same
+//!    unit waits on our uncommitted row and then finds it;
+//! 2. look up the tenants (`FOR KEY SHARE`, so a tenant being changed makes us wait, bounded
+//!    by `lock_timeout`, and retry later rather than load against a moving target);
+//! 3. insert each unit's events: `INSERT … SELECT FROM unnest(…)` for small units, binary COPY
+//!    into a temporary staging table and one merge for large ones, both `ON CONFLICT DO NOTHING`
+//!    on `(tenant_id, source, event_id, time)`;
+//! 4. insert quarantine rows, record per-unit counts in the ledger, commit.
+//!
+//! Partitions are created before the transaction, in their own short one, so partition DDL
+//! never holds locks for the length of a load.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgPool;
+use sqlx::{PgConnection, Postgres, Transaction};
+use tracing::{debug, info};
+
+use crate::copy::BinaryCopy;
+use crate::db;
+use crate::error::Error;
+use crate::event::{Event, RejectReason, Rejection};
+use crate::validate::Parsed;
+
+#[cfg(all(feature = "fault-injection", debug_assertions))]
+use crate::faults::{CrashPoint, FaultHook};
+
+/// Returns early with an injected crash when a test asks for one. Compiles to nothing in
+/// release builds and without the `fault-injection` feature.
+macro_rules! crash_point {
+    ($self:ident, $point:ident) => {
+        #[cfg(all(feature = "fault-injection", debug_assertions))]
+        {
+            if let Some(hook) = &$self.faults {
+                if hook(CrashPoint::$point) {
+                    return Err(Error::InjectedCrash(CrashPoint::$point));
+                }
+            }
+        }
+    };
+}
+
+/// One delivery unit and what was read from it.
+#[derive(Debug)]
+pub struct Unit {
+    /// Ledger key, e.g. `queue:<message id>`; unique across all units ever delivered.
+    pub key: String,
+    pub parsed: Parsed,
+}
+
+/// What happened to one unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitReport {
+    pub key: String,
+    /// False when the unit's ledger row already existed: nothing was written.
+    pub applied: bool,
+    /// Valid events offered.
+    pub offered: u64,
+    /// Events inserted.
+    pub loaded: u64,
+    /// Valid events that were already stored (producer retries, overlapping units).
+    pub duplicates: u64,
+    /// Quarantined pieces of input, by reason.
+    pub quarantined: BTreeMap<RejectReason, u32>,
+}
+
+/// Loader settings.
+#[derive(Debug, Clone)]
+pub struct LoaderConfig {
+    /// Width of one `events` partition, in seconds.
+    pub partition_secs: i64,
+    /// A unit with at least this many events is loaded with binary COPY.
+    pub copy_threshold: usize,
+}
+
+/// Loads delivery units into PostgreSQL. Cheap to share; build once per process.
+pub struct Loader {
+    pool: PgPool,
+    cfg: LoaderConfig,
+    /// Partition slots known to exist, so the common case costs no round trip.
+    known_partitions: Mutex<HashSet<i64>>,
+    #[cfg(all(feature = "fault-injection", debug_assertions))]
+    faults: Option<FaultHook>,
+}
+
+impl std::fmt::Debug for Loader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loader").field("cfg", &self.cfg).finish_non_exhaustive()
+    }
+}
+
+impl Loader {
+    pub fn new(pool: PgPool, cfg: LoaderConfig) -> Loader {
+        Loader {
+            pool,
+            cfg,
+            known_partitions: Mutex::new(HashSet::new()),
+            #[cfg(all(feature = "fault-injection", debug_assertions))]
+            faults: None,
+        }
+    }
+
+    /// Installs a crash-point hook (tests only).
+    #[cfg(all(feature = "fault-injection", debug_assertions))]
+    pub fn with_faults(mut self, hook: FaultHook) -> Loader {
+        self.faults = Some(hook);
+        self
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies `units` in one transaction. On error nothing was written (or, for an injected
+    /// `AfterCommit` crash, everything was) and the caller decides about redelivery.
+    pub async fn load(&self, function: &str, units: &[Unit]) -> Result<Vec<UnitReport>, Error> {
+        let received_at = Utc::now();
+        let times: Vec<DateTime<Utc>> =
+            units.iter().flat_map(|u| u.parsed.events.iter().map(|e| e.time)).collect();
+        self.ensure_partitions(&times).await?;
+        let result = self.load_tx(function, units, received_at).await;
+        if let Err(Error::Transient(sqlx::Error::Database(e))) = &result {
+            if e.code().as_deref() == Some("23514") {
+                // A partition we believed in is gone (retention): forget what we know.
+                self.known_partitions.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            }
+        }
+        result
+    }
+
+    async fn load_tx(
+        &self,
+        function: &str,
+        units: &[Unit],
+        received_at: DateTime<Utc>,
+    ) -> Result<Vec<UnitReport>, Error> {
+        let mut tx = self.pool.begin().await?;
+        let keys: Vec<&str> = units.iter().map(|u| u.key.as_str()).collect();
+        let claimed: HashSet<String> = sqlx::query_scalar(
+            "INSERT INTO ingest_ledger (unit, function)
+             SELECT u, $2 FROM unnest($1::text[]) AS u
+             ON CONFLICT (unit) DO NOTHING RETURNING unit",
+        )
+        .bind(&keys)
+        .bind(function)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        crash_point!(self, AfterClaim);
+
+        let claimed_units: Vec<&Unit> = units.iter().filter(|u| claimed.contains(&u.key)).collect();
+        let active = active_tenants(&mut tx, &claimed_units).await?;
+
+        let mut reports = Vec::with_capacity(units.len());
+        let mut quarantine: Vec<(&str, Rejection)> = Vec::new();
+        for unit in units {
+            if !claimed.contains(&unit.key) {
+                reports.push(UnitReport {
+                    key: unit.key.clone(),
+                    applied: false,
+                    offered: 0,
+                    loaded: 0,
+                    duplicates: 0,
+                    quarantined: BTreeMap::new(),
+                });
+                continue;
+            }
+            let (good, unknown): (Vec<&Event>, Vec<&Event>) =
+                unit.parsed.events.iter().partition(|e| active.contains(&e.tenant_id));
+            let loaded = self.insert_events(&mut tx, &good, received_at).await?;
+            let mut rejected: Vec<Rejection> = unit.parsed.rejected.clone();
+            rejected.extend(unknown.iter().map(|e| unknown_tenant(e)));
+            let mut by_reason = BTreeMap::new();
+            for r in &rejected {
+                *by_reason.entry(r.reason).or_insert(0u32) += 1;
+            }
+            quarantine.extend(rejected.into_iter().map(|r| (unit.key.as_str(), r)));
+            reports.push(UnitReport {
+                key: unit.key.clone(),
+                applied: true,
+                offered: good.len() as u64,
+                loaded,
+                duplicates: good.len() as u64 - loaded,
+                quarantined: by_reason,
+            });
+        }
+        insert_quarantine(&mut tx, &quarantine, received_at).await?;
+        record_counts(&mut tx, &reports).await?;
+        crash_point!(self, AfterLoad);
+        tx.commit().await?;
+        crash_point!(self, AfterCommit);
+        for r in reports.iter().filter(|r| r.applied) {
+            debug!(unit = %r.key, loaded = r.loaded, duplicates = r.duplicates,
+                   quarantined = r.quarantined.values().sum::<u32>(), "unit applied");
+        }
+        Ok(reports)
+    }
+
+    /// Records a whole unit as rejected by the database (a permanent error that validation
+    /// could not foresee), so it is acknowledged instead of redelivered forever.
+    pub async fn quarantine_unit(
+        &self,
+        function: &str,
+        key: &str,
+        raw: &[u8],
+        detail: &str,
+    ) -> Result<bool, Error> {
+        let mut tx = self.pool.begin().await?;
+        let claimed = sqlx::query(
+            "INSERT INTO ingest_ledger (unit, function, quarantined) VALUES ($1, $2, 1)
+             ON CONFLICT (unit) DO NOTHING",
+        )
+        .bind(key)
+        .bind(function)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if claimed {
+            let rejection = Rejection {
+                tenant_id: None,
+                position: None,
+                reason: RejectReason::DatabaseRejected,
+                detail: detail.to_owned(),
+                raw: raw.to_vec(),
+            };
+            insert_quarantine(&mut tx, &[(key, rejection)], Utc::now()).await?;
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn ensure_partitions(&self, times: &[DateTime<Utc>]) -> Result<(), Error> {
+        let width = self.cfg.partition_secs;
+        let missing: Vec<i64> = {
+            let known = self.known_partitions.lock().unwrap_or_else(|p| p.into_inner());
+            let mut slots: Vec<i64> = times
+                .iter()
+                .map(|t| db::slot_start(*t, width))
+                .filter(|s| !known.contains(s))
+                .collect();
+            slots.sort_unstable();
+            slots.dedup();
+            slots
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let created = db::ensure_partitions(&self.pool, &missing, width).await?;
+        if created > 0 {
+            info!(created, "created events partitions");
+        }
+        self.known_partitions.lock().unwrap_or_else(|p| p.into_inner()).extend(missing);
+        Ok(())
+    }
+
+    async fn insert_events(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        events: &[&Event],
+        received_at: DateTime<Utc>,
+    ) -> Result<u64, Error> {
+        if events.is_empty() {
+            Ok(0)
+        } else if events.len() >= self.cfg.copy_threshold {
+            insert_copy(tx, events, received_at).await
+        } else {
+            insert_unnest(tx, events, received_at).await
+        }
+    }
+}
+
+const EVENT_COLUMNS: &str = "tenant_id, source, event_id, type, subject, time, received_at, \
+     user_id, session_id, datacontenttype, dataschema, extensions, data, data_base64";
+
+/// Small units: one `INSERT … SELECT FROM unnest(…)` with every column as an array parameter.
+pub async fn insert_unnest(
+    conn: &mut PgConnection,
+    events: &[&Event],
+    received_at: DateTime<Utc>,
+) -> Result<u64, Error> {
+    fn col<'e, T: ?Sized>(events: &[&'e Event], f: impl Fn(&'e Event) -> &'e T) -> Vec<&'e T> {
+        events.iter().map(|e| f(e)).collect()
+    }
+    fn opt<'e>(events: &[&'e Event], f: impl Fn(&'e Event) -> Option<&'e str>) -> Vec<Option<&'e str>> {
+        events.iter().map(|e| f(e)).collect()
+    }
+    let sql = format!(
+        "INSERT INTO events ({EVENT_COLUMNS})
+         SELECT t, s, i, ty, sub, tm, $14, u, se, dct, ds, ext::jsonb, d::jsonb, db
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                     $6::timestamptz[], $7::text[], $8::text[], $9::text[], $10::text[],
+                     $11::text[], $12::text[], $13::text[])
+              AS x(t, s, i, ty, sub, tm, u, se, dct, ds, ext, d, db)
+         ON CONFLICT DO NOTHING"
+    );
+    let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.time).collect();
+    let done = sqlx::query(&sql)
+        .bind(col(events, |e| e.tenant_id.as_str()))
+        .bind(col(events, |e| e.source.as_str()))
+        .bind(col(events, |e| e.id.as_str()))
+        .bind(col(events, |e| e.ty.as_str()))
+        .bind(opt(events, |e| e.subject.as_deref()))
+        .bind(times)
+        .bind(opt(events, |e| e.user_id.as_deref()))
+        .bind(opt(events, |e| e.session_id.as_deref()))
+        .bind(opt(events, |e| e.datacontenttype.as_deref()))
+        .bind(opt(events, |e| e.dataschema.as_deref()))
+        .bind(opt(events, |e| e.extensions.as_deref()))
+        .bind(opt(events, |e| e.data.as_deref().map(|d| d.get())))
+        .bind(opt(events, |e| e.data_base64.as_deref()))
+        .bind(received_at)
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// Large units: binary COPY into a per-connection temporary staging table, then one merge.
+pub async fn insert_copy(
+    conn: &mut PgConnection,
+    events: &[&Event],
+    received_at: DateTime<Utc>,
+) -> Result<u64, Error> {
+    sqlx::query("SET LOCAL client_min_messages = warning").execute(&mut *conn).await?;
+    sqlx::query(
+        "CREATE TEMP TABLE IF NOT EXISTS ferry_staging (
+             tenant_id text, source text, event_id text, type text, subject text,
+             time timestamptz, user_id text, session_id text, datacontenttype text,
+             dataschema text, extensions text, data text, data_base64 text)",
+    )
+    .execute(&mut *conn)
+    .await?;
+    let bytes: usize = events.iter().map(|e| e.raw.len() + 64).sum();
+    let mut copy = BinaryCopy::with_capacity(bytes);
+    for e in events {
+        copy.row(13);
+        copy.text(Some(&e.tenant_id));
+        copy.text(Some(&e.source));
+        copy.text(Some(&e.id));
+        copy.text(Some(&e.ty));
+        copy.text(e.subject.as_deref());
+        copy.timestamptz(e.time);
+        copy.text(e.user_id.as_deref());
+        copy.text(e.session_id.as_deref());
+        copy.text(e.datacontenttype.as_deref());
+        copy.text(e.dataschema.as_deref());
+        copy.text(e.extensions.as_deref());
+        copy.text(e.data.as_deref().map(|d| d.get()));
+        copy.text(e.data_base64.as_deref());
+    }
+    let mut sink = conn.copy_in_raw("COPY ferry_staging FROM STDIN (FORMAT binary)").await?;
+    sink.send(copy.finish()).await?;
+    sink.finish().await?;
+    merge_staging(conn, received_at).await
+}
+
+/// Moves the staging rows into `events` (deduplicated) and empties the staging table.
+pub async fn merge_staging(conn: &mut PgConnection, received_at: DateTime<Utc>) -> Result<u64, Error> {
+    let sql = format!(
+        "INSERT INTO events ({EVENT_COLUMNS})
+         SELECT tenant_id, source, event_id, type, subject, time, $1, user_id, session_id,
+                datacontenttype, dataschema, extensions::jsonb, data::jsonb, data_base64
+         FROM ferry_staging
+         ON CONFLICT DO NOTHING"
+    );
+    let done = sqlx::query(&sql).bind(received_at).execute(&mut *conn).await?;
+    sqlx::query("TRUNCATE ferry_staging").execute(&mut *conn).await?;
+    Ok(done.rows_affected())
+}
+
+async fn active_tenants(
+    tx: &mut Transaction<'_, Postgres>,
+    units: &[&Unit],
+) -> Result<HashSet<String>, Error> {
+    let mut wanted: Vec<&str> =
+        units.iter().flat_map(|u| u.parsed.events.iter().map(|e| e.tenant_id.as_str())).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    if wanted.is_empty() {
+        return Ok(HashSet::new());
+    }
+    Ok(sqlx::query_scalar(
+        "SELECT tenant_id FROM tenants WHERE tenant_id = ANY($1) AND status = 'active'
+         ORDER BY tenant_id FOR KEY SHARE",
+    )
+    .bind(&wanted)
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .collect())
+}
+
+fn unknown_tenant(e: &Event) -> Rejection {
+    Rejection {
+        tenant_id: Some(e.tenant_id.clone()),
+        position: Some(e.position),
+        reason: RejectReason::UnknownTenant,
+        detail: format!("tenant {:?} is not registered or not active", e.tenant_id),
+        raw: e.raw.as_bytes().to_vec(),
+    }
+}
+
+async fn insert_quarantine(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[(&str, Rejection)],
+    received_at: DateTime<Utc>,
+) -> Result<(), Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let tenants: Vec<&str> = rows.iter().map(|(_, r)| r.tenant_id.as_deref().unwrap_or("")).collect();
+    let units: Vec<&str> = rows.iter().map(|(u, _)| *u).collect();
+    let positions: Vec<Option<i32>> = rows.iter().map(|(_, r)| r.position).collect();
+    let reasons: Vec<&str> = rows.iter().map(|(_, r)| r.reason.as_str()).collect();
+    let details: Vec<&str> = rows.iter().map(|(_, r)| r.detail.as_str()).collect();
+    let raws: Vec<&[u8]> = rows.iter().map(|(_, r)| r.raw.as_slice()).collect();
+    sqlx::query(
+        "INSERT INTO quarantine (tenant_id, unit, position, reason, detail, raw, received_at)
+         SELECT t, u, p, r, d, b, $7
+         FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::bytea[])
+              AS x(t, u, p, r, d, b)",
+    )
+    .bind(tenants)
+    .bind(units)
+    .bind(positions)
+    .bind(reasons)
+    .bind(details)
+    .bind(raws)
+    .bind(received_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn record_counts(tx: &mut Transaction<'_, Postgres>, reports: &[UnitReport]) -> Result<(), Error> {
+    let applied: Vec<&UnitReport> = reports.iter().filter(|r| r.applied).collect();
+    if applied.is_empty() {
+        return Ok(());
+    }
+    let count = |v: u64| i32::try_from(v).unwrap_or(i32::MAX);
+    let units: Vec<&str> = applied.iter().map(|r| r.key.as_str()).collect();
+    let loaded: Vec<i32> = applied.iter().map(|r| count(r.loaded)).collect();
+    let dups: Vec<i32> = applied.iter().map(|r| count(r.duplicates)).collect();
+    let quarantined: Vec<i32> =
+        applied.iter().map(|r| count(r.quarantined.values().map(|n| *n as u64).sum())).collect();
+    sqlx::query(
+        "UPDATE ingest_ledger l SET events = c.e, duplicates = c.d, quarantined = c.q
+         FROM unnest($1::text[], $2::int4[], $3::int4[], $4::int4[]) AS c(unit, e, d, q)
+         WHERE l.unit = c.unit",
+    )
+    .bind(units)
+    .bind(loaded)
+    .bind(dups)
+    .bind(quarantined)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+
