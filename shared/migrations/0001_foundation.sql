@@ -68,8 +68,10 @@ CREATE INDEX quarantine_unit_idx ON quarantine (unit);
 CREATE INDEX quarantine_reason_idx ON quarantine (reason, received_at);
 
 -- Creates the partitions of `events` that start at the given slot starts, each `width` wide.
--- Idempotent and safe under concurrent callers: existence is checked first without a lock,
--- then again under a transaction-scoped advisory lock before creating.
+-- Idempotent and safe under concurrent callers: existence is checked first without a lock;
+-- creators are serialised by a transaction-scoped advisory lock, and a partition created by a
+-- concurrent caller meanwhile is accepted (the catalog lookup after an advisory lock can be
+-- stale, so "already exists" is caught rather than re-checked).
 CREATE FUNCTION ferry_ensure_event_partitions(starts timestamptz[], width interval)
 RETURNS integer
 LANGUAGE plpgsql AS $$
@@ -82,12 +84,14 @@ BEGIN
         part := 'events_p' || to_char(s AT TIME ZONE 'UTC', 'YYYYMMDD_HH24MI');
         IF to_regclass(quote_ident(part)) IS NULL THEN
             PERFORM pg_advisory_xact_lock(hashtext('ferry.events.partitions'));
-            IF to_regclass(quote_ident(part)) IS NULL THEN
+            BEGIN
                 EXECUTE format(
                     'CREATE TABLE %I PARTITION OF events FOR VALUES FROM (%L) TO (%L)',
                     part, s, s + width);
                 created := created + 1;
-            END IF;
+            EXCEPTION WHEN duplicate_table OR unique_violation THEN
+                NULL;
+            END;
         END IF;
     END LOOP;
     RETURN created;

@@ -34,8 +34,13 @@ impl Error {
         !matches!(self, Error::Permanent(_))
     }
 
-    /// True when the database as a whole is unreachable, so splitting the work is pointless.
+    /// True when the database as a whole is unreachable (or, in tests, the process "died"), so
+    /// splitting the work into smaller transactions is pointless.
     pub fn is_unavailable(&self) -> bool {
+        #[cfg(all(feature = "fault-injection", debug_assertions))]
+        if matches!(self, Error::InjectedCrash(_)) {
+            return true;
+        }
         matches!(self, Error::Unavailable(_))
     }
 }

@@ -254,7 +254,11 @@ impl Loader {
         if missing.is_empty() {
             return Ok(());
         }
-        let created = db::ensure_partitions(&self.pool, &missing, width).await?;
+        // Partition upkeep failing is never the input's fault: retry, never quarantine.
+        let created = db::ensure_partitions(&self.pool, &missing, width).await.map_err(|e| match e {
+            Error::Permanent(e) => Error::Transient(e),
+            other => other,
+        })?;
         if created > 0 {
             info!(created, "created events partitions");
         }

@@ -1,1 +1,155 @@
+//! Test harness shared by ferry's integration tests.
+//!
+//! - [`fresh_db`]: a new database per test, cloned from a migrated template. The server is the
+//!   one in `DATABASE_URL`, or — when it is unset — a throwaway PostgreSQL started from the
+//!   machine's binaries for this test process (stopped and deleted when the process exits).
+//! - [`private_cluster`]: a server of the test's own, for tests that restart it.
+//! - [`bin`]: path of a real function binary built by the same `cargo test` run.
 
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::Context;
+use ferry_local::postgres::{free_port, LocalPostgres};
+use ferry_shared::config::Config;
+use sqlx::PgPool;
+use tokio::sync::OnceCell;
+
+struct Cluster {
+    /// URL of a maintenance database on the server.
+    admin_url: String,
+    template: String,
+    _server: Option<LocalPostgres>,
+}
+
+static CLUSTER: OnceCell<Cluster> = OnceCell::const_new();
+static NEXT_DB: AtomicU32 = AtomicU32::new(1);
+
+/// A database of one test.
+#[derive(Debug, Clone)]
+pub struct TestDb {
+    pub url: String,
+    pub pool: PgPool,
+}
+
+/// Starts a throwaway server under a new temp dir; it stops and the dir is deleted when this
+/// process exits.
+pub fn private_cluster() -> anyhow::Result<LocalPostgres> {
+    let root = std::env::temp_dir().join(format!(
+        "ferry-test-{}-{}",
+        std::process::id(),
+        NEXT_DB.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&root)?;
+    let pg = LocalPostgres::new(root.join("pgdata"), free_port()?)?
+        // Throwaway data: fsync off makes tests fast and is safe against the server crashes the
+        // tests inject (the process dies, the OS keeps its writes). synchronous_commit stays
+        // ON: with it off, a server crash loses commits already confirmed to ferry, and so
+        // messages already acknowledged — the exactly-once test catches exactly that.
+        .setting("fsync", "off")
+        .setting("full_page_writes", "off");
+    pg.init()?;
+    pg.start()?;
+    pg.stop_when_process_exits(&root)?;
+    Ok(pg)
+}
+
+async fn cluster() -> &'static Cluster {
+    CLUSTER
+        .get_or_init(|| async {
+            let (admin_url, server) = match std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+                Some(url) => (url, None),
+                None => {
+                    let pg = tokio::task::spawn_blocking(private_cluster)
+                        .await
+                        .expect("start thread")
+                        .expect("start a private PostgreSQL for tests");
+                    (pg.url("postgres"), Some(pg))
+                }
+            };
+            let template = format!("ferry_tmpl_{}", std::process::id());
+            let admin = PgPool::connect(&admin_url).await.expect("connect to the test server");
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {template}")).execute(&admin).await.unwrap();
+            sqlx::query(&format!("CREATE DATABASE {template}")).execute(&admin).await.unwrap();
+            admin.close().await;
+            let url = with_database(&admin_url, &template);
+            let pool = PgPool::connect(&url).await.expect("connect to the template");
+            ferry_shared::db::migrate(&pool).await.expect("migrate the template");
+            pool.close().await;
+            Cluster { admin_url, template, _server: server }
+        })
+        .await
+}
+
+/// A fresh, migrated database for one test.
+pub async fn fresh_db() -> TestDb {
+    let c = cluster().await;
+    let name = format!("t_{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::Relaxed));
+    let admin = PgPool::connect(&c.admin_url).await.expect("connect to the test server");
+    sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {}", c.template))
+        .execute(&admin)
+        .await
+        .expect("create test database");
+    admin.close().await;
+    let url = with_database(&c.admin_url, &name);
+    let pool = PgPool::connect(&url).await.expect("connect to test database");
+    TestDb { url, pool }
+}
+
+/// Replaces the database name in a PostgreSQL URL.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let authority_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match base[authority_end..].find('/') {
+        Some(slash) => &base[..authority_end + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{database}?{q}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
+/// Configuration for tests: defaults, plus the given overrides.
+pub fn config(overrides: &[(&str, &str)]) -> Config {
+    let pairs: Vec<(String, String)> =
+        overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    Config::from_lookup(|k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+        .expect("valid test configuration")
+}
+
+/// Path of a binary of this workspace, built by the same `cargo test` invocation.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} not built; run `cargo build --workspace --bins` first", path.display());
+    path
+}
+
+/// Counts rows of a query returning one bigint.
+pub async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.with_context(|| sql.to_owned()).unwrap()
+}
+
+/// A valid CloudEvent for `tenant`, stamped a minute ago.
+pub fn event(tenant: &str, id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": "/tests",
+        "type": "payment.captured",
+        "time": (chrono::Utc::now() - chrono::Duration::seconds(60)).to_rfc3339(),
+        "tenantid": tenant,
+        "data": {"amount": 1}
+    })
+}
+
+/// A queue message with the given id and body.
+pub fn message(id: &str, body: impl Into<Vec<u8>>) -> ferry_shared::QueueMessage {
+    ferry_shared::QueueMessage { id: id.into(), body: body.into(), delivery_count: 1, ..Default::default() }
+}

@@ -49,7 +49,9 @@ impl Ingest {
         Ok(Ingest::with_pool(cfg, pool, function))
     }
 
-    /// Builds the handler on an existing pool.
+    /// Builds the handler on an existing pool, which should come from
+    /// [`ferry_shared::db::pool`] (it sets the lock and statement timeouts the handler relies on
+    /// to turn a stuck load into a retry).
     pub fn with_pool(cfg: &Config, pool: PgPool, function: impl Into<String>) -> Ingest {
         let loader = Loader::new(
             pool,

@@ -1,0 +1,203 @@
+//! Bad input: every rejection reason ends in quarantine with the raw bytes, the message is
+//! acknowledged, and nothing else in the same message or batch is lost.
+
+use ferry_ingest::Ingest;
+use ferry_shared::QueueBatch;
+use ferry_tests::{config, count, event, fresh_db, message, TestDb};
+use serde_json::json;
+
+async fn setup() -> (TestDb, Ingest) {
+    let db = fresh_db().await;
+    ferry_shared::db::add_tenant(&db.pool, "acme", "Acme").await.unwrap();
+    let cfg = config(&[("FERRY_MAX_EVENT_BYTES", "4096")]);
+    let ingest = Ingest::with_pool(&cfg, db.pool.clone(), "ingest");
+    (db, ingest)
+}
+
+/// Sends `body` as one message next to a good message, and returns the quarantine rows
+/// `(reason, position, raw, tenant)` of the bad one.
+async fn reject(body: Vec<u8>) -> Vec<(String, Option<i32>, Vec<u8>, String)> {
+    let (db, ingest) = setup().await;
+    let good = event("acme", "good-1").to_string();
+    let batch = QueueBatch { messages: vec![message("bad", body), message("good", good)] };
+    let report = ingest.process(&batch).await;
+    assert!(report.failed.is_empty(), "bad input is acknowledged, not retried: {report:?}");
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM ingest_ledger").await, 2, "both messages are in the ledger");
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM events WHERE event_id = 'good-1'").await, 1, "the good message still loads");
+    sqlx::query_as("SELECT reason, position, raw, tenant_id FROM quarantine WHERE unit = 'queue:bad' ORDER BY quarantine_id")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+}
+
+async fn reject_event(ev: serde_json::Value, reason: &str) {
+    let body = ev.to_string().into_bytes();
+    let rows = reject(body.clone()).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].0, reason);
+    assert_eq!(rows[0].1, Some(0));
+    assert_eq!(rows[0].2, body, "raw bytes are kept as sent");
+}
+
+fn with(key: &str, value: serde_json::Value) -> serde_json::Value {
+    let mut e = event("acme", "e-1");
+    e[key] = value;
+    e
+}
+
+fn without(key: &str) -> serde_json::Value {
+    let mut e = event("acme", "e-1");
+    e.as_object_mut().unwrap().remove(key);
+    e
+}
+
+#[tokio::test]
+async fn invalid_json_is_quarantined_whole() {
+    let rows = reject(b"{\"specversion\": \"1.0\", \"id\": ".to_vec()).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].0.as_str(), rows[0].1), ("invalid_json", None));
+    assert_eq!(rows[0].2, b"{\"specversion\": \"1.0\", \"id\": ");
+}
+
+#[tokio::test]
+async fn non_utf8_bytes_are_quarantined_unchanged() {
+    let body = b"{\"id\": \"\xff\xfe\x80\"}".to_vec();
+    let rows = reject(body.clone()).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].0, "invalid_json");
+    assert_eq!(rows[0].2, body);
+}
+
+#[tokio::test]
+async fn missing_required_attribute_is_quarantined() {
+    reject_event(without("id"), "missing_attribute").await;
+}
+
+#[tokio::test]
+async fn empty_required_attribute_is_quarantined() {
+    reject_event(with("source", json!("")), "missing_attribute").await;
+}
+
+#[tokio::test]
+async fn missing_tenant_is_quarantined() {
+    reject_event(without("tenantid"), "missing_attribute").await;
+}
+
+#[tokio::test]
+async fn wrong_specversion_is_quarantined() {
+    reject_event(with("specversion", json!("0.3")), "wrong_specversion").await;
+}
+
+#[tokio::test]
+async fn invalid_attribute_name_is_quarantined() {
+    reject_event(with("Trace-Id", json!("x")), "invalid_attribute_name").await;
+}
+
+#[tokio::test]
+async fn unparseable_time_is_quarantined() {
+    reject_event(with("time", json!("21/11/2026 10:00")), "invalid_time").await;
+}
+
+#[tokio::test]
+async fn oversize_event_is_quarantined() {
+    reject_event(with("data", json!({"blob": "x".repeat(5000)})), "oversize").await;
+}
+
+#[tokio::test]
+async fn unknown_tenant_is_quarantined_with_its_tenant() {
+    let ev = event("nobody", "e-1");
+    let body = ev.to_string().into_bytes();
+    let rows = reject(body.clone()).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].0.as_str(), rows[0].2.clone(), rows[0].3.as_str()), ("unknown_tenant", body, "nobody"));
+}
+
+#[tokio::test]
+async fn time_outside_the_window_is_quarantined() {
+    reject_event(with("time", json!("2001-01-01T00:00:00Z")), "time_out_of_window").await;
+    let future = (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339();
+    reject_event(with("time", json!(future)), "time_out_of_window").await;
+}
+
+#[tokio::test]
+async fn wrongly_typed_attribute_is_quarantined() {
+    reject_event(with("type", json!(42)), "invalid_attribute_value").await;
+}
+
+#[tokio::test]
+async fn nul_escape_in_data_is_quarantined_not_retried() {
+    reject_event(with("data", json!({"note": "a\u{0}b"})), "unsupported_data").await;
+}
+
+#[tokio::test]
+async fn a_mixed_batch_loads_the_good_events_and_quarantines_the_bad() {
+    let (db, ingest) = setup().await;
+    let body = json!([
+        event("acme", "b-0"),
+        without("type"),
+        event("acme", "b-2"),
+        "not an event",
+        event("ghost", "b-4"),
+        event("acme", "b-5"),
+    ])
+    .to_string();
+    let report = ingest.process(&QueueBatch { messages: vec![message("mixed", body)] }).await;
+    assert!(report.failed.is_empty());
+    assert_eq!(report.units[0].loaded, 3);
+    let loaded: Vec<String> = sqlx::query_scalar("SELECT event_id FROM events ORDER BY event_id")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(loaded, ["b-0", "b-2", "b-5"]);
+    let q: Vec<(Option<i32>, String)> =
+        sqlx::query_as("SELECT position, reason FROM quarantine ORDER BY position").fetch_all(&db.pool).await.unwrap();
+    assert_eq!(
+        q,
+        [(Some(1), "missing_attribute".into()), (Some(3), "invalid_json".into()), (Some(4), "unknown_tenant".into())]
+    );
+    let ledger: (i32, i32, i32) =
+        sqlx::query_as("SELECT events, duplicates, quarantined FROM ingest_ledger WHERE unit = 'queue:mixed'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(ledger, (3, 0, 3));
+}
+
+#[tokio::test]
+async fn input_the_database_refuses_is_quarantined_whole_and_the_rest_of_the_batch_loads() {
+    let (db, ingest) = setup().await;
+    // Passes validation but cannot be indexed: a btree entry is limited to ~2.7 kB, and
+    // pseudo-random text does not compress below it.
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let source: String = (0..3000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'!' + (x % 90) as u8)
+        })
+        .collect();
+    let mut huge = event("acme", "h-1");
+    huge["source"] = json!(source);
+    let cfg = config(&[]);
+    let ingest_big = Ingest::with_pool(&cfg, db.pool.clone(), "ingest");
+    drop(ingest);
+    let batch = QueueBatch {
+        messages: vec![
+            message("m1", event("acme", "ok-1").to_string()),
+            message("m2", huge.to_string()),
+            message("m3", event("acme", "ok-3").to_string()),
+        ],
+    };
+    let report = ingest_big.process(&batch).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 2);
+    let (reason, raw): (String, Vec<u8>) =
+        sqlx::query_as("SELECT reason, raw FROM quarantine WHERE unit = 'queue:m2'").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(reason, "database_rejected");
+    assert_eq!(raw, huge.to_string().into_bytes());
+    // Redelivery of the refused message has no further effect.
+    let again = ingest_big.process(&QueueBatch { messages: vec![message("m2", huge.to_string())] }).await;
+    assert!(again.failed.is_empty());
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM quarantine").await, 1);
+}
