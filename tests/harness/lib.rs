@@ -153,3 +153,41 @@ pub fn event(tenant: &str, id: &str) -> serde_json::Value {
 pub fn message(id: &str, body: impl Into<Vec<u8>>) -> ferry_shared::QueueMessage {
     ferry_shared::QueueMessage { id: id.into(), body: body.into(), delivery_count: 1, ..Default::default() }
 }
+
+/// Reads a fixture file from `tests/fixtures`.
+pub fn fixture(name: &str) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Environment every function binary gets in contract tests: the fixtures carry fixed event
+/// times, so the accepted window is widened; lock waits are short.
+pub const FUNCTION_ENV: &[(&str, &str)] = &[
+    ("FERRY_MAX_EVENT_AGE", "36500d"),
+    ("FERRY_DB_LOCK_TIMEOUT", "500ms"),
+    ("FERRY_DB_CONNECT_TIMEOUT", "2s"),
+    ("RUST_LOG", "warn"),
+];
+
+/// Starts a real function binary with a clean platform environment plus `env`. The process is
+/// killed when the returned handle is dropped.
+pub fn spawn_function(name: &str, database_url: &str, env: &[(&str, &str)]) -> tokio::process::Child {
+    let mut cmd = tokio::process::Command::new(bin(name));
+    for var in ["AWS_LAMBDA_RUNTIME_API", "FUNCTIONS_CUSTOMHANDLER_PORT", "DATABASE_URL", "RUST_LOG"] {
+        cmd.env_remove(var);
+    }
+    cmd.env("DATABASE_URL", database_url)
+        .envs(FUNCTION_ENV.iter().copied())
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true);
+    cmd.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"))
+}
+
+/// A URL on which no PostgreSQL listens (for "database down" tests).
+pub fn unreachable_database_url() -> String {
+    let port = free_port().expect("free port");
+    format!("postgres://ferry@127.0.0.1:{port}/ferry")
+}
