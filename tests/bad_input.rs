@@ -8,7 +8,9 @@ use serde_json::json;
 
 async fn setup() -> (TestDb, Ingest) {
     let db = fresh_db().await;
-    ferry_shared::db::add_tenant(&db.pool, "acme", "Acme").await.unwrap();
+    ferry_shared::db::add_tenant(&db.pool, "acme", "Acme")
+        .await
+        .unwrap();
     let cfg = config(&[("FERRY_MAX_EVENT_BYTES", "4096")]);
     let ingest = Ingest::with_pool(&cfg, db.pool.clone(), "ingest");
     (db, ingest)
@@ -19,11 +21,28 @@ async fn setup() -> (TestDb, Ingest) {
 async fn reject(body: Vec<u8>) -> Vec<(String, Option<i32>, Vec<u8>, String)> {
     let (db, ingest) = setup().await;
     let good = event("acme", "good-1").to_string();
-    let batch = QueueBatch { messages: vec![message("bad", body), message("good", good)] };
+    let batch = QueueBatch {
+        messages: vec![message("bad", body), message("good", good)],
+    };
     let report = ingest.process(&batch).await;
-    assert!(report.failed.is_empty(), "bad input is acknowledged, not retried: {report:?}");
-    assert_eq!(count(&db.pool, "SELECT count(*) FROM ingest_ledger").await, 2, "both messages are in the ledger");
-    assert_eq!(count(&db.pool, "SELECT count(*) FROM events WHERE event_id = 'good-1'").await, 1, "the good message still loads");
+    assert!(
+        report.failed.is_empty(),
+        "bad input is acknowledged, not retried: {report:?}"
+    );
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM ingest_ledger").await,
+        2,
+        "both messages are in the ledger"
+    );
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM events WHERE event_id = 'good-1'"
+        )
+        .await,
+        1,
+        "the good message still loads"
+    );
     sqlx::query_as("SELECT reason, position, raw, tenant_id FROM quarantine WHERE unit = 'queue:bad' ORDER BY quarantine_id")
         .fetch_all(&db.pool)
         .await
@@ -109,12 +128,19 @@ async fn unknown_tenant_is_quarantined_with_its_tenant() {
     let body = ev.to_string().into_bytes();
     let rows = reject(body.clone()).await;
     assert_eq!(rows.len(), 1);
-    assert_eq!((rows[0].0.as_str(), rows[0].2.clone(), rows[0].3.as_str()), ("unknown_tenant", body, "nobody"));
+    assert_eq!(
+        (rows[0].0.as_str(), rows[0].2.clone(), rows[0].3.as_str()),
+        ("unknown_tenant", body, "nobody")
+    );
 }
 
 #[tokio::test]
 async fn time_outside_the_window_is_quarantined() {
-    reject_event(with("time", json!("2001-01-01T00:00:00Z")), "time_out_of_window").await;
+    reject_event(
+        with("time", json!("2001-01-01T00:00:00Z")),
+        "time_out_of_window",
+    )
+    .await;
     let future = (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339();
     reject_event(with("time", json!(future)), "time_out_of_window").await;
 }
@@ -141,7 +167,11 @@ async fn a_mixed_batch_loads_the_good_events_and_quarantines_the_bad() {
         event("acme", "b-5"),
     ])
     .to_string();
-    let report = ingest.process(&QueueBatch { messages: vec![message("mixed", body)] }).await;
+    let report = ingest
+        .process(&QueueBatch {
+            messages: vec![message("mixed", body)],
+        })
+        .await;
     assert!(report.failed.is_empty());
     assert_eq!(report.units[0].loaded, 3);
     let loaded: Vec<String> = sqlx::query_scalar("SELECT event_id FROM events ORDER BY event_id")
@@ -150,16 +180,24 @@ async fn a_mixed_batch_loads_the_good_events_and_quarantines_the_bad() {
         .unwrap();
     assert_eq!(loaded, ["b-0", "b-2", "b-5"]);
     let q: Vec<(Option<i32>, String)> =
-        sqlx::query_as("SELECT position, reason FROM quarantine ORDER BY position").fetch_all(&db.pool).await.unwrap();
-    assert_eq!(
-        q,
-        [(Some(1), "missing_attribute".into()), (Some(3), "invalid_json".into()), (Some(4), "unknown_tenant".into())]
-    );
-    let ledger: (i32, i32, i32) =
-        sqlx::query_as("SELECT events, duplicates, quarantined FROM ingest_ledger WHERE unit = 'queue:mixed'")
-            .fetch_one(&db.pool)
+        sqlx::query_as("SELECT position, reason FROM quarantine ORDER BY position")
+            .fetch_all(&db.pool)
             .await
             .unwrap();
+    assert_eq!(
+        q,
+        [
+            (Some(1), "missing_attribute".into()),
+            (Some(3), "invalid_json".into()),
+            (Some(4), "unknown_tenant".into())
+        ]
+    );
+    let ledger: (i32, i32, i32) = sqlx::query_as(
+        "SELECT events, duplicates, quarantined FROM ingest_ledger WHERE unit = 'queue:mixed'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
     assert_eq!(ledger, (3, 0, 3));
 }
 
@@ -193,11 +231,18 @@ async fn input_the_database_refuses_is_quarantined_whole_and_the_rest_of_the_bat
     assert!(report.failed.is_empty(), "{report:?}");
     assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 2);
     let (reason, raw): (String, Vec<u8>) =
-        sqlx::query_as("SELECT reason, raw FROM quarantine WHERE unit = 'queue:m2'").fetch_one(&db.pool).await.unwrap();
+        sqlx::query_as("SELECT reason, raw FROM quarantine WHERE unit = 'queue:m2'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert_eq!(reason, "database_rejected");
     assert_eq!(raw, huge.to_string().into_bytes());
     // Redelivery of the refused message has no further effect.
-    let again = ingest_big.process(&QueueBatch { messages: vec![message("m2", huge.to_string())] }).await;
+    let again = ingest_big
+        .process(&QueueBatch {
+            messages: vec![message("m2", huge.to_string())],
+        })
+        .await;
     assert!(again.failed.is_empty());
     assert_eq!(count(&db.pool, "SELECT count(*) FROM quarantine").await, 1);
 }

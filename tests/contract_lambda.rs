@@ -25,21 +25,38 @@ impl RuntimeApi {
         let (result_tx, result_rx) = mpsc::channel(16);
         let event_rx = Arc::new(Mutex::new(event_rx));
         let next = warp::get()
-            .and(warp::path!("2018-06-01" / "runtime" / "invocation" / "next"))
+            .and(warp::path!(
+                "2018-06-01" / "runtime" / "invocation" / "next"
+            ))
             .then(move || {
                 let event_rx = Arc::clone(&event_rx);
                 async move {
                     // Long poll, as the real API does, until the test queues an event.
                     let (id, payload) = event_rx.lock().await.recv().await.expect("test ended");
-                    let deadline = (chrono::Utc::now() + chrono::Duration::seconds(60)).timestamp_millis();
-                    let reply = warp::reply::with_header(warp::reply::json(&payload), "Lambda-Runtime-Aws-Request-Id", id);
-                    let reply = warp::reply::with_header(reply, "Lambda-Runtime-Deadline-Ms", deadline.to_string());
-                    warp::reply::with_header(reply, "Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:eu-west-1:123456789012:function:ingest")
+                    let deadline =
+                        (chrono::Utc::now() + chrono::Duration::seconds(60)).timestamp_millis();
+                    let reply = warp::reply::with_header(
+                        warp::reply::json(&payload),
+                        "Lambda-Runtime-Aws-Request-Id",
+                        id,
+                    );
+                    let reply = warp::reply::with_header(
+                        reply,
+                        "Lambda-Runtime-Deadline-Ms",
+                        deadline.to_string(),
+                    );
+                    warp::reply::with_header(
+                        reply,
+                        "Lambda-Runtime-Invoked-Function-Arn",
+                        "arn:aws:lambda:eu-west-1:123456789012:function:ingest",
+                    )
                 }
             });
         let tx = result_tx.clone();
         let response = warp::post()
-            .and(warp::path!("2018-06-01" / "runtime" / "invocation" / String / "response"))
+            .and(warp::path!(
+                "2018-06-01" / "runtime" / "invocation" / String / "response"
+            ))
             .and(warp::body::json())
             .then(move |id: String, body: Value| {
                 let tx = tx.clone();
@@ -49,7 +66,9 @@ impl RuntimeApi {
                 }
             });
         let error = warp::post()
-            .and(warp::path!("2018-06-01" / "runtime" / "invocation" / String / "error"))
+            .and(warp::path!(
+                "2018-06-01" / "runtime" / "invocation" / String / "error"
+            ))
             .and(warp::body::json())
             .then(move |id: String, body: Value| {
                 let tx = result_tx.clone();
@@ -60,8 +79,17 @@ impl RuntimeApi {
             });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(warp::serve(next.or(response).or(error)).incoming(listener).run());
-        RuntimeApi { addr, events: event_tx, results: result_rx, next_id: 0 }
+        tokio::spawn(
+            warp::serve(next.or(response).or(error))
+                .incoming(listener)
+                .run(),
+        );
+        RuntimeApi {
+            addr,
+            events: event_tx,
+            results: result_rx,
+            next_id: 0,
+        }
     }
 
     fn env(&self) -> Vec<(&'static str, String)> {
@@ -99,7 +127,10 @@ fn renamed(suffix: &str) -> Value {
     for record in event["Records"].as_array_mut().unwrap() {
         let id = format!("{}{suffix}", record["messageId"].as_str().unwrap());
         record["messageId"] = json!(id);
-        let body = record["body"].as_str().unwrap().replace("\"id\": \"sqs-", &format!("\"id\": \"sqs{suffix}-"));
+        let body = record["body"]
+            .as_str()
+            .unwrap()
+            .replace("\"id\": \"sqs-", &format!("\"id\": \"sqs{suffix}-"));
         record["body"] = json!(body);
     }
     event
@@ -128,7 +159,14 @@ async fn sqs_batches_load_and_report_only_transient_failures() {
     assert_eq!(kind, "response");
     assert_eq!(failures(&body), Vec::<String>::new());
     assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 3);
-    assert_eq!(count(&db.pool, "SELECT count(*) FROM quarantine WHERE reason = 'wrong_specversion'").await, 1);
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM quarantine WHERE reason = 'wrong_specversion'"
+        )
+        .await,
+        1
+    );
 
     // The same batch redelivered: acknowledged, no effect.
     let (_, body) = api.invoke(fixture("sqs_batch_three_messages.json")).await;
@@ -138,14 +176,25 @@ async fn sqs_batches_load_and_report_only_transient_failures() {
 
     // The database is unavailable for one tenant (its row is locked): only that message fails.
     let mut blocker = db.pool.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM tenants WHERE tenant_id = 'beta' FOR UPDATE").execute(&mut *blocker).await.unwrap();
+    sqlx::query("SELECT 1 FROM tenants WHERE tenant_id = 'beta' FOR UPDATE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
     let (_, body) = api.invoke(renamed("-2")).await;
     assert_eq!(failures(&body), ["2e1424d4-f796-459a-8184-9c92662be6da-2"]);
-    assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 4, "the acme message loaded");
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM events").await,
+        4,
+        "the acme message loaded"
+    );
     blocker.rollback().await.unwrap();
     let (_, body) = api.invoke(renamed("-2")).await;
     assert_eq!(failures(&body), Vec::<String>::new());
-    assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 6, "the beta message loaded on redelivery");
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM events").await,
+        6,
+        "the beta message loaded on redelivery"
+    );
 }
 
 #[tokio::test]
@@ -153,7 +202,10 @@ async fn every_message_fails_when_the_database_is_down() {
     let mut api = RuntimeApi::start().await;
     let _function = start(&api, &unreachable_database_url());
     let (kind, body) = api.invoke(fixture("sqs_batch_three_messages.json")).await;
-    assert_eq!(kind, "response", "per-message failures, not a function error");
+    assert_eq!(
+        kind, "response",
+        "per-message failures, not a function error"
+    );
     let mut failed = failures(&body);
     failed.sort();
     assert_eq!(

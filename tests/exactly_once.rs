@@ -46,11 +46,20 @@ impl QueueHandler for LossyAcks {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_thousand_transactions_sum_to_zero_under_faults() {
-    let pg = tokio::task::spawn_blocking(private_cluster).await.unwrap().expect("private PostgreSQL");
+    let pg = tokio::task::spawn_blocking(private_cluster)
+        .await
+        .unwrap()
+        .expect("private PostgreSQL");
     let setup = sqlx::PgPool::connect(&pg.url("postgres")).await.unwrap();
-    sqlx::query("CREATE DATABASE money").execute(&setup).await.unwrap();
+    sqlx::query("CREATE DATABASE money")
+        .execute(&setup)
+        .await
+        .unwrap();
     setup.close().await;
-    let cfg = config(&[("FERRY_DB_CONNECT_TIMEOUT", "2s"), ("FERRY_DB_MAX_CONNECTIONS", "6")]);
+    let cfg = config(&[
+        ("FERRY_DB_CONNECT_TIMEOUT", "2s"),
+        ("FERRY_DB_MAX_CONNECTIONS", "6"),
+    ]);
     let pool = ferry_shared::db::pool(&cfg.db, &pg.url("money"), "exactly-once").unwrap();
     ferry_shared::db::migrate(&pool).await.unwrap();
     for t in ["t1", "t2", "t3", "t4"] {
@@ -94,16 +103,23 @@ async fn two_hundred_thousand_transactions_sum_to_zero_under_faults() {
     }
 
     let crashes: Arc<HashMap<CrashPoint, AtomicU64>> = Arc::new(
-        [CrashPoint::AfterClaim, CrashPoint::AfterLoad, CrashPoint::AfterCommit]
-            .into_iter()
-            .map(|p| (p, AtomicU64::new(0)))
-            .collect(),
+        [
+            CrashPoint::AfterClaim,
+            CrashPoint::AfterLoad,
+            CrashPoint::AfterCommit,
+        ]
+        .into_iter()
+        .map(|p| (p, AtomicU64::new(0)))
+        .collect(),
     );
     let hook_counts = Arc::clone(&crashes);
     let hook_rng = Mutex::new(SmallRng::seed_from_u64(7));
     let loader = Loader::new(
         pool.clone(),
-        LoaderConfig { partition_secs: 300, copy_threshold: cfg.copy_threshold },
+        LoaderConfig {
+            partition_secs: 300,
+            copy_threshold: cfg.copy_threshold,
+        },
     )
     .with_faults(Arc::new(move |point| {
         let crash = hook_rng.lock().unwrap().random_bool(CRASH_RATE);
@@ -140,7 +156,10 @@ async fn two_hundred_thousand_transactions_sum_to_zero_under_faults() {
 
     drain(Arc::clone(&queue), Arc::clone(&handler), 4, 10).await;
     chaos.await.unwrap();
-    assert!(restarted.load(Ordering::SeqCst), "the database was restarted mid-run");
+    assert!(
+        restarted.load(Ordering::SeqCst),
+        "the database was restarted mid-run"
+    );
 
     let stats = queue.stats();
     let sent = (messages + resent) as u64;
@@ -151,18 +170,48 @@ async fn two_hundred_thousand_transactions_sum_to_zero_under_faults() {
         stats.deliveries,
         stats.redeliveries,
         handler.lost.load(Ordering::Relaxed),
-        crashes.iter().map(|(p, n)| (*p, n.load(Ordering::Relaxed))).collect::<Vec<_>>()
+        crashes
+            .iter()
+            .map(|(p, n)| (*p, n.load(Ordering::Relaxed)))
+            .collect::<Vec<_>>()
     );
-    assert!(duplicate_deliveries * 10 >= sent, "at least 10% duplicate deliveries");
+    assert!(
+        duplicate_deliveries * 10 >= sent,
+        "at least 10% duplicate deliveries"
+    );
     for (point, n) in crashes.iter() {
-        assert!(n.load(Ordering::Relaxed) > 0, "no crash injected at {point:?}");
+        assert!(
+            n.load(Ordering::Relaxed) > 0,
+            "no crash injected at {point:?}"
+        );
     }
     assert_eq!(stats.dead, 0);
 
-    assert_eq!(count(&pool, "SELECT count(*) FROM events").await, TRANSACTIONS as i64);
-    assert_eq!(count(&pool, "SELECT coalesce(sum((data->>'amount')::bigint), -1)::bigint FROM events").await, 0);
-    assert_eq!(count(&pool, "SELECT count(DISTINCT (data->>'transfer')) FROM events").await, (TRANSACTIONS / 2) as i64);
-    assert_eq!(count(&pool, "SELECT count(*) FROM ingest_ledger").await, sent as i64, "one ledger row per message");
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM events").await,
+        TRANSACTIONS as i64
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT coalesce(sum((data->>'amount')::bigint), -1)::bigint FROM events"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(DISTINCT (data->>'transfer')) FROM events"
+        )
+        .await,
+        (TRANSACTIONS / 2) as i64
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM ingest_ledger").await,
+        sent as i64,
+        "one ledger row per message"
+    );
     assert_eq!(
         count(&pool, "SELECT sum(events)::bigint FROM ingest_ledger").await,
         TRANSACTIONS as i64,

@@ -7,7 +7,19 @@ use std::time::{Duration, Instant};
 use ferry_ingest::Ingest;
 use ferry_shared::QueueBatch;
 use ferry_tests::{config, count, event, fresh_db, message, with_database, TestDb};
-use serde_json::json;
+use serde_json::{json, Value};
+
+/// tenant, source, type, subject, user, session, extensions, data
+type StoredRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Value,
+    Value,
+);
 
 async fn setup(overrides: &[(&str, &str)]) -> (TestDb, Ingest) {
     let db = fresh_db().await;
@@ -21,7 +33,12 @@ async fn setup(overrides: &[(&str, &str)]) -> (TestDb, Ingest) {
 }
 
 fn batch(messages: &[(&str, String)]) -> QueueBatch {
-    QueueBatch { messages: messages.iter().map(|(id, body)| message(id, body.clone())).collect() }
+    QueueBatch {
+        messages: messages
+            .iter()
+            .map(|(id, body)| message(id, body.clone()))
+            .collect(),
+    }
 }
 
 #[tokio::test]
@@ -33,7 +50,7 @@ async fn events_are_stored_with_their_columns() {
     ev["sessionid"] = json!("s-3");
     ev["campaign"] = json!("fall");
     ingest.process(&batch(&[("m", ev.to_string())])).await;
-    let row: (String, String, String, Option<String>, Option<String>, Option<String>, serde_json::Value, serde_json::Value) =
+    let row: StoredRow =
         sqlx::query_as(
             "SELECT tenant_id, source, type, subject, user_id, session_id, extensions, data FROM events",
         )
@@ -63,9 +80,16 @@ async fn redelivered_message_has_no_effect() {
     assert!(first.units[0].applied);
     let second = ingest.process(&batch(&[("m-1", body)])).await;
     assert!(second.failed.is_empty());
-    assert!(!second.units[0].applied, "the ledger row makes a redelivery a no-op");
+    assert!(
+        !second.units[0].applied,
+        "the ledger row makes a redelivery a no-op"
+    );
     assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 2);
-    assert_eq!(count(&db.pool, "SELECT count(*) FROM quarantine").await, 1, "not quarantined twice");
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM quarantine").await,
+        1,
+        "not quarantined twice"
+    );
 }
 
 #[tokio::test]
@@ -76,7 +100,10 @@ async fn producer_retry_in_a_new_message_is_deduplicated() {
     let retry = ingest.process(&batch(&[("m-2", body)])).await;
     assert_eq!((retry.units[0].loaded, retry.units[0].duplicates), (0, 2));
     assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 2);
-    assert_eq!(count(&db.pool, "SELECT sum(events)::bigint FROM ingest_ledger").await, 2);
+    assert_eq!(
+        count(&db.pool, "SELECT sum(events)::bigint FROM ingest_ledger").await,
+        2
+    );
 }
 
 #[tokio::test]
@@ -84,7 +111,10 @@ async fn copy_and_unnest_strategies_store_identical_rows() {
     let time = (chrono::Utc::now() - chrono::Duration::minutes(3)).to_rfc3339();
     let body = json!((0..600)
         .map(|i| {
-            let mut e = event(if i % 2 == 0 { "acme" } else { "beta" }, &format!("s-{}", i % 500));
+            let mut e = event(
+                if i % 2 == 0 { "acme" } else { "beta" },
+                &format!("s-{}", i % 500),
+            );
             e["time"] = json!(time);
             if i % 3 == 0 {
                 e["userid"] = json!(format!("u{i}"));
@@ -100,7 +130,11 @@ async fn copy_and_unnest_strategies_store_identical_rows() {
     for threshold in ["1", "1000000"] {
         let (db, ingest) = setup(&[("FERRY_COPY_THRESHOLD", threshold)]).await;
         let r = ingest.process(&batch(&[("m", body.clone())])).await;
-        assert_eq!((r.units[0].loaded, r.units[0].duplicates), (500, 100), "threshold {threshold}");
+        assert_eq!(
+            (r.units[0].loaded, r.units[0].duplicates),
+            (500, 100),
+            "threshold {threshold}"
+        );
         let fp: String = sqlx::query_scalar(
             "SELECT md5(string_agg(concat_ws('|', tenant_id, source, event_id, type, subject, time,
                     user_id, session_id, datacontenttype, extensions, data), ',' ORDER BY tenant_id, event_id))
@@ -126,7 +160,9 @@ async fn partitions_are_created_on_demand_at_the_configured_width() {
             e
         })
         .collect();
-    let r = ingest.process(&batch(&[("m", json!(events).to_string())])).await;
+    let r = ingest
+        .process(&batch(&[("m", json!(events).to_string())]))
+        .await;
     assert_eq!(r.units[0].loaded, 4);
     let widths: Vec<f64> = sqlx::query_scalar(
         "SELECT extract(epoch FROM (regexp_match(pg_get_expr(c.relpartbound, c.oid),
@@ -138,21 +174,30 @@ async fn partitions_are_created_on_demand_at_the_configured_width() {
     .fetch_all(&db.pool)
     .await
     .unwrap();
-    assert!(widths.len() >= 4, "one partition per slot touched: {widths:?}");
+    assert!(
+        widths.len() >= 4,
+        "one partition per slot touched: {widths:?}"
+    );
     assert!(widths.iter().all(|w| *w == 900.0), "{widths:?}");
 }
 
 #[tokio::test]
 async fn concurrent_loaders_share_new_partitions_without_errors() {
     let db = fresh_db().await;
-    ferry_shared::db::add_tenant(&db.pool, "acme", "").await.unwrap();
+    ferry_shared::db::add_tenant(&db.pool, "acme", "")
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for w in 0..8 {
         // Separate handlers: no shared partition cache, as on separate function instances.
         let ingest = Ingest::with_pool(&config(&[]), db.pool.clone(), "ingest");
         tasks.push(tokio::spawn(async move {
-            let events: Vec<_> = (0..50).map(|i| event("acme", &format!("w{w}-{i}"))).collect();
-            ingest.process(&batch(&[(&format!("m{w}"), json!(events).to_string())])).await
+            let events: Vec<_> = (0..50)
+                .map(|i| event("acme", &format!("w{w}-{i}")))
+                .collect();
+            ingest
+                .process(&batch(&[(&format!("m{w}"), json!(events).to_string())]))
+                .await
         }));
     }
     for t in tasks {
@@ -167,7 +212,10 @@ async fn concurrent_loaders_share_new_partitions_without_errors() {
 async fn concurrent_deliveries_of_one_message_apply_it_once() {
     let (db, ingest) = setup(&[]).await;
     let ingest = Arc::new(ingest);
-    let body = json!((0..200).map(|i| event("acme", &format!("d-{i}"))).collect::<Vec<_>>()).to_string();
+    let body = json!((0..200)
+        .map(|i| event("acme", &format!("d-{i}")))
+        .collect::<Vec<_>>())
+    .to_string();
     let tasks: Vec<_> = (0..4)
         .map(|_| {
             let (ingest, body) = (Arc::clone(&ingest), body.clone());
@@ -200,12 +248,35 @@ async fn a_locked_tenant_fails_only_its_own_message() {
     ]);
     let r = ingest.process(&b).await;
     assert_eq!(r.failed, ["b-msg"]);
-    assert_eq!(count(&db.pool, "SELECT count(*) FROM events WHERE tenant_id = 'acme'").await, 2);
-    assert_eq!(count(&db.pool, "SELECT count(*) FROM ingest_ledger WHERE unit = 'queue:b-msg'").await, 0);
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM events WHERE tenant_id = 'acme'"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM ingest_ledger WHERE unit = 'queue:b-msg'"
+        )
+        .await,
+        0
+    );
     blocker.rollback().await.unwrap();
-    let again = ingest.process(&batch(&[("b-msg", event("beta", "b-1").to_string())])).await;
+    let again = ingest
+        .process(&batch(&[("b-msg", event("beta", "b-1").to_string())]))
+        .await;
     assert!(again.failed.is_empty());
-    assert_eq!(count(&db.pool, "SELECT count(*) FROM events WHERE tenant_id = 'beta'").await, 1);
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM events WHERE tenant_id = 'beta'"
+        )
+        .await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -220,8 +291,15 @@ async fn an_unreachable_database_fails_every_message_quickly() {
     })
     .unwrap();
     let started = Instant::now();
-    let b = batch(&[("m1", event("acme", "1").to_string()), ("m2", event("acme", "2").to_string())]);
+    let b = batch(&[
+        ("m1", event("acme", "1").to_string()),
+        ("m2", event("acme", "2").to_string()),
+    ]);
     let r = ingest.process(&b).await;
     assert_eq!(r.failed, ["m1", "m2"]);
-    assert!(started.elapsed() < Duration::from_secs(5), "no per-message retry storm: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "no per-message retry storm: {:?}",
+        started.elapsed()
+    );
 }

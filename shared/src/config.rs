@@ -9,18 +9,62 @@ use thiserror::Error;
 
 /// Every environment variable ferry reads, with its default and meaning (README table source).
 pub const VARS: &[(&str, &str, &str)] = &[
-    ("DATABASE_URL", "(local: private server)", "PostgreSQL connection URL"),
-    ("FERRY_DB_MAX_CONNECTIONS", "4", "connection pool size per process"),
-    ("FERRY_DB_CONNECT_TIMEOUT", "5s", "time to wait for a connection"),
-    ("FERRY_DB_LOCK_TIMEOUT", "5s", "lock wait before a load is retried later"),
+    (
+        "DATABASE_URL",
+        "(local: private server)",
+        "PostgreSQL connection URL",
+    ),
+    (
+        "FERRY_DB_MAX_CONNECTIONS",
+        "4",
+        "connection pool size per process",
+    ),
+    (
+        "FERRY_DB_CONNECT_TIMEOUT",
+        "5s",
+        "time to wait for a connection",
+    ),
+    (
+        "FERRY_DB_LOCK_TIMEOUT",
+        "5s",
+        "lock wait before a load is retried later",
+    ),
     ("FERRY_DB_STATEMENT_TIMEOUT", "60s", "statement time limit"),
-    ("FERRY_MAX_EVENT_BYTES", "262144", "largest accepted event, in bytes"),
-    ("FERRY_MAX_EVENT_AGE", "30d", "oldest accepted event time, relative to now"),
-    ("FERRY_MAX_FUTURE_SKEW", "5m", "how far in the future an event time may be"),
-    ("FERRY_PARTITION_INTERVAL", "5m", "width of one events partition"),
-    ("FERRY_COPY_THRESHOLD", "2000", "rows from which the loader uses binary COPY"),
-    ("FERRY_FUNCTION_NAME", "(binary name)", "function name in logs, ledger and Azure route"),
-    ("FERRY_LOG_FORMAT", "json on clouds, text locally", "`json` or `text`"),
+    (
+        "FERRY_MAX_EVENT_BYTES",
+        "262144",
+        "largest accepted event, in bytes",
+    ),
+    (
+        "FERRY_MAX_EVENT_AGE",
+        "30d",
+        "oldest accepted event time, relative to now",
+    ),
+    (
+        "FERRY_MAX_FUTURE_SKEW",
+        "5m",
+        "how far in the future an event time may be",
+    ),
+    (
+        "FERRY_PARTITION_INTERVAL",
+        "5m",
+        "width of one events partition",
+    ),
+    (
+        "FERRY_COPY_THRESHOLD",
+        "2000",
+        "rows from which the loader uses binary COPY",
+    ),
+    (
+        "FERRY_FUNCTION_NAME",
+        "(binary name)",
+        "function name in logs, ledger and Azure route",
+    ),
+    (
+        "FERRY_LOG_FORMAT",
+        "json on clouds, text locally",
+        "`json` or `text`",
+    ),
     ("RUST_LOG", "info", "log filter (tracing EnvFilter syntax)"),
 ];
 
@@ -106,11 +150,19 @@ impl Config {
         let partition_interval = duration(&get, "FERRY_PARTITION_INTERVAL", "5m")?;
         if partition_interval < Duration::from_secs(60) || partition_interval.as_secs() % 60 != 0 {
             let v = humantime::format_duration(partition_interval).to_string();
-            return Err(bad("FERRY_PARTITION_INTERVAL", &v, "must be whole minutes, at least 1m"));
+            return Err(bad(
+                "FERRY_PARTITION_INTERVAL",
+                &v,
+                "must be whole minutes, at least 1m",
+            ));
         }
         if 86_400 % partition_interval.as_secs() != 0 {
             let v = humantime::format_duration(partition_interval).to_string();
-            return Err(bad("FERRY_PARTITION_INTERVAL", &v, "must divide a day evenly"));
+            return Err(bad(
+                "FERRY_PARTITION_INTERVAL",
+                &v,
+                "must divide a day evenly",
+            ));
         }
         Ok(Config {
             db: DbConfig {
@@ -140,7 +192,11 @@ impl Config {
 }
 
 fn bad(var: &'static str, value: &str, problem: &str) -> ConfigError {
-    ConfigError { var, value: value.to_owned(), problem: problem.to_owned() }
+    ConfigError {
+        var,
+        value: value.to_owned(),
+        problem: problem.to_owned(),
+    }
 }
 
 fn number<T: std::str::FromStr>(
@@ -150,7 +206,10 @@ fn number<T: std::str::FromStr>(
 ) -> Result<T, ConfigError> {
     match get(var) {
         None => Ok(default),
-        Some(v) => v.trim().parse().map_err(|_| bad(var, &v, "expected a whole number")),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| bad(var, &v, "expected a whole number")),
     }
 }
 
@@ -160,8 +219,13 @@ fn duration(
     default: &str,
 ) -> Result<Duration, ConfigError> {
     let v = get(var).unwrap_or_else(|| default.to_owned());
-    humantime::parse_duration(v.trim())
-        .map_err(|e| bad(var, &v, &format!("expected a duration like 30s, 5m, 2h, 7d ({e})")))
+    humantime::parse_duration(v.trim()).map_err(|e| {
+        bad(
+            var,
+            &v,
+            &format!("expected a duration like 30s, 5m, 2h, 7d ({e})"),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -169,8 +233,10 @@ mod tests {
     use super::*;
 
     fn from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let pairs: Vec<(String, String)> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
     }
 

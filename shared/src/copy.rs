@@ -69,7 +69,9 @@ mod tests {
         c.text(None);
         let bytes = c.finish();
         let mut want = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0".to_vec();
-        want.extend_from_slice(&[0, 2, 0, 0, 0, 2, b'a', b'b', 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+        want.extend_from_slice(&[
+            0, 2, 0, 0, 0, 2, b'a', b'b', 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        ]);
         assert_eq!(bytes, want);
     }
 
@@ -78,6 +80,9 @@ mod tests {
         let mut c = BinaryCopy::with_capacity(0);
         c.timestamptz(DateTime::from_timestamp(946_684_801, 0).unwrap());
         let bytes = c.finish();
-        assert_eq!(&bytes[19..31], &[0, 0, 0, 8, 0, 0, 0, 0, 0, 0x0f, 0x42, 0x40]);
+        assert_eq!(
+            &bytes[19..31],
+            &[0, 0, 0, 8, 0, 0, 0, 0, 0, 0x0f, 0x42, 0x40]
+        );
     }
 }

@@ -14,8 +14,11 @@ use crate::config::DbConfig;
 use crate::error::Error;
 
 /// The migrations, embedded once in every binary that links the shared crate.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "foundation", include_str!("../migrations/0001_foundation.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "foundation",
+    include_str!("../migrations/0001_foundation.sql"),
+)];
 
 #[derive(Debug)]
 struct Embedded;
@@ -49,7 +52,10 @@ pub fn pool(cfg: &DbConfig, url: &str, application: &str) -> Result<PgPool, sqlx
     let statement = format!("{}ms", cfg.statement_timeout.as_millis());
     let options = PgConnectOptions::from_str(url)?
         .application_name(application)
-        .options([("lock_timeout", lock.as_str()), ("statement_timeout", statement.as_str())]);
+        .options([
+            ("lock_timeout", lock.as_str()),
+            ("statement_timeout", statement.as_str()),
+        ]);
     Ok(PgPoolOptions::new()
         .max_connections(cfg.max_connections)
         .acquire_timeout(cfg.connect_timeout)
@@ -80,13 +86,19 @@ pub struct Tenant {
 
 /// All tenants, by id.
 pub async fn list_tenants(pool: &PgPool) -> Result<Vec<Tenant>, Error> {
-    let rows: Vec<(String, String, String, DateTime<Utc>)> =
-        sqlx::query_as("SELECT tenant_id, name, status, created_at FROM tenants ORDER BY tenant_id")
-            .fetch_all(pool)
-            .await?;
+    let rows: Vec<(String, String, String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT tenant_id, name, status, created_at FROM tenants ORDER BY tenant_id",
+    )
+    .fetch_all(pool)
+    .await?;
     Ok(rows
         .into_iter()
-        .map(|(tenant_id, name, status, created_at)| Tenant { tenant_id, name, status, created_at })
+        .map(|(tenant_id, name, status, created_at)| Tenant {
+            tenant_id,
+            name,
+            status,
+            created_at,
+        })
         .collect())
 }
 
@@ -97,12 +109,18 @@ pub fn slot_start(t: DateTime<Utc>, width_secs: i64) -> i64 {
 
 /// Creates the `events` partitions starting at the given slot starts (epoch seconds), in its
 /// own short transaction. Returns how many were created.
-pub async fn ensure_partitions(pool: &PgPool, starts: &[i64], width_secs: i64) -> Result<i32, Error> {
+pub async fn ensure_partitions(
+    pool: &PgPool,
+    starts: &[i64],
+    width_secs: i64,
+) -> Result<i32, Error> {
     if starts.is_empty() {
         return Ok(0);
     }
-    let starts: Vec<DateTime<Utc>> =
-        starts.iter().filter_map(|s| DateTime::from_timestamp(*s, 0)).collect();
+    let starts: Vec<DateTime<Utc>> = starts
+        .iter()
+        .filter_map(|s| DateTime::from_timestamp(*s, 0))
+        .collect();
     let created: i32 = sqlx::query_scalar(
         "SELECT ferry_ensure_event_partitions($1, make_interval(secs => $2::double precision))",
     )
@@ -121,7 +139,10 @@ pub async fn ensure_partitions_ahead(
     width_secs: i64,
 ) -> Result<i32, Error> {
     let first = slot_start(from, width_secs);
-    let last = slot_start(from + chrono::Duration::from_std(ahead).unwrap_or_default(), width_secs);
+    let last = slot_start(
+        from + chrono::Duration::from_std(ahead).unwrap_or_default(),
+        width_secs,
+    );
     let starts: Vec<i64> = (first..=last).step_by(width_secs as usize).collect();
     ensure_partitions(pool, &starts, width_secs).await
 }

@@ -92,7 +92,9 @@ pub struct Loader {
 
 impl std::fmt::Debug for Loader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Loader").field("cfg", &self.cfg).finish_non_exhaustive()
+        f.debug_struct("Loader")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
     }
 }
 
@@ -122,14 +124,19 @@ impl Loader {
     /// `AfterCommit` crash, everything was) and the caller decides about redelivery.
     pub async fn load(&self, function: &str, units: &[Unit]) -> Result<Vec<UnitReport>, Error> {
         let received_at = Utc::now();
-        let times: Vec<DateTime<Utc>> =
-            units.iter().flat_map(|u| u.parsed.events.iter().map(|e| e.time)).collect();
+        let times: Vec<DateTime<Utc>> = units
+            .iter()
+            .flat_map(|u| u.parsed.events.iter().map(|e| e.time))
+            .collect();
         self.ensure_partitions(&times).await?;
         let result = self.load_tx(function, units, received_at).await;
         if let Err(Error::Transient(sqlx::Error::Database(e))) = &result {
             if e.code().as_deref() == Some("23514") {
                 // A partition we believed in is gone (retention): forget what we know.
-                self.known_partitions.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                self.known_partitions
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clear();
             }
         }
         result
@@ -173,8 +180,11 @@ impl Loader {
                 });
                 continue;
             }
-            let (good, unknown): (Vec<&Event>, Vec<&Event>) =
-                unit.parsed.events.iter().partition(|e| active.contains(&e.tenant_id));
+            let (good, unknown): (Vec<&Event>, Vec<&Event>) = unit
+                .parsed
+                .events
+                .iter()
+                .partition(|e| active.contains(&e.tenant_id));
             let loaded = self.insert_events(&mut tx, &good, received_at).await?;
             let mut rejected: Vec<Rejection> = unit.parsed.rejected.clone();
             rejected.extend(unknown.iter().map(|e| unknown_tenant(e)));
@@ -241,7 +251,10 @@ impl Loader {
     async fn ensure_partitions(&self, times: &[DateTime<Utc>]) -> Result<(), Error> {
         let width = self.cfg.partition_secs;
         let missing: Vec<i64> = {
-            let known = self.known_partitions.lock().unwrap_or_else(|p| p.into_inner());
+            let known = self
+                .known_partitions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             let mut slots: Vec<i64> = times
                 .iter()
                 .map(|t| db::slot_start(*t, width))
@@ -255,14 +268,19 @@ impl Loader {
             return Ok(());
         }
         // Partition upkeep failing is never the input's fault: retry, never quarantine.
-        let created = db::ensure_partitions(&self.pool, &missing, width).await.map_err(|e| match e {
-            Error::Permanent(e) => Error::Transient(e),
-            other => other,
-        })?;
+        let created = db::ensure_partitions(&self.pool, &missing, width)
+            .await
+            .map_err(|e| match e {
+                Error::Permanent(e) => Error::Transient(e),
+                other => other,
+            })?;
         if created > 0 {
             info!(created, "created events partitions");
         }
-        self.known_partitions.lock().unwrap_or_else(|p| p.into_inner()).extend(missing);
+        self.known_partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(missing);
         Ok(())
     }
 
@@ -294,7 +312,10 @@ pub async fn insert_unnest(
     fn col<'e, T: ?Sized>(events: &[&'e Event], f: impl Fn(&'e Event) -> &'e T) -> Vec<&'e T> {
         events.iter().map(|e| f(e)).collect()
     }
-    fn opt<'e>(events: &[&'e Event], f: impl Fn(&'e Event) -> Option<&'e str>) -> Vec<Option<&'e str>> {
+    fn opt<'e>(
+        events: &[&'e Event],
+        f: impl Fn(&'e Event) -> Option<&'e str>,
+    ) -> Vec<Option<&'e str>> {
         events.iter().map(|e| f(e)).collect()
     }
     let sql = format!(
@@ -333,7 +354,9 @@ pub async fn insert_copy(
     events: &[&Event],
     received_at: DateTime<Utc>,
 ) -> Result<u64, Error> {
-    sqlx::query("SET LOCAL client_min_messages = warning").execute(&mut *conn).await?;
+    sqlx::query("SET LOCAL client_min_messages = warning")
+        .execute(&mut *conn)
+        .await?;
     sqlx::query(
         "CREATE TEMP TABLE IF NOT EXISTS ferry_staging (
              tenant_id text, source text, event_id text, type text, subject text,
@@ -360,14 +383,19 @@ pub async fn insert_copy(
         copy.text(e.data.as_deref().map(|d| d.get()));
         copy.text(e.data_base64.as_deref());
     }
-    let mut sink = conn.copy_in_raw("COPY ferry_staging FROM STDIN (FORMAT binary)").await?;
+    let mut sink = conn
+        .copy_in_raw("COPY ferry_staging FROM STDIN (FORMAT binary)")
+        .await?;
     sink.send(copy.finish()).await?;
     sink.finish().await?;
     merge_staging(conn, received_at).await
 }
 
 /// Moves the staging rows into `events` (deduplicated) and empties the staging table.
-pub async fn merge_staging(conn: &mut PgConnection, received_at: DateTime<Utc>) -> Result<u64, Error> {
+pub async fn merge_staging(
+    conn: &mut PgConnection,
+    received_at: DateTime<Utc>,
+) -> Result<u64, Error> {
     let sql = format!(
         "INSERT INTO events ({EVENT_COLUMNS})
          SELECT tenant_id, source, event_id, type, subject, time, $1, user_id, session_id,
@@ -375,8 +403,13 @@ pub async fn merge_staging(conn: &mut PgConnection, received_at: DateTime<Utc>) 
          FROM ferry_staging
          ON CONFLICT DO NOTHING"
     );
-    let done = sqlx::query(&sql).bind(received_at).execute(&mut *conn).await?;
-    sqlx::query("TRUNCATE ferry_staging").execute(&mut *conn).await?;
+    let done = sqlx::query(&sql)
+        .bind(received_at)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("TRUNCATE ferry_staging")
+        .execute(&mut *conn)
+        .await?;
     Ok(done.rows_affected())
 }
 
@@ -384,8 +417,10 @@ async fn active_tenants(
     tx: &mut Transaction<'_, Postgres>,
     units: &[&Unit],
 ) -> Result<HashSet<String>, Error> {
-    let mut wanted: Vec<&str> =
-        units.iter().flat_map(|u| u.parsed.events.iter().map(|e| e.tenant_id.as_str())).collect();
+    let mut wanted: Vec<&str> = units
+        .iter()
+        .flat_map(|u| u.parsed.events.iter().map(|e| e.tenant_id.as_str()))
+        .collect();
     wanted.sort_unstable();
     wanted.dedup();
     if wanted.is_empty() {
@@ -420,7 +455,10 @@ async fn insert_quarantine(
     if rows.is_empty() {
         return Ok(());
     }
-    let tenants: Vec<&str> = rows.iter().map(|(_, r)| r.tenant_id.as_deref().unwrap_or("")).collect();
+    let tenants: Vec<&str> = rows
+        .iter()
+        .map(|(_, r)| r.tenant_id.as_deref().unwrap_or(""))
+        .collect();
     let units: Vec<&str> = rows.iter().map(|(u, _)| *u).collect();
     let positions: Vec<Option<i32>> = rows.iter().map(|(_, r)| r.position).collect();
     let reasons: Vec<&str> = rows.iter().map(|(_, r)| r.reason.as_str()).collect();
@@ -444,7 +482,10 @@ async fn insert_quarantine(
     Ok(())
 }
 
-async fn record_counts(tx: &mut Transaction<'_, Postgres>, reports: &[UnitReport]) -> Result<(), Error> {
+async fn record_counts(
+    tx: &mut Transaction<'_, Postgres>,
+    reports: &[UnitReport],
+) -> Result<(), Error> {
     let applied: Vec<&UnitReport> = reports.iter().filter(|r| r.applied).collect();
     if applied.is_empty() {
         return Ok(());
@@ -453,8 +494,10 @@ async fn record_counts(tx: &mut Transaction<'_, Postgres>, reports: &[UnitReport
     let units: Vec<&str> = applied.iter().map(|r| r.key.as_str()).collect();
     let loaded: Vec<i32> = applied.iter().map(|r| count(r.loaded)).collect();
     let dups: Vec<i32> = applied.iter().map(|r| count(r.duplicates)).collect();
-    let quarantined: Vec<i32> =
-        applied.iter().map(|r| count(r.quarantined.values().map(|n| *n as u64).sum())).collect();
+    let quarantined: Vec<i32> = applied
+        .iter()
+        .map(|r| count(r.quarantined.values().map(|n| *n as u64).sum()))
+        .collect();
     sqlx::query(
         "UPDATE ingest_ledger l SET events = c.e, duplicates = c.d, quarantined = c.q
          FROM unnest($1::text[], $2::int4[], $3::int4[], $4::int4[]) AS c(unit, e, d, q)
@@ -468,5 +511,3 @@ async fn record_counts(tx: &mut Transaction<'_, Postgres>, reports: &[UnitReport
     .await?;
     Ok(())
 }
-
-

@@ -34,7 +34,10 @@ pub fn parse_body(body: &[u8], limits: &Limits, now: DateTime<Utc>) -> Parsed {
     let text = match std::str::from_utf8(body) {
         Ok(t) => t,
         Err(e) => {
-            out.rejected.push(whole(format!("not valid UTF-8 at byte {}", e.valid_up_to())));
+            out.rejected.push(whole(format!(
+                "not valid UTF-8 at byte {}",
+                e.valid_up_to()
+            )));
             return out;
         }
     };
@@ -50,7 +53,9 @@ pub fn parse_body(body: &[u8], limits: &Limits, now: DateTime<Utc>) -> Parsed {
                     }
                 }
             }
-            Err(e) => out.rejected.push(whole(format!("batch is not a JSON array: {e}"))),
+            Err(e) => out
+                .rejected
+                .push(whole(format!("batch is not a JSON array: {e}"))),
         },
         Some(b'{') => match serde_json::from_str::<&RawValue>(text) {
             Ok(raw) => match validate_event(raw.get(), 0, limits, now) {
@@ -59,7 +64,9 @@ pub fn parse_body(body: &[u8], limits: &Limits, now: DateTime<Utc>) -> Parsed {
             },
             Err(e) => out.rejected.push(whole(format!("invalid JSON: {e}"))),
         },
-        _ => out.rejected.push(whole("expected a JSON object (one event) or array (batch)".into())),
+        _ => out.rejected.push(whole(
+            "expected a JSON object (one event) or array (batch)".into(),
+        )),
     }
     out
 }
@@ -82,22 +89,34 @@ pub fn validate_event(
         return Err(reject(
             None,
             RejectReason::Oversize,
-            format!("event is {} bytes; the limit is {}", raw.len(), limits.max_event_bytes),
+            format!(
+                "event is {} bytes; the limit is {}",
+                raw.len(),
+                limits.max_event_bytes
+            ),
         ));
     }
     let attrs: BTreeMap<String, &RawValue> = match serde_json::from_str(raw) {
         Ok(m) => m,
         Err(e) => {
-            return Err(reject(None, RejectReason::InvalidJson, format!("not a JSON object: {e}")))
+            return Err(reject(
+                None,
+                RejectReason::InvalidJson,
+                format!("not a JSON object: {e}"),
+            ))
         }
     };
     // Best effort, so quarantine rows carry the tenant even when the event is bad.
-    let tenant_hint = attrs.get("tenantid").and_then(|v| as_str(v)).filter(|t| !t.is_empty());
+    let tenant_hint = attrs
+        .get("tenantid")
+        .and_then(|v| as_str(v))
+        .filter(|t| !t.is_empty());
     let tenant_hint = tenant_hint.as_deref();
     let fail = |reason, detail: String| Err(reject(tenant_hint, reason, detail));
 
-    if let Some(name) =
-        attrs.keys().find(|k| *k != "data" && *k != "data_base64" && !valid_attribute_name(k))
+    if let Some(name) = attrs
+        .keys()
+        .find(|k| *k != "data" && *k != "data_base64" && !valid_attribute_name(k))
     {
         return fail(
             RejectReason::InvalidAttributeName,
@@ -106,15 +125,23 @@ pub fn validate_event(
     }
     let required = |name: &str| -> Result<String, (RejectReason, String)> {
         match attrs.get(name) {
-            None => Err((RejectReason::MissingAttribute, format!("{name} is required"))),
-            Some(v) if v.get() == "null" => {
-                Err((RejectReason::MissingAttribute, format!("{name} is required")))
-            }
+            None => Err((
+                RejectReason::MissingAttribute,
+                format!("{name} is required"),
+            )),
+            Some(v) if v.get() == "null" => Err((
+                RejectReason::MissingAttribute,
+                format!("{name} is required"),
+            )),
             Some(v) => match as_str(v) {
-                None => Err((RejectReason::InvalidAttributeValue, format!("{name} must be a string"))),
-                Some(s) if s.is_empty() => {
-                    Err((RejectReason::MissingAttribute, format!("{name} must not be empty")))
-                }
+                None => Err((
+                    RejectReason::InvalidAttributeValue,
+                    format!("{name} must be a string"),
+                )),
+                Some(s) if s.is_empty() => Err((
+                    RejectReason::MissingAttribute,
+                    format!("{name} must not be empty"),
+                )),
                 Some(s) if s.contains('\0') => Err((
                     RejectReason::InvalidAttributeValue,
                     format!("{name} contains a NUL character"),
@@ -145,7 +172,10 @@ pub fn validate_event(
         let time_text = required("time")?;
         let time = DateTime::parse_from_rfc3339(&time_text)
             .map_err(|e| {
-                (RejectReason::InvalidTime, format!("time {time_text:?} is not RFC 3339: {e}"))
+                (
+                    RejectReason::InvalidTime,
+                    format!("time {time_text:?} is not RFC 3339: {e}"),
+                )
             })?
             .with_timezone(&Utc);
         let oldest = now - chrono::Duration::from_std(limits.max_event_age).unwrap_or_default();
@@ -234,7 +264,10 @@ pub fn validate_event(
 
 /// CloudEvents attribute names: lowercase ASCII letters and digits.
 fn valid_attribute_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 fn as_str(v: &RawValue) -> Option<String> {
@@ -247,7 +280,11 @@ fn has_nul_escape(json: &str) -> bool {
     let mut from = 0;
     while let Some(at) = json[from..].find("\\u0000") {
         let start = from + at;
-        let backslashes = bytes[..=start].iter().rev().take_while(|b| **b == b'\\').count();
+        let backslashes = bytes[..=start]
+            .iter()
+            .rev()
+            .take_while(|b| **b == b'\\')
+            .count();
         if backslashes % 2 == 1 {
             return true;
         }
@@ -261,7 +298,9 @@ mod tests {
     use super::*;
 
     fn now() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-11-21T12:00:00Z").unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339("2026-11-21T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     fn good() -> serde_json::Value {
@@ -274,13 +313,18 @@ mod tests {
 
     fn reason_of(v: serde_json::Value) -> RejectReason {
         let raw = v.to_string();
-        validate_event(&raw, 0, &Limits::default(), now()).unwrap_err().reason
+        validate_event(&raw, 0, &Limits::default(), now())
+            .unwrap_err()
+            .reason
     }
 
     #[test]
     fn a_complete_event_is_accepted_with_its_columns() {
         let ev = validate_event(&good().to_string(), 0, &Limits::default(), now()).unwrap();
-        assert_eq!((ev.tenant_id.as_str(), ev.id.as_str(), ev.ty.as_str()), ("acme", "e-1", "page.viewed"));
+        assert_eq!(
+            (ev.tenant_id.as_str(), ev.id.as_str(), ev.ty.as_str()),
+            ("acme", "e-1", "page.viewed")
+        );
         assert_eq!(ev.user_id.as_deref(), Some("u1"));
         assert_eq!(ev.session_id.as_deref(), Some("42"));
         assert_eq!(ev.extensions.as_deref(), Some(r#"{"campaign":"fall"}"#));
@@ -300,19 +344,58 @@ mod tests {
             e
         };
         assert_eq!(reason_of(without("id")), RejectReason::MissingAttribute);
-        assert_eq!(reason_of(with("source", "".into())), RejectReason::MissingAttribute);
-        assert_eq!(reason_of(without("tenantid")), RejectReason::MissingAttribute);
-        assert_eq!(reason_of(with("type", serde_json::Value::Null)), RejectReason::MissingAttribute);
-        assert_eq!(reason_of(with("type", 7.into())), RejectReason::InvalidAttributeValue);
-        assert_eq!(reason_of(with("specversion", "0.3".into())), RejectReason::WrongSpecversion);
-        assert_eq!(reason_of(with("Bad-Name", "x".into())), RejectReason::InvalidAttributeName);
-        assert_eq!(reason_of(with("time", "yesterday".into())), RejectReason::InvalidTime);
-        assert_eq!(reason_of(with("time", "2025-01-01T00:00:00Z".into())), RejectReason::TimeOutOfWindow);
-        assert_eq!(reason_of(with("time", "2026-11-21T13:00:00Z".into())), RejectReason::TimeOutOfWindow);
-        assert_eq!(reason_of(with("nested", serde_json::json!({"a": 1}))), RejectReason::InvalidAttributeValue);
-        assert_eq!(reason_of(with("data_base64", "AAEC".into())), RejectReason::InvalidAttributeValue);
-        assert_eq!(reason_of(with("data", "a\u{0}b".into())), RejectReason::UnsupportedData);
-        assert_eq!(reason_of(with("subject", "a\u{0}b".into())), RejectReason::InvalidAttributeValue);
+        assert_eq!(
+            reason_of(with("source", "".into())),
+            RejectReason::MissingAttribute
+        );
+        assert_eq!(
+            reason_of(without("tenantid")),
+            RejectReason::MissingAttribute
+        );
+        assert_eq!(
+            reason_of(with("type", serde_json::Value::Null)),
+            RejectReason::MissingAttribute
+        );
+        assert_eq!(
+            reason_of(with("type", 7.into())),
+            RejectReason::InvalidAttributeValue
+        );
+        assert_eq!(
+            reason_of(with("specversion", "0.3".into())),
+            RejectReason::WrongSpecversion
+        );
+        assert_eq!(
+            reason_of(with("Bad-Name", "x".into())),
+            RejectReason::InvalidAttributeName
+        );
+        assert_eq!(
+            reason_of(with("time", "yesterday".into())),
+            RejectReason::InvalidTime
+        );
+        assert_eq!(
+            reason_of(with("time", "2025-01-01T00:00:00Z".into())),
+            RejectReason::TimeOutOfWindow
+        );
+        assert_eq!(
+            reason_of(with("time", "2026-11-21T13:00:00Z".into())),
+            RejectReason::TimeOutOfWindow
+        );
+        assert_eq!(
+            reason_of(with("nested", serde_json::json!({"a": 1}))),
+            RejectReason::InvalidAttributeValue
+        );
+        assert_eq!(
+            reason_of(with("data_base64", "AAEC".into())),
+            RejectReason::InvalidAttributeValue
+        );
+        assert_eq!(
+            reason_of(with("data", "a\u{0}b".into())),
+            RejectReason::UnsupportedData
+        );
+        assert_eq!(
+            reason_of(with("subject", "a\u{0}b".into())),
+            RejectReason::InvalidAttributeValue
+        );
     }
 
     #[test]
@@ -324,7 +407,10 @@ mod tests {
 
     #[test]
     fn oversize_events_are_rejected_before_parsing() {
-        let limits = Limits { max_event_bytes: 64, ..Limits::default() };
+        let limits = Limits {
+            max_event_bytes: 64,
+            ..Limits::default()
+        };
         let r = validate_event(&good().to_string(), 3, &limits, now()).unwrap_err();
         assert_eq!((r.reason, r.position), (RejectReason::Oversize, Some(3)));
     }
@@ -355,6 +441,9 @@ mod tests {
     fn a_non_object_batch_element_is_invalid_json() {
         let p = parse_body(b"[1, \"x\"]", &Limits::default(), now());
         assert_eq!(p.rejected.len(), 2);
-        assert!(p.rejected.iter().all(|r| r.reason == RejectReason::InvalidJson));
+        assert!(p
+            .rejected
+            .iter()
+            .all(|r| r.reason == RejectReason::InvalidJson));
     }
 }

@@ -57,26 +57,43 @@ pub fn private_cluster() -> anyhow::Result<LocalPostgres> {
 async fn cluster() -> &'static Cluster {
     CLUSTER
         .get_or_init(|| async {
-            let (admin_url, server) = match std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
-                Some(url) => (url, None),
-                None => {
-                    let pg = tokio::task::spawn_blocking(private_cluster)
-                        .await
-                        .expect("start thread")
-                        .expect("start a private PostgreSQL for tests");
-                    (pg.url("postgres"), Some(pg))
-                }
-            };
+            let (admin_url, server) =
+                match std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+                    Some(url) => (url, None),
+                    None => {
+                        let pg = tokio::task::spawn_blocking(private_cluster)
+                            .await
+                            .expect("start thread")
+                            .expect("start a private PostgreSQL for tests");
+                        (pg.url("postgres"), Some(pg))
+                    }
+                };
             let template = format!("ferry_tmpl_{}", std::process::id());
-            let admin = PgPool::connect(&admin_url).await.expect("connect to the test server");
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {template}")).execute(&admin).await.unwrap();
-            sqlx::query(&format!("CREATE DATABASE {template}")).execute(&admin).await.unwrap();
+            let admin = PgPool::connect(&admin_url)
+                .await
+                .expect("connect to the test server");
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {template}"))
+                .execute(&admin)
+                .await
+                .unwrap();
+            sqlx::query(&format!("CREATE DATABASE {template}"))
+                .execute(&admin)
+                .await
+                .unwrap();
             admin.close().await;
             let url = with_database(&admin_url, &template);
-            let pool = PgPool::connect(&url).await.expect("connect to the template");
-            ferry_shared::db::migrate(&pool).await.expect("migrate the template");
+            let pool = PgPool::connect(&url)
+                .await
+                .expect("connect to the template");
+            ferry_shared::db::migrate(&pool)
+                .await
+                .expect("migrate the template");
             pool.close().await;
-            Cluster { admin_url, template, _server: server }
+            Cluster {
+                admin_url,
+                template,
+                _server: server,
+            }
         })
         .await
 }
@@ -84,15 +101,23 @@ async fn cluster() -> &'static Cluster {
 /// A fresh, migrated database for one test.
 pub async fn fresh_db() -> TestDb {
     let c = cluster().await;
-    let name = format!("t_{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::Relaxed));
-    let admin = PgPool::connect(&c.admin_url).await.expect("connect to the test server");
+    let name = format!(
+        "t_{}_{}",
+        std::process::id(),
+        NEXT_DB.fetch_add(1, Ordering::Relaxed)
+    );
+    let admin = PgPool::connect(&c.admin_url)
+        .await
+        .expect("connect to the test server");
     sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {}", c.template))
         .execute(&admin)
         .await
         .expect("create test database");
     admin.close().await;
     let url = with_database(&c.admin_url, &name);
-    let pool = PgPool::connect(&url).await.expect("connect to test database");
+    let pool = PgPool::connect(&url)
+        .await
+        .expect("connect to test database");
     TestDb { url, pool }
 }
 
@@ -115,8 +140,10 @@ pub fn with_database(url: &str, database: &str) -> String {
 
 /// Configuration for tests: defaults, plus the given overrides.
 pub fn config(overrides: &[(&str, &str)]) -> Config {
-    let pairs: Vec<(String, String)> =
-        overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let pairs: Vec<(String, String)> = overrides
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     Config::from_lookup(|k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
         .expect("valid test configuration")
 }
@@ -127,13 +154,21 @@ pub fn bin(name: &str) -> PathBuf {
     // target/<profile>/deps/<test> → target/<profile>/<name>
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let path = dir.join(name);
-    assert!(path.exists(), "{} not built; run `cargo build --workspace --bins` first", path.display());
+    assert!(
+        path.exists(),
+        "{} not built; run `cargo build --workspace --bins` first",
+        path.display()
+    );
     path
 }
 
 /// Counts rows of a query returning one bigint.
 pub async fn count(pool: &PgPool, sql: &str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(pool).await.with_context(|| sql.to_owned()).unwrap()
+    sqlx::query_scalar(sql)
+        .fetch_one(pool)
+        .await
+        .with_context(|| sql.to_owned())
+        .unwrap()
 }
 
 /// A valid CloudEvent for `tenant`, stamped a minute ago.
@@ -151,12 +186,19 @@ pub fn event(tenant: &str, id: &str) -> serde_json::Value {
 
 /// A queue message with the given id and body.
 pub fn message(id: &str, body: impl Into<Vec<u8>>) -> ferry_shared::QueueMessage {
-    ferry_shared::QueueMessage { id: id.into(), body: body.into(), delivery_count: 1, ..Default::default() }
+    ferry_shared::QueueMessage {
+        id: id.into(),
+        body: body.into(),
+        delivery_count: 1,
+        ..Default::default()
+    }
 }
 
 /// Reads a fixture file from `tests/fixtures`.
 pub fn fixture(name: &str) -> serde_json::Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -172,9 +214,18 @@ pub const FUNCTION_ENV: &[(&str, &str)] = &[
 
 /// Starts a real function binary with a clean platform environment plus `env`. The process is
 /// killed when the returned handle is dropped.
-pub fn spawn_function(name: &str, database_url: &str, env: &[(&str, &str)]) -> tokio::process::Child {
+pub fn spawn_function(
+    name: &str,
+    database_url: &str,
+    env: &[(&str, &str)],
+) -> tokio::process::Child {
     let mut cmd = tokio::process::Command::new(bin(name));
-    for var in ["AWS_LAMBDA_RUNTIME_API", "FUNCTIONS_CUSTOMHANDLER_PORT", "DATABASE_URL", "RUST_LOG"] {
+    for var in [
+        "AWS_LAMBDA_RUNTIME_API",
+        "FUNCTIONS_CUSTOMHANDLER_PORT",
+        "DATABASE_URL",
+        "RUST_LOG",
+    ] {
         cmd.env_remove(var);
     }
     cmd.env("DATABASE_URL", database_url)

@@ -39,7 +39,11 @@ pub struct IngestReport {
 
 impl Ingest {
     pub fn new(loader: Loader, limits: Limits, function: impl Into<String>) -> Ingest {
-        Ingest { loader, limits, function: function.into() }
+        Ingest {
+            loader,
+            limits,
+            function: function.into(),
+        }
     }
 
     /// Builds the handler from configuration (the pool connects lazily).
@@ -74,7 +78,10 @@ impl Ingest {
         let units: Vec<Unit> = batch
             .messages
             .iter()
-            .map(|m| Unit { key: unit_key(&m.id), parsed: parse_body(&m.body, &self.limits, now) })
+            .map(|m| Unit {
+                key: unit_key(&m.id),
+                parsed: parse_body(&m.body, &self.limits, now),
+            })
             .collect();
         let mut report = IngestReport::default();
         if units.is_empty() {
@@ -88,14 +95,22 @@ impl Ingest {
             }
             Err(e) if units.len() == 1 => {
                 let m = &batch.messages[0];
-                self.settle_alone(&m.body, &m.id, &units[0], e, &mut report).await;
+                self.settle_alone(&m.body, &m.id, &units[0], e, &mut report)
+                    .await;
             }
             Err(e) => {
                 warn!(error = %e, "batch transaction failed; applying messages one by one");
                 for (message, unit) in batch.messages.iter().zip(&units) {
-                    match self.loader.load(&self.function, std::slice::from_ref(unit)).await {
+                    match self
+                        .loader
+                        .load(&self.function, std::slice::from_ref(unit))
+                        .await
+                    {
                         Ok(mut r) => report.units.append(&mut r),
-                        Err(e) => self.settle_alone(&message.body, &message.id, unit, e, &mut report).await,
+                        Err(e) => {
+                            self.settle_alone(&message.body, &message.id, unit, e, &mut report)
+                                .await
+                        }
                     }
                 }
             }
@@ -119,7 +134,11 @@ impl Ingest {
             return;
         }
         warn!(message_id = %id, error = %error, "database refused the message; quarantining it whole");
-        match self.loader.quarantine_unit(&self.function, &unit.key, body, &error.to_string()).await {
+        match self
+            .loader
+            .quarantine_unit(&self.function, &unit.key, body, &error.to_string())
+            .await
+        {
             Ok(applied) => report.units.push(UnitReport {
                 key: unit.key.clone(),
                 applied,
@@ -138,7 +157,9 @@ impl Ingest {
 
 impl QueueHandler for Ingest {
     async fn handle(&self, batch: QueueBatch) -> QueueOutcome {
-        QueueOutcome { failed: self.process(&batch).await.failed }
+        QueueOutcome {
+            failed: self.process(&batch).await.failed,
+        }
     }
 }
 

@@ -58,7 +58,9 @@ impl QueueHandler for Counting {
             }
         }
         t.transient_failures += report.failed.len() as u64;
-        QueueOutcome { failed: report.failed }
+        QueueOutcome {
+            failed: report.failed,
+        }
     }
 }
 
@@ -73,7 +75,12 @@ pub struct Offered {
 
 /// Generates the demo stream: message bodies, in send order.
 pub fn generate(opts: &DemoOptions, run: &str, now: DateTime<Utc>) -> (Vec<Vec<u8>>, Offered) {
-    let mut g = Gen { rng: SmallRng::seed_from_u64(opts.seed), run: run.to_owned(), n: 0, now };
+    let mut g = Gen {
+        rng: SmallRng::seed_from_u64(opts.seed),
+        run: run.to_owned(),
+        n: 0,
+        now,
+    };
     let mut offered = Offered::default();
     let mut messages: Vec<Vec<u8>> = Vec::new();
     let mut produced = 0usize;
@@ -86,12 +93,22 @@ pub fn generate(opts: &DemoOptions, run: &str, now: DateTime<Utc>) -> (Vec<Vec<u
             produced += 1;
             continue;
         }
-        let size = if roll < 0.6 { 1 } else { g.rng.random_range(2..=40) };
+        let size = if roll < 0.6 {
+            1
+        } else {
+            g.rng.random_range(2..=40)
+        };
         let size = size.min(opts.events - produced);
-        let events: Vec<Value> = (0..size).map(|_| g.maybe_bad_event(&mut offered.malformed)).collect();
+        let events: Vec<Value> = (0..size)
+            .map(|_| g.maybe_bad_event(&mut offered.malformed))
+            .collect();
         produced += size;
         offered.events += size as u64;
-        let body = if size == 1 && roll < 0.6 { events[0].to_string() } else { Value::Array(events).to_string() };
+        let body = if size == 1 && roll < 0.6 {
+            events[0].to_string()
+        } else {
+            Value::Array(events).to_string()
+        };
         // A producer retry: the same events again, as a new message, some time later.
         if g.rng.random_bool(0.05) {
             messages.push(body.clone().into_bytes());
@@ -108,6 +125,13 @@ pub fn generate(opts: &DemoOptions, run: &str, now: DateTime<Utc>) -> (Vec<Vec<u
     }
     offered.messages = messages.len() as u64;
     (messages, offered)
+}
+
+/// `n` valid, realistic events (clickstream, product changes, payments) with ids unique to
+/// `seed`; used by the benchmarks.
+pub fn generate_events(n: usize, seed: u64, now: DateTime<Utc>) -> Vec<Value> {
+    let mut g = Gen { rng: SmallRng::seed_from_u64(seed), run: format!("b{seed}x{}", now.timestamp()), n: 0, now };
+    (0..n).map(|_| g.event()).collect()
 }
 
 struct Gen {
@@ -142,20 +166,44 @@ impl Gen {
         let roll: f64 = self.rng.random();
         let mut ev = if roll < 0.55 {
             let path = ["/", "/search", "/cart", "/checkout", "/help"][self.rng.random_range(0..5)];
-            self.base(tenant, "/web/tracker", "page.viewed", json!({"path": path, "referrer": "https://search.example/"}))
+            self.base(
+                tenant,
+                "/web/tracker",
+                "page.viewed",
+                json!({"path": path, "referrer": "https://search.example/"}),
+            )
         } else if roll < 0.75 {
-            self.base(tenant, "/web/tracker", "product.viewed", json!({"sku": sku, "path": format!("/p/{sku}")}))
+            self.base(
+                tenant,
+                "/web/tracker",
+                "product.viewed",
+                json!({"sku": sku, "path": format!("/p/{sku}")}),
+            )
         } else if roll < 0.85 {
             let quantity = self.rng.random_range(1..4);
-            self.base(tenant, "/web/tracker", "cart.item_added", json!({"sku": sku, "quantity": quantity}))
+            self.base(
+                tenant,
+                "/web/tracker",
+                "cart.item_added",
+                json!({"sku": sku, "quantity": quantity}),
+            )
         } else if roll < 0.92 {
             let price = self.rng.random_range(199..99_999);
-            let mut e = self.base(tenant, "/erp/catalog", "product.updated", json!({"sku": sku, "price_cents": price, "currency": "EUR"}));
+            let mut e = self.base(
+                tenant,
+                "/erp/catalog",
+                "product.updated",
+                json!({"sku": sku, "price_cents": price, "currency": "EUR"}),
+            );
             e["subject"] = json!(sku);
             return e;
         } else {
             let amount = self.rng.random_range(500..250_000);
-            let ty = if self.rng.random_bool(0.9) { "payment.captured" } else { "payment.refunded" };
+            let ty = if self.rng.random_bool(0.9) {
+                "payment.captured"
+            } else {
+                "payment.refunded"
+            };
             let mut e = self.base(tenant, "/payments/psp", ty, json!({"amount_cents": amount, "currency": "EUR", "order": format!("o-{}", self.n)}));
             e["subject"] = json!(format!("o-{}", self.n));
             return e;
@@ -230,7 +278,10 @@ pub async fn run(pool: PgPool, ingest: Ingest, opts: DemoOptions) -> anyhow::Res
     for body in messages {
         queue.send(body);
     }
-    let handler = Arc::new(Counting { ingest, totals: Mutex::new(Totals::default()) });
+    let handler = Arc::new(Counting {
+        ingest,
+        totals: Mutex::new(Totals::default()),
+    });
     let started = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
     let progress = {
@@ -239,7 +290,11 @@ pub async fn run(pool: PgPool, ingest: Ingest, opts: DemoOptions) -> anyhow::Res
             while !done.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let s = queue.stats();
-                let loaded = handler.totals.lock().unwrap_or_else(|p| p.into_inner()).loaded;
+                let loaded = handler
+                    .totals
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .loaded;
                 let secs = started.elapsed().as_secs_f64();
                 eprintln!(
                     "  [{secs:5.1}s] {}/{} messages acknowledged, {loaded} events loaded ({:.0} events/s)",
@@ -250,15 +305,26 @@ pub async fn run(pool: PgPool, ingest: Ingest, opts: DemoOptions) -> anyhow::Res
             }
         })
     };
-    drain(Arc::clone(&queue), Arc::clone(&handler), opts.workers, opts.batch_size).await;
+    drain(
+        Arc::clone(&queue),
+        Arc::clone(&handler),
+        opts.workers,
+        opts.batch_size,
+    )
+    .await;
     done.store(true, Ordering::Relaxed);
     let _ = progress.await;
     let elapsed = started.elapsed();
-    let totals = handler.totals.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_id LIKE $1 || '-%'")
-        .bind(&run_id)
-        .fetch_one(&pool)
-        .await?;
+    let totals = handler
+        .totals
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_id LIKE $1 || '-%'")
+            .bind(&run_id)
+            .fetch_one(&pool)
+            .await?;
     let stats = queue.stats();
     print_summary(&offered, &totals, stats, stored, elapsed);
     Ok(())
@@ -277,7 +343,10 @@ fn print_summary(
     println!();
     println!("ferry demo summary");
     println!("  messages sent             {:>10}", q.sent);
-    println!("  deliveries (redelivered)  {:>10} ({})", q.deliveries, q.redeliveries);
+    println!(
+        "  deliveries (redelivered)  {:>10} ({})",
+        q.deliveries, q.redeliveries
+    );
     println!("  dead-lettered messages    {:>10}", q.dead);
     println!("  events offered            {:>10}", offered.events);
     println!("  events loaded             {:>10}", t.loaded);
@@ -290,7 +359,10 @@ fn print_summary(
     println!("  transient failures        {:>10}", t.transient_failures);
     println!("  events in database (run)  {:>10}", stored);
     println!("  elapsed                   {:>9.2}s", secs);
-    println!("  throughput                {:>10.0} events/s loaded", t.loaded as f64 / secs);
+    println!(
+        "  throughput                {:>10.0} events/s loaded",
+        t.loaded as f64 / secs
+    );
 }
 
 #[cfg(test)]
@@ -299,7 +371,12 @@ mod tests {
 
     #[test]
     fn the_stream_mixes_retries_malformed_input_and_batches() {
-        let opts = DemoOptions { events: 5_000, workers: 1, batch_size: 10, seed: 7 };
+        let opts = DemoOptions {
+            events: 5_000,
+            workers: 1,
+            batch_size: 10,
+            seed: 7,
+        };
         let (messages, offered) = generate(&opts, "t", Utc::now());
         assert_eq!(offered.events, 5_000);
         assert_eq!(offered.messages as usize, messages.len());

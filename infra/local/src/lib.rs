@@ -1,6 +1,7 @@
 //! The local stack behind the `ferry` command: a private PostgreSQL started from the machine's
 //! binaries, a local queue with real visibility-timeout semantics, and the demo traffic.
 
+pub mod bench;
 pub mod demo;
 pub mod postgres;
 pub mod queue;

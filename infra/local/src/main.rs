@@ -7,7 +7,11 @@ use ferry_local::{demo, stack};
 use ferry_shared::{config::Config, db, telemetry};
 
 #[derive(Parser)]
-#[command(name = "ferry", about = "ferry's local stack and admin commands", version)]
+#[command(
+    name = "ferry",
+    about = "ferry's local stack and admin commands",
+    version
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -72,34 +76,62 @@ async fn main() -> anyhow::Result<()> {
     let cfg = Config::from_env()?;
     telemetry::init_with_default(cfg.log_format, "warn");
     match cli.command {
-        Command::Demo { events, workers, batch_size, seed } => {
+        Command::Demo {
+            events,
+            workers,
+            batch_size,
+            seed,
+        } => {
             let stack = stack::open(&cfg).await?;
             let mut cfg = cfg;
             cfg.db.max_connections = cfg.db.max_connections.max(workers as u32 + 1);
             let pool = db::pool(&cfg.db, &stack.url, "ferry-demo")?;
             let ingest = Ingest::with_pool(&cfg, pool.clone(), "ingest");
-            demo::run(pool, ingest, demo::DemoOptions { events, workers, batch_size, seed }).await?;
+            demo::run(
+                pool,
+                ingest,
+                demo::DemoOptions {
+                    events,
+                    workers,
+                    batch_size,
+                    seed,
+                },
+            )
+            .await?;
         }
         Command::Migrate => {
             let stack = stack::open(&cfg).await?;
             println!("migrations applied; database {}", redact(&stack.url));
         }
-        Command::Tenant { command: TenantCommand::Add { id, name } } => {
+        Command::Tenant {
+            command: TenantCommand::Add { id, name },
+        } => {
             let stack = stack::open(&cfg).await?;
-            db::add_tenant(&stack.pool, &id, &name).await.with_context(|| format!("add tenant {id:?}"))?;
+            db::add_tenant(&stack.pool, &id, &name)
+                .await
+                .with_context(|| format!("add tenant {id:?}"))?;
             println!("tenant {id} is active");
         }
-        Command::Tenant { command: TenantCommand::List } => {
+        Command::Tenant {
+            command: TenantCommand::List,
+        } => {
             let stack = stack::open(&cfg).await?;
             for t in db::list_tenants(&stack.pool).await? {
-                println!("{:<24} {:<10} {:<30} {}", t.tenant_id, t.status, t.name, t.created_at);
+                println!(
+                    "{:<24} {:<10} {:<30} {}",
+                    t.tenant_id, t.status, t.name, t.created_at
+                );
             }
         }
-        Command::Db { command: DbCommand::Url } => {
+        Command::Db {
+            command: DbCommand::Url,
+        } => {
             let stack = stack::open(&cfg).await?;
             println!("{}", stack.url);
         }
-        Command::Db { command: DbCommand::Stop } => {
+        Command::Db {
+            command: DbCommand::Stop,
+        } => {
             let pg = stack::private_server()?;
             pg.stop("fast")?;
             println!("private PostgreSQL stopped ({})", pg.data_dir.display());

@@ -87,7 +87,15 @@ impl LocalPostgres {
         let data = self.data_dir.to_string_lossy().into_owned();
         self.run(
             "initdb",
-            &["-D", &data, "-U", SUPERUSER, "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8"],
+            &[
+                "-D",
+                &data,
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+            ],
         )?;
         Ok(())
     }
@@ -106,14 +114,19 @@ impl LocalPostgres {
         for (k, v) in &self.settings {
             opts.push_str(&format!(" -c {k}={v}"));
         }
-        self.run("pg_ctl", &["-D", &data, "-l", &log, "-w", "-t", "60", "-o", &opts, "start"])
-            .map_err(|e| match e {
-                PgError::Command { what, detail } => PgError::Command {
-                    what,
-                    detail: format!("{detail}\n--- {log} ---\n{}", tail(&self.log_file(), 20)),
-                },
-                other => other,
-            })?;
+        self.run(
+            "pg_ctl",
+            &[
+                "-D", &data, "-l", &log, "-w", "-t", "60", "-o", &opts, "start",
+            ],
+        )
+        .map_err(|e| match e {
+            PgError::Command { what, detail } => PgError::Command {
+                what,
+                detail: format!("{detail}\n--- {log} ---\n{}", tail(&self.log_file(), 20)),
+            },
+            other => other,
+        })?;
         Ok(())
     }
 
@@ -203,7 +216,9 @@ rm -rf "$FERRY_REMOVE""#;
 pub fn free_port() -> Result<u16, PgError> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")
         .map_err(|e| PgError::Io("bind 127.0.0.1:0".into(), e))?;
-    l.local_addr().map(|a| a.port()).map_err(|e| PgError::Io("local_addr".into(), e))
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| PgError::Io("local_addr".into(), e))
 }
 
 fn find_bin_dir() -> Result<PathBuf, PgError> {
@@ -224,7 +239,10 @@ fn find_bin_dir() -> Result<PathBuf, PgError> {
     if let Some((_, bin)) = versions.pop() {
         return Ok(bin);
     }
-    let out = Command::new("pg_config").arg("--bindir").output().map_err(|_| PgError::NoBinaries)?;
+    let out = Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .map_err(|_| PgError::NoBinaries)?;
     let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     if dir.join("initdb").exists() {
         Ok(dir)

@@ -82,8 +82,15 @@ impl LocalQueue {
 
     /// Enqueues a message; returns its id.
     pub fn send(&self, body: Vec<u8>) -> String {
-        let id = format!("local-{:016x}", self.next_id.fetch_add(1, Ordering::Relaxed));
-        self.lock().ready.push_back(Stored { id: id.clone(), body, receives: 0 });
+        let id = format!(
+            "local-{:016x}",
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        );
+        self.lock().ready.push_back(Stored {
+            id: id.clone(),
+            body,
+            receives: 0,
+        });
         self.sent.fetch_add(1, Ordering::Relaxed);
         self.notify.notify_one();
         id
@@ -93,8 +100,12 @@ impl LocalQueue {
     pub fn receive(&self, max: usize) -> Vec<Delivery> {
         let now = Instant::now();
         let mut state = self.lock();
-        let expired: Vec<u64> =
-            state.in_flight.iter().filter(|(_, (_, until))| *until <= now).map(|(r, _)| *r).collect();
+        let expired: Vec<u64> = state
+            .in_flight
+            .iter()
+            .filter(|(_, (_, until))| *until <= now)
+            .map(|(r, _)| *r)
+            .collect();
         for receipt in expired {
             if let Some((stored, _)) = state.in_flight.remove(&receipt) {
                 if self.max_receives.is_some_and(|max| stored.receives >= max) {
@@ -106,7 +117,9 @@ impl LocalQueue {
         }
         let mut out = Vec::new();
         while out.len() < max {
-            let Some(mut stored) = state.ready.pop_front() else { break };
+            let Some(mut stored) = state.ready.pop_front() else {
+                break;
+            };
             stored.receives += 1;
             if stored.receives > 1 {
                 self.redeliveries.fetch_add(1, Ordering::Relaxed);
@@ -122,7 +135,9 @@ impl LocalQueue {
                 },
                 receipt,
             });
-            state.in_flight.insert(receipt, (stored, now + self.visibility));
+            state
+                .in_flight
+                .insert(receipt, (stored, now + self.visibility));
         }
         out
     }
@@ -168,7 +183,11 @@ impl LocalQueue {
 
     /// Bodies of dead-lettered messages.
     pub fn dead_letters(&self) -> Vec<(String, Vec<u8>)> {
-        self.lock().dead.iter().map(|s| (s.id.clone(), s.body.clone())).collect()
+        self.lock()
+            .dead
+            .iter()
+            .map(|s| (s.id.clone(), s.body.clone()))
+            .collect()
     }
 }
 
@@ -195,7 +214,9 @@ pub async fn drain<H: QueueHandler>(
                     queue.wait(Duration::from_millis(20)).await;
                     continue;
                 }
-                let batch = QueueBatch { messages: deliveries.iter().map(|d| d.message.clone()).collect() };
+                let batch = QueueBatch {
+                    messages: deliveries.iter().map(|d| d.message.clone()).collect(),
+                };
                 let outcome = handler.handle(batch).await;
                 for d in &deliveries {
                     if !outcome.failed.contains(&d.message.id) {
@@ -221,11 +242,20 @@ mod tests {
         let first = q.receive(10);
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].message.delivery_count, 1);
-        assert!(q.receive(10).is_empty(), "invisible during the visibility timeout");
+        assert!(
+            q.receive(10).is_empty(),
+            "invisible during the visibility timeout"
+        );
         std::thread::sleep(Duration::from_millis(40));
         assert!(!q.ack(first[0].receipt), "an expired receipt is refused");
         let second = q.receive(10);
-        assert_eq!((second[0].message.id.as_str(), second[0].message.delivery_count), (id.as_str(), 2));
+        assert_eq!(
+            (
+                second[0].message.id.as_str(),
+                second[0].message.delivery_count
+            ),
+            (id.as_str(), 2)
+        );
         assert!(q.ack(second[0].receipt));
         assert!(q.is_drained());
         assert_eq!(q.stats().redeliveries, 1);

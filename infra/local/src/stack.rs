@@ -25,7 +25,9 @@ pub struct Stack {
 
 /// The local state directory (`FERRY_STATE_DIR`, default `.ferry` in the working directory).
 pub fn state_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::var_os("FERRY_STATE_DIR").map(PathBuf::from).unwrap_or_else(|| ".ferry".into());
+    let dir = std::env::var_os("FERRY_STATE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| ".ferry".into());
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     Ok(std::fs::canonicalize(&dir)?)
 }

@@ -39,7 +39,10 @@ pub async fn run_queue<H: QueueHandler>(
             let function = function.clone();
             async move {
                 if name != function {
-                    return reply(StatusCode::NOT_FOUND, &format!("no function named {name:?}"));
+                    return reply(
+                        StatusCode::NOT_FOUND,
+                        &format!("no function named {name:?}"),
+                    );
                 }
                 let message = match queue_message(&body) {
                     Ok(m) => m,
@@ -51,10 +54,17 @@ pub async fn run_queue<H: QueueHandler>(
                     }
                 };
                 let id = message.id.clone();
-                let outcome = handler.handle(QueueBatch { messages: vec![message] }).await;
+                let outcome = handler
+                    .handle(QueueBatch {
+                        messages: vec![message],
+                    })
+                    .await;
                 if outcome.failed.contains(&id) {
                     warn!(message_id = %id, "transient failure; the host will redeliver");
-                    reply(StatusCode::INTERNAL_SERVER_ERROR, "transient failure; retry later")
+                    reply(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "transient failure; retry later",
+                    )
                 } else {
                     reply(StatusCode::OK, "processed")
                 }
@@ -71,28 +81,48 @@ fn reply(status: StatusCode, log: &str) -> warp::reply::WithStatus<warp::reply::
 
 /// Reads the queue message out of a host invocation envelope.
 pub fn queue_message(envelope: &[u8]) -> Result<QueueMessage, String> {
-    let envelope: Value =
-        serde_json::from_slice(envelope).map_err(|e| format!("invocation body is not JSON: {e}"))?;
-    let data = envelope.get("Data").and_then(Value::as_object).ok_or("no Data object")?;
-    let metadata = envelope.get("Metadata").and_then(Value::as_object).cloned().unwrap_or_default();
+    let envelope: Value = serde_json::from_slice(envelope)
+        .map_err(|e| format!("invocation body is not JSON: {e}"))?;
+    let data = envelope
+        .get("Data")
+        .and_then(Value::as_object)
+        .ok_or("no Data object")?;
+    let metadata = envelope
+        .get("Metadata")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     // The trigger's binding name comes from function.json; take the only entry of Data.
     let value = match data.len() {
         1 => data.values().next().ok_or("empty Data")?,
         0 => return Err("Data holds no trigger value".into()),
-        _ => data.get("message").ok_or("Data holds several values and none named \"message\"")?,
+        _ => data
+            .get("message")
+            .ok_or("Data holds several values and none named \"message\"")?,
     };
-    let id = meta_string(&metadata, "Id").filter(|s| !s.is_empty()).ok_or("Metadata has no Id")?;
-    let delivery_count =
-        meta_string(&metadata, "DequeueCount").and_then(|c| c.trim().parse().ok()).unwrap_or(1);
+    let id = meta_string(&metadata, "Id")
+        .filter(|s| !s.is_empty())
+        .ok_or("Metadata has no Id")?;
+    let delivery_count = meta_string(&metadata, "DequeueCount")
+        .and_then(|c| c.trim().parse().ok())
+        .unwrap_or(1);
     let attributes = ["InsertionTime", "ExpirationTime", "NextVisibleTime"]
         .iter()
         .filter_map(|k| meta_string(&metadata, k).map(|v| (k.to_string(), v)))
         .collect();
-    Ok(QueueMessage { id, body: decode_string(value), delivery_count, attributes })
+    Ok(QueueMessage {
+        id,
+        body: decode_string(value),
+        delivery_count,
+        attributes,
+    })
 }
 
 fn meta_string(metadata: &Map<String, Value>, key: &str) -> Option<String> {
-    metadata.get(key).map(decode_string).and_then(|b| String::from_utf8(b).ok())
+    metadata
+        .get(key)
+        .map(decode_string)
+        .and_then(|b| String::from_utf8(b).ok())
 }
 
 /// Decodes a value the host placed in `Data` or `Metadata`: a plain string, a string holding a
@@ -121,14 +151,20 @@ mod tests {
                             "Metadata": {"Id": "\"abc\"", "DequeueCount": "2"}});
         for env in [plain, quoted] {
             let m = queue_message(env.to_string().as_bytes()).unwrap();
-            assert_eq!((m.id.as_str(), m.body.as_slice(), m.delivery_count), ("abc", event.as_bytes(), 2));
+            assert_eq!(
+                (m.id.as_str(), m.body.as_slice(), m.delivery_count),
+                ("abc", event.as_bytes(), 2)
+            );
         }
     }
 
     #[test]
     fn an_object_value_is_the_message_itself() {
         let env = json!({"Data": {"msg": {"a": 1}}, "Metadata": {"Id": "x"}});
-        assert_eq!(queue_message(env.to_string().as_bytes()).unwrap().body, br#"{"a":1}"#);
+        assert_eq!(
+            queue_message(env.to_string().as_bytes()).unwrap().body,
+            br#"{"a":1}"#
+        );
     }
 
     #[test]

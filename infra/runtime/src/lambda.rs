@@ -72,12 +72,17 @@ mod tests {
         let batch = sqs_batch(event);
         assert_eq!(batch.messages.len(), 1);
         let m = &batch.messages[0];
-        assert_eq!((m.id.as_str(), m.body.as_slice(), m.delivery_count), ("m-1", &b"{\"a\":1}"[..], 3));
+        assert_eq!(
+            (m.id.as_str(), m.body.as_slice(), m.delivery_count),
+            ("m-1", &b"{\"a\":1}"[..], 3)
+        );
     }
 
     #[test]
     fn failures_serialise_as_batch_item_failures() {
-        let r = sqs_response(QueueOutcome { failed: vec!["m-2".into()] });
+        let r = sqs_response(QueueOutcome {
+            failed: vec!["m-2".into()],
+        });
         assert_eq!(
             serde_json::to_value(r).unwrap(),
             serde_json::json!({"batchItemFailures": [{"itemIdentifier": "m-2"}]})

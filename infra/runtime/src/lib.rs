@@ -50,7 +50,11 @@ fn detect_from(get: impl Fn(&str) -> Option<String>) -> Result<Platform, Runtime
         return Ok(Platform::Lambda);
     }
     match get("FUNCTIONS_CUSTOMHANDLER_PORT").filter(|v| !v.is_empty()) {
-        Some(p) => p.trim().parse().map(|port| Platform::Azure { port }).map_err(|_| RuntimeError::BadPort(p)),
+        Some(p) => p
+            .trim()
+            .parse()
+            .map(|port| Platform::Azure { port })
+            .map_err(|_| RuntimeError::BadPort(p)),
         None => Ok(Platform::Local),
     }
 }
@@ -61,7 +65,9 @@ pub async fn serve_queue<H: QueueHandler>(function: &str, handler: H) -> Result<
     match detect()? {
         Platform::Lambda => lambda::run_queue(handler).await,
         Platform::Azure { port } => azure::run_queue(port, function, handler).await,
-        Platform::Local => Err(RuntimeError::NoPlatform { function: function.to_owned() }),
+        Platform::Local => Err(RuntimeError::NoPlatform {
+            function: function.to_owned(),
+        }),
     }
 }
 
@@ -72,9 +78,17 @@ mod tests {
     #[test]
     fn platform_follows_the_environment() {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
         };
-        assert_eq!(detect_from(env(&[("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")])).unwrap(), Platform::Lambda);
+        assert_eq!(
+            detect_from(env(&[("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")])).unwrap(),
+            Platform::Lambda
+        );
         assert_eq!(
             detect_from(env(&[("FUNCTIONS_CUSTOMHANDLER_PORT", "7071")])).unwrap(),
             Platform::Azure { port: 7071 }

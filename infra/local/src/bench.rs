@@ -1,0 +1,177 @@
+//! `ferry-bench ingest`: the ingest handler against raw COPY of the same rows, in one run.
+//!
+//! Both sides load the same generated events into identically migrated databases on the same
+//! server, with the same dedup (`ON CONFLICT DO NOTHING` on the events key):
+//! - handler: message bodies (JSON text) → `Ingest::process` in-process, with `workers`
+//!   concurrent invocations of `batch` messages each — parsing, validation, ledger, tenants,
+//!   partitions, quarantine bookkeeping included;
+//! - baseline: the already-validated rows, binary-encoded beforehand, `COPY` into a staging
+//!   table and one `INSERT … SELECT … ON CONFLICT DO NOTHING`, on one connection.
+//!
+//! It also sweeps the two write strategies over unit sizes, which is how the default
+//! `FERRY_COPY_THRESHOLD` was chosen.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use ferry_ingest::Ingest;
+use ferry_shared::config::Config;
+use ferry_shared::load::{insert_copy, insert_unnest};
+use ferry_shared::validate::parse_body;
+use ferry_shared::{db, Event, QueueBatch, QueueMessage};
+use sqlx::PgPool;
+
+use crate::demo::{generate_events, TENANTS};
+
+/// Options of the ingest benchmark.
+#[derive(Debug, Clone)]
+pub struct IngestBench {
+    pub events: usize,
+    pub events_per_message: usize,
+    pub messages_per_batch: usize,
+    pub workers: usize,
+}
+
+async fn prepare(admin: &PgPool, base_url: &str, name: &str, cfg: &Config) -> anyhow::Result<PgPool> {
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(admin).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(admin).await?;
+    let url = format!("{}/{name}", base_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(base_url));
+    let pool = db::pool(&cfg.db, &url, "ferry-bench")?;
+    db::migrate(&pool).await?;
+    for t in TENANTS {
+        db::add_tenant(&pool, t, t).await?;
+    }
+    // Both sides find their partitions ready; creating them is not what is measured.
+    db::ensure_partitions_ahead(&pool, Utc::now() - chrono::Duration::hours(3), Duration::from_secs(4 * 3600), 300)
+        .await?;
+    Ok(pool)
+}
+
+/// Runs the benchmark and prints its figures.
+#[allow(clippy::print_stdout)]
+pub async fn ingest(admin_url: &str, cfg: &Config, opts: &IngestBench) -> anyhow::Result<()> {
+    let admin = PgPool::connect(admin_url).await?;
+    let mut cfg = cfg.clone();
+    cfg.db.max_connections = opts.workers as u32 + 2;
+
+    println!("generating {} events ({} per message, {} messages per invocation)", opts.events, opts.events_per_message, opts.messages_per_batch);
+    let events = generate_events(opts.events, 1, Utc::now());
+    let bodies: Vec<Vec<u8>> = events
+        .chunks(opts.events_per_message)
+        .map(|c| serde_json::to_vec(c).expect("serialise"))
+        .collect();
+    let bytes: usize = bodies.iter().map(Vec::len).sum();
+    println!("  {} messages, {:.1} MiB of JSON, {:.0} bytes per event", bodies.len(), bytes as f64 / 1048576.0, bytes as f64 / opts.events as f64);
+
+    // Baseline first input: the same rows, validated and encoded outside the timing.
+    let now = Utc::now();
+    let validated: Vec<Event> = bodies.iter().flat_map(|b| parse_body(b, &cfg.limits, now).events).collect();
+    assert_eq!(validated.len(), opts.events, "generated events are valid");
+
+    let copy_pool = prepare(&admin, admin_url, "bench_copy", &cfg).await?;
+    let refs: Vec<&Event> = validated.iter().collect();
+    let mut conn = copy_pool.acquire().await?;
+    let started = Instant::now();
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let loaded = insert_copy(&mut tx, &refs, now).await?;
+    tx.commit().await?;
+    let copy_secs = started.elapsed().as_secs_f64();
+    drop(conn);
+    assert_eq!(loaded as usize, opts.events);
+    let copy_rate = opts.events as f64 / copy_secs;
+    println!("baseline  raw COPY + merge, 1 connection: {loaded} rows in {copy_secs:.2}s = {copy_rate:.0} rows/s");
+    drop(validated);
+
+    let handler_pool = prepare(&admin, admin_url, "bench_handler", &cfg).await?;
+    let ingest = Arc::new(Ingest::with_pool(&cfg, handler_pool.clone(), "ingest"));
+    let batches: Arc<Vec<QueueBatch>> = Arc::new(
+        bodies
+            .chunks(opts.messages_per_batch)
+            .enumerate()
+            .map(|(b, chunk)| QueueBatch {
+                messages: chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(i, body)| QueueMessage {
+                        id: format!("bench-{b}-{i}"),
+                        body: body.clone(),
+                        delivery_count: 1,
+                        ..Default::default()
+                    })
+                    .collect(),
+            })
+            .collect(),
+    );
+    drop(bodies);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..opts.workers {
+        let (ingest, batches, next) = (Arc::clone(&ingest), Arc::clone(&batches), Arc::clone(&next));
+        tasks.push(tokio::spawn(async move {
+            let mut loaded = 0u64;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(batch) = batches.get(i) else { return loaded };
+                let report = ingest.process(batch).await;
+                assert!(report.failed.is_empty(), "bench batch failed: {:?}", report.failed);
+                loaded += report.units.iter().map(|u| u.loaded).sum::<u64>();
+            }
+        }));
+    }
+    let mut loaded = 0;
+    for t in tasks {
+        loaded += t.await?;
+    }
+    let handler_secs = started.elapsed().as_secs_f64();
+    assert_eq!(loaded as usize, opts.events);
+    let handler_rate = opts.events as f64 / handler_secs;
+    println!(
+        "handler   ingest in-process, {} workers:  {loaded} events in {handler_secs:.2}s = {handler_rate:.0} events/s",
+        opts.workers
+    );
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&handler_pool).await?;
+    assert_eq!(stored as usize, opts.events);
+    println!("ratio     handler / raw COPY = {:.2}", handler_rate / copy_rate);
+
+    strategy_sweep(&admin, admin_url, &cfg).await?;
+    for name in ["bench_copy", "bench_handler", "bench_sweep"] {
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await?;
+    }
+    Ok(())
+}
+
+/// Rows/s of UNNEST and binary COPY for units of several sizes (one transaction per unit).
+#[allow(clippy::print_stdout)]
+async fn strategy_sweep(admin: &PgPool, admin_url: &str, cfg: &Config) -> anyhow::Result<()> {
+    println!("write strategy by unit size (rows/s, one transaction per unit, 1 connection):");
+    println!("  {:>6}  {:>10}  {:>10}", "rows", "UNNEST", "COPY");
+    let pool = prepare(admin, admin_url, "bench_sweep", cfg).await?;
+    let now = Utc::now();
+    let total = 100_000;
+    for size in [10usize, 100, 500, 1000, 2000, 5000, 20000] {
+        let mut rates = Vec::new();
+        for (s, copy) in [false, true].into_iter().enumerate() {
+            let events = generate_events(total, 1000 + size as u64 * 2 + s as u64, now);
+            let body = serde_json::to_vec(&events)?;
+            let parsed = parse_body(&body, &cfg.limits, now).events;
+            let mut conn = pool.acquire().await?;
+            let started = Instant::now();
+            for chunk in parsed.chunks(size) {
+                let refs: Vec<&Event> = chunk.iter().collect();
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                if copy {
+                    insert_copy(&mut tx, &refs, now).await?;
+                } else {
+                    insert_unnest(&mut tx, &refs, now).await?;
+                }
+                tx.commit().await?;
+            }
+            rates.push(total as f64 / started.elapsed().as_secs_f64());
+        }
+        println!("  {:>6}  {:>10.0}  {:>10.0}", size, rates[0], rates[1]);
+    }
+    Ok(())
+}

@@ -1,0 +1,51 @@
+//! `ferry-bench`: benchmarks that print figures and a ratio against a baseline measured in the
+//! same run. Driven by `scripts/bench-*.sh`; not a test.
+
+use clap::{Parser, Subcommand};
+use ferry_local::{bench, stack};
+use ferry_shared::{config::Config, telemetry};
+
+#[derive(Parser)]
+#[command(name = "ferry-bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The ingest handler in-process vs raw COPY of the same rows.
+    Ingest {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        #[arg(long, default_value_t = 100)]
+        events_per_message: usize,
+        #[arg(long, default_value_t = 10)]
+        messages_per_batch: usize,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cfg = Config::from_env()?;
+    telemetry::init_with_default(cfg.log_format, "warn");
+    // Databases are created next to the one in DATABASE_URL, or on the local stack's server.
+    let admin_url = match &cfg.db.url {
+        Some(url) => url.clone(),
+        None => {
+            let pg = stack::private_server()?;
+            pg.init()?;
+            pg.start()?;
+            pg.url("postgres")
+        }
+    };
+    match Cli::parse().command {
+        Command::Ingest { events, events_per_message, messages_per_batch, workers } => {
+            let opts = bench::IngestBench { events, events_per_message, messages_per_batch, workers };
+            bench::ingest(&admin_url, &cfg, &opts).await?;
+        }
+    }
+    Ok(())
+}
