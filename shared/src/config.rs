@@ -52,7 +52,7 @@ pub const VARS: &[(&str, &str, &str)] = &[
     ),
     (
         "FERRY_COPY_THRESHOLD",
-        "2000",
+        "5000",
         "rows from which the loader uses binary COPY",
     ),
     (
@@ -174,7 +174,7 @@ impl Config {
             },
             limits,
             partition_interval,
-            copy_threshold: number(&get, "FERRY_COPY_THRESHOLD", 2000)?,
+            copy_threshold: number(&get, "FERRY_COPY_THRESHOLD", 5000)?,
             function_name: get("FERRY_FUNCTION_NAME"),
             log_format,
         })

@@ -15,11 +15,13 @@ pub enum Error {
     /// Retrying smaller pieces of work now will not help.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
-    /// The database is reachable but this attempt failed in a way that may pass on retry
-    /// (lock or statement timeout, serialization failure, deadlock, missing partition).
+    /// The database is reachable but this attempt failed for an operational reason that may
+    /// pass on retry (lock or statement timeout, serialization failure, deadlock, missing
+    /// partition or table, permissions): anything not known to be the input's fault.
     #[error("transient database failure: {0}")]
     Transient(#[source] sqlx::Error),
-    /// The database refused the data; retrying the same input gives the same answer.
+    /// The database refused the data (SQLSTATE classes 22, 23, 54); retrying the same input
+    /// gives the same answer.
     #[error("database refused the data: {0}")]
     Permanent(#[source] sqlx::Error),
     /// A crash injected by a test (debug builds with the `fault-injection` feature only).
@@ -65,13 +67,19 @@ pub fn classify(e: sqlx::Error) -> Error {
                 // connection exceptions, admin shutdown, crash shutdown, cannot connect now
                 c if c.starts_with("08") => Error::Unavailable(e),
                 "57P01" | "57P02" | "57P03" => Error::Unavailable(e),
-                // serialization failure, deadlock, lock timeout, statement timeout / cancel,
-                // insufficient resources, no partition for a row (dropped under us)
-                "40001" | "40P01" | "55P03" | "57014" | "23514" => Error::Transient(e),
-                c if c.starts_with("53") => Error::Transient(e),
-                _ => Error::Permanent(e),
+                // no partition for a row (one was dropped under us): retry after re-creating
+                "23514" => Error::Transient(e),
+                // data exceptions, integrity violations, program limits: this input can never
+                // be stored, and retrying gives the same answer
+                c if c.starts_with("22") || c.starts_with("23") || c.starts_with("54") => {
+                    Error::Permanent(e)
+                }
+                // everything else (timeouts, serialization failures, deadlocks, a missing table
+                // because code was deployed before `ferry migrate`, permissions, internal
+                // errors) is operational, not the input's fault: retry, never quarantine
+                _ => Error::Transient(e),
             }
         }
-        _ => Error::Permanent(e),
+        _ => Error::Transient(e),
     }
 }

@@ -5,7 +5,7 @@
 //! 1. claim the units in `ingest_ledger` (`ON CONFLICT DO NOTHING RETURNING`): a unit that is
 //!    already there was applied before and has no effect; a concurrent delivery of the same
 //!    unit waits on our uncommitted row and then finds it;
-//! 2. look up the tenants (`FOR KEY SHARE`, so a tenant being changed makes us wait, bounded
+//! 2. look up the tenants (`FOR SHARE`, so a tenant being changed makes us wait, bounded
 //!    by `lock_timeout`, and retry later rather than load against a moving target);
 //! 3. insert each unit's events: `INSERT … SELECT FROM unnest(…)` for small units, binary COPY
 //!    into a temporary staging table and one merge for large ones, both `ON CONFLICT DO NOTHING`
@@ -123,13 +123,34 @@ impl Loader {
     /// Applies `units` in one transaction. On error nothing was written (or, for an injected
     /// `AfterCommit` crash, everything was) and the caller decides about redelivery.
     pub async fn load(&self, function: &str, units: &[Unit]) -> Result<Vec<UnitReport>, Error> {
+        self.load_with(function, units, false).await
+    }
+
+    /// Like [`Loader::load`], but inserts each event under its own savepoint, so an event the
+    /// database refuses for good (SQLSTATE class 22/23/54) is quarantined as
+    /// `database_rejected` and the rest of its unit still loads. Slow; for the rare unit whose
+    /// normal load failed permanently.
+    pub async fn load_isolating(
+        &self,
+        function: &str,
+        units: &[Unit],
+    ) -> Result<Vec<UnitReport>, Error> {
+        self.load_with(function, units, true).await
+    }
+
+    async fn load_with(
+        &self,
+        function: &str,
+        units: &[Unit],
+        isolate: bool,
+    ) -> Result<Vec<UnitReport>, Error> {
         let received_at = Utc::now();
         let times: Vec<DateTime<Utc>> = units
             .iter()
             .flat_map(|u| u.parsed.events.iter().map(|e| e.time))
             .collect();
         self.ensure_partitions(&times).await?;
-        let result = self.load_tx(function, units, received_at).await;
+        let result = self.load_tx(function, units, received_at, isolate).await;
         if let Err(Error::Transient(sqlx::Error::Database(e))) = &result {
             if e.code().as_deref() == Some("23514") {
                 // A partition we believed in is gone (retention): forget what we know.
@@ -147,6 +168,7 @@ impl Loader {
         function: &str,
         units: &[Unit],
         received_at: DateTime<Utc>,
+        isolate: bool,
     ) -> Result<Vec<UnitReport>, Error> {
         let mut tx = self.pool.begin().await?;
         let keys: Vec<&str> = units.iter().map(|u| u.key.as_str()).collect();
@@ -185,9 +207,18 @@ impl Loader {
                 .events
                 .iter()
                 .partition(|e| active.contains(&e.tenant_id));
-            let loaded = self.insert_events(&mut tx, &good, received_at).await?;
+            let (loaded, refused) = if isolate {
+                insert_each(&mut tx, &good, received_at).await?
+            } else {
+                (
+                    self.insert_events(&mut tx, &good, received_at).await?,
+                    Vec::new(),
+                )
+            };
+            let stored = (good.len() - refused.len()) as u64;
             let mut rejected: Vec<Rejection> = unit.parsed.rejected.clone();
             rejected.extend(unknown.iter().map(|e| unknown_tenant(e)));
+            rejected.extend(refused);
             let mut by_reason = BTreeMap::new();
             for r in &rejected {
                 *by_reason.entry(r.reason).or_insert(0u32) += 1;
@@ -196,9 +227,9 @@ impl Loader {
             reports.push(UnitReport {
                 key: unit.key.clone(),
                 applied: true,
-                offered: good.len() as u64,
+                offered: stored,
                 loaded,
-                duplicates: good.len() as u64 - loaded,
+                duplicates: stored - loaded,
                 quarantined: by_reason,
             });
         }
@@ -413,6 +444,44 @@ pub async fn merge_staging(
     Ok(done.rows_affected())
 }
 
+/// Inserts events one by one under savepoints; events the database refuses for good come back
+/// as `database_rejected` rejections.
+async fn insert_each(
+    tx: &mut Transaction<'_, Postgres>,
+    events: &[&Event],
+    received_at: DateTime<Utc>,
+) -> Result<(u64, Vec<Rejection>), Error> {
+    let mut loaded = 0;
+    let mut refused = Vec::new();
+    for e in events {
+        sqlx::query("SAVEPOINT ferry_event")
+            .execute(&mut **tx)
+            .await?;
+        match insert_unnest(tx, std::slice::from_ref(e), received_at).await {
+            Ok(n) => {
+                loaded += n;
+                sqlx::query("RELEASE SAVEPOINT ferry_event")
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Err(Error::Permanent(err)) => {
+                sqlx::query("ROLLBACK TO SAVEPOINT ferry_event")
+                    .execute(&mut **tx)
+                    .await?;
+                refused.push(Rejection {
+                    tenant_id: Some(e.tenant_id.clone()),
+                    position: Some(e.position),
+                    reason: RejectReason::DatabaseRejected,
+                    detail: err.to_string(),
+                    raw: e.raw.as_bytes().to_vec(),
+                });
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    Ok((loaded, refused))
+}
+
 async fn active_tenants(
     tx: &mut Transaction<'_, Postgres>,
     units: &[&Unit],
@@ -428,7 +497,7 @@ async fn active_tenants(
     }
     Ok(sqlx::query_scalar(
         "SELECT tenant_id FROM tenants WHERE tenant_id = ANY($1) AND status = 'active'
-         ORDER BY tenant_id FOR KEY SHARE",
+         ORDER BY tenant_id FOR SHARE",
     )
     .bind(&wanted)
     .fetch_all(&mut **tx)

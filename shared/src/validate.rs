@@ -110,7 +110,7 @@ pub fn validate_event(
     let tenant_hint = attrs
         .get("tenantid")
         .and_then(|v| as_str(v))
-        .filter(|t| !t.is_empty());
+        .filter(|t| valid_tenant_id(t));
     let tenant_hint = tenant_hint.as_deref();
     let fail = |reason, detail: String| Err(reject(tenant_hint, reason, detail));
 
@@ -165,10 +165,18 @@ pub fn validate_event(
                 format!("specversion is {specversion:?}; only \"1.0\" is accepted"),
             ));
         }
-        let id = required("id")?;
-        let source = required("source")?;
-        let ty = required("type")?;
+        let id = bounded(required("id")?, "id")?;
+        let source = bounded(required("source")?, "source")?;
+        let ty = bounded(required("type")?, "type")?;
         let tenant_id = required("tenantid")?;
+        if !valid_tenant_id(&tenant_id) {
+            return Err((
+                RejectReason::UnknownTenant,
+                "tenantid is not a valid tenant id (lowercase letters, digits, - and _, \
+                 at most 63)"
+                    .into(),
+            ));
+        }
         let time_text = required("time")?;
         let time = DateTime::parse_from_rfc3339(&time_text)
             .map_err(|e| {
@@ -178,6 +186,14 @@ pub fn validate_event(
                 )
             })?
             .with_timezone(&Utc);
+        if time.timestamp_subsec_nanos() >= 1_000_000_000 {
+            // chrono keeps a leap second as :59 plus a second of nanoseconds, which would put
+            // the row in a different partition than its slot; PostgreSQL has no leap seconds.
+            return Err((
+                RejectReason::InvalidTime,
+                format!("time {time_text} is a leap second"),
+            ));
+        }
         let oldest = now - chrono::Duration::from_std(limits.max_event_age).unwrap_or_default();
         let newest = now + chrono::Duration::from_std(limits.max_future_skew).unwrap_or_default();
         if time < oldest || time > newest {
@@ -263,6 +279,33 @@ pub fn validate_event(
 }
 
 /// CloudEvents attribute names: lowercase ASCII letters and digits.
+/// Longest accepted `id`, `source` and `type`: together with the tenant and time they form the
+/// events key, and a btree entry must stay under ~2.7 kB.
+pub const MAX_KEY_ATTRIBUTE_BYTES: usize = 1024;
+
+fn bounded(value: String, name: &str) -> Result<String, (RejectReason, String)> {
+    if value.len() > MAX_KEY_ATTRIBUTE_BYTES {
+        return Err((
+            RejectReason::InvalidAttributeValue,
+            format!(
+                "{name} is {} bytes; at most {MAX_KEY_ATTRIBUTE_BYTES}",
+                value.len()
+            ),
+        ));
+    }
+    Ok(value)
+}
+
+/// Tenant ids as the `tenants` table accepts them.
+pub fn valid_tenant_id(t: &str) -> bool {
+    let b = t.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'_')
+}
+
 fn valid_attribute_name(name: &str) -> bool {
     !name.is_empty()
         && name
@@ -391,6 +434,18 @@ mod tests {
         assert_eq!(
             reason_of(with("data", "a\u{0}b".into())),
             RejectReason::UnsupportedData
+        );
+        assert_eq!(
+            reason_of(with("id", "x".repeat(1025).into())),
+            RejectReason::InvalidAttributeValue
+        );
+        assert_eq!(
+            reason_of(with("tenantid", "Not A Tenant".into())),
+            RejectReason::UnknownTenant
+        );
+        assert_eq!(
+            reason_of(with("time", "2026-11-21T11:04:60Z".into())),
+            RejectReason::InvalidTime
         );
         assert_eq!(
             reason_of(with("subject", "a\u{0}b".into())),

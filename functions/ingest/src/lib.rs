@@ -5,20 +5,21 @@
 //! [`Loader`] (ledger row per message, events deduplicated, rejected input quarantined). If
 //! that transaction fails for a reason other than "database unreachable", each message is
 //! retried alone, so one troubled message (a locked tenant, a row the database refuses) cannot
-//! hold back the others. Only transient failures are reported, so the platform redelivers just
-//! those messages; input the database refuses for good is quarantined whole and acknowledged.
+//! hold back the others; a message the database refuses for good is loaded event by event under
+//! savepoints, so only the refused events are quarantined (`database_rejected`). Only
+//! transient failures are reported, so the platform redelivers just those messages.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::Utc;
 use ferry_shared::config::Config;
 use ferry_shared::validate::parse_body;
 use ferry_shared::{
-    Limits, Loader, LoaderConfig, QueueBatch, QueueHandler, QueueOutcome, RejectReason, Unit,
-    UnitReport,
+    Limits, Loader, LoaderConfig, QueueBatch, QueueHandler, QueueMessage, QueueOutcome,
+    RejectReason, Unit, UnitReport,
 };
 use sqlx::PgPool;
-use tracing::{info, instrument, warn};
+use tracing::{error, info, instrument, warn};
 
 /// The ingest handler. Build once per process and share.
 #[derive(Debug)]
@@ -75,15 +76,26 @@ impl Ingest {
     #[instrument(skip_all, fields(function = %self.function, messages = batch.messages.len()))]
     pub async fn process(&self, batch: &QueueBatch) -> IngestReport {
         let now = Utc::now();
-        let units: Vec<Unit> = batch
-            .messages
+        let mut report = IngestReport::default();
+        let mut seen = HashSet::new();
+        let mut messages: Vec<&QueueMessage> = Vec::with_capacity(batch.messages.len());
+        for m in &batch.messages {
+            if m.id.is_empty() {
+                // Without an id a redelivery cannot be recognised; never acknowledge it, so it
+                // ends in the platform's dead-letter queue rather than being applied twice.
+                error!("message without an id; leaving it to the dead-letter queue");
+                report.failed.push(String::new());
+            } else if seen.insert(m.id.as_str()) {
+                messages.push(m);
+            }
+        }
+        let units: Vec<Unit> = messages
             .iter()
             .map(|m| Unit {
                 key: unit_key(&m.id),
                 parsed: parse_body(&m.body, &self.limits, now),
             })
             .collect();
-        let mut report = IngestReport::default();
         if units.is_empty() {
             return report;
         }
@@ -91,16 +103,16 @@ impl Ingest {
             Ok(units) => report.units = units,
             Err(e) if e.is_unavailable() => {
                 warn!(error = %e, "database unavailable; every message will be redelivered");
-                report.failed = batch.messages.iter().map(|m| m.id.clone()).collect();
+                report.failed.extend(messages.iter().map(|m| m.id.clone()));
             }
             Err(e) if units.len() == 1 => {
-                let m = &batch.messages[0];
+                let m = messages[0];
                 self.settle_alone(&m.body, &m.id, &units[0], e, &mut report)
                     .await;
             }
             Err(e) => {
                 warn!(error = %e, "batch transaction failed; applying messages one by one");
-                for (message, unit) in batch.messages.iter().zip(&units) {
+                for (message, unit) in messages.iter().zip(&units) {
                     match self
                         .loader
                         .load(&self.function, std::slice::from_ref(unit))
@@ -133,7 +145,25 @@ impl Ingest {
             report.failed.push(id.to_owned());
             return;
         }
-        warn!(message_id = %id, error = %error, "database refused the message; quarantining it whole");
+        warn!(message_id = %id, error = %error, "database refused the message; loading it event by event");
+        match self
+            .loader
+            .load_isolating(&self.function, std::slice::from_ref(unit))
+            .await
+        {
+            Ok(mut r) => {
+                report.units.append(&mut r);
+                return;
+            }
+            Err(e) if e.is_retryable() => {
+                warn!(message_id = %id, error = %e, "transient failure; message will be redelivered");
+                report.failed.push(id.to_owned());
+                return;
+            }
+            Err(e) => {
+                warn!(message_id = %id, error = %e, "database refused the message; quarantining it whole");
+            }
+        }
         match self
             .loader
             .quarantine_unit(&self.function, &unit.key, body, &error.to_string())

@@ -34,18 +34,38 @@ pub struct IngestBench {
     pub workers: usize,
 }
 
-async fn prepare(admin: &PgPool, base_url: &str, name: &str, cfg: &Config) -> anyhow::Result<PgPool> {
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(admin).await?;
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(admin).await?;
-    let url = format!("{}/{name}", base_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(base_url));
+async fn prepare(
+    admin: &PgPool,
+    base_url: &str,
+    name: &str,
+    cfg: &Config,
+) -> anyhow::Result<PgPool> {
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+        .execute(admin)
+        .await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(admin)
+        .await?;
+    let url = format!(
+        "{}/{name}",
+        base_url
+            .rsplit_once('/')
+            .map(|(b, _)| b)
+            .unwrap_or(base_url)
+    );
     let pool = db::pool(&cfg.db, &url, "ferry-bench")?;
     db::migrate(&pool).await?;
     for t in TENANTS {
         db::add_tenant(&pool, t, t).await?;
     }
     // Both sides find their partitions ready; creating them is not what is measured.
-    db::ensure_partitions_ahead(&pool, Utc::now() - chrono::Duration::hours(3), Duration::from_secs(4 * 3600), 300)
-        .await?;
+    db::ensure_partitions_ahead(
+        &pool,
+        Utc::now() - chrono::Duration::hours(3),
+        Duration::from_secs(4 * 3600),
+        300,
+    )
+    .await?;
     Ok(pool)
 }
 
@@ -56,18 +76,29 @@ pub async fn ingest(admin_url: &str, cfg: &Config, opts: &IngestBench) -> anyhow
     let mut cfg = cfg.clone();
     cfg.db.max_connections = opts.workers as u32 + 2;
 
-    println!("generating {} events ({} per message, {} messages per invocation)", opts.events, opts.events_per_message, opts.messages_per_batch);
+    println!(
+        "generating {} events ({} per message, {} messages per invocation)",
+        opts.events, opts.events_per_message, opts.messages_per_batch
+    );
     let events = generate_events(opts.events, 1, Utc::now());
     let bodies: Vec<Vec<u8>> = events
         .chunks(opts.events_per_message)
         .map(|c| serde_json::to_vec(c).expect("serialise"))
         .collect();
     let bytes: usize = bodies.iter().map(Vec::len).sum();
-    println!("  {} messages, {:.1} MiB of JSON, {:.0} bytes per event", bodies.len(), bytes as f64 / 1048576.0, bytes as f64 / opts.events as f64);
+    println!(
+        "  {} messages, {:.1} MiB of JSON, {:.0} bytes per event",
+        bodies.len(),
+        bytes as f64 / 1048576.0,
+        bytes as f64 / opts.events as f64
+    );
 
     // Baseline first input: the same rows, validated and encoded outside the timing.
     let now = Utc::now();
-    let validated: Vec<Event> = bodies.iter().flat_map(|b| parse_body(b, &cfg.limits, now).events).collect();
+    let validated: Vec<Event> = bodies
+        .iter()
+        .flat_map(|b| parse_body(b, &cfg.limits, now).events)
+        .collect();
     assert_eq!(validated.len(), opts.events, "generated events are valid");
 
     let copy_pool = prepare(&admin, admin_url, "bench_copy", &cfg).await?;
@@ -109,14 +140,21 @@ pub async fn ingest(admin_url: &str, cfg: &Config, opts: &IngestBench) -> anyhow
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..opts.workers {
-        let (ingest, batches, next) = (Arc::clone(&ingest), Arc::clone(&batches), Arc::clone(&next));
+        let (ingest, batches, next) =
+            (Arc::clone(&ingest), Arc::clone(&batches), Arc::clone(&next));
         tasks.push(tokio::spawn(async move {
             let mut loaded = 0u64;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(batch) = batches.get(i) else { return loaded };
+                let Some(batch) = batches.get(i) else {
+                    return loaded;
+                };
                 let report = ingest.process(batch).await;
-                assert!(report.failed.is_empty(), "bench batch failed: {:?}", report.failed);
+                assert!(
+                    report.failed.is_empty(),
+                    "bench batch failed: {:?}",
+                    report.failed
+                );
                 loaded += report.units.iter().map(|u| u.loaded).sum::<u64>();
             }
         }));
@@ -132,13 +170,20 @@ pub async fn ingest(admin_url: &str, cfg: &Config, opts: &IngestBench) -> anyhow
         "handler   ingest in-process, {} workers:  {loaded} events in {handler_secs:.2}s = {handler_rate:.0} events/s",
         opts.workers
     );
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&handler_pool).await?;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&handler_pool)
+        .await?;
     assert_eq!(stored as usize, opts.events);
-    println!("ratio     handler / raw COPY = {:.2}", handler_rate / copy_rate);
+    println!(
+        "ratio     handler / raw COPY = {:.2}",
+        handler_rate / copy_rate
+    );
 
     strategy_sweep(&admin, admin_url, &cfg).await?;
     for name in ["bench_copy", "bench_handler", "bench_sweep"] {
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&admin)
+            .await?;
     }
     Ok(())
 }

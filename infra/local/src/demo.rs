@@ -130,7 +130,12 @@ pub fn generate(opts: &DemoOptions, run: &str, now: DateTime<Utc>) -> (Vec<Vec<u
 /// `n` valid, realistic events (clickstream, product changes, payments) with ids unique to
 /// `seed`; used by the benchmarks.
 pub fn generate_events(n: usize, seed: u64, now: DateTime<Utc>) -> Vec<Value> {
-    let mut g = Gen { rng: SmallRng::seed_from_u64(seed), run: format!("b{seed}x{}", now.timestamp()), n: 0, now };
+    let mut g = Gen {
+        rng: SmallRng::seed_from_u64(seed),
+        run: format!("b{seed}x{}", now.timestamp()),
+        n: 0,
+        now,
+    };
     (0..n).map(|_| g.event()).collect()
 }
 

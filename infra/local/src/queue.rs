@@ -53,6 +53,9 @@ pub struct LocalQueue {
     visibility: Duration,
     max_receives: Option<u32>,
     next_id: AtomicU64,
+    /// Distinguishes this queue's message ids from every other run's: the ledger outlives
+    /// the process, so ids must never repeat.
+    nonce: String,
     sent: AtomicU64,
     deliveries: AtomicU64,
     redeliveries: AtomicU64,
@@ -69,6 +72,14 @@ impl LocalQueue {
             visibility,
             max_receives,
             next_id: AtomicU64::new(1),
+            nonce: format!(
+                "{:x}-{:x}",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or_default(),
+                std::process::id()
+            ),
             sent: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
             redeliveries: AtomicU64::new(0),
@@ -83,7 +94,8 @@ impl LocalQueue {
     /// Enqueues a message; returns its id.
     pub fn send(&self, body: Vec<u8>) -> String {
         let id = format!(
-            "local-{:016x}",
+            "local-{}-{}",
+            self.nonce,
             self.next_id.fetch_add(1, Ordering::Relaxed)
         );
         self.lock().ready.push_back(Stored {
@@ -259,6 +271,16 @@ mod tests {
         assert!(q.ack(second[0].receipt));
         assert!(q.is_drained());
         assert_eq!(q.stats().redeliveries, 1);
+    }
+
+    #[test]
+    fn message_ids_never_repeat_across_queues() {
+        let a = LocalQueue::new(Duration::from_secs(1), None).send(vec![]);
+        let b = LocalQueue::new(Duration::from_secs(1), None).send(vec![]);
+        assert_ne!(
+            a, b,
+            "the ledger outlives a queue, so a repeated id would be lost"
+        );
     }
 
     #[test]

@@ -42,8 +42,18 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     match Cli::parse().command {
-        Command::Ingest { events, events_per_message, messages_per_batch, workers } => {
-            let opts = bench::IngestBench { events, events_per_message, messages_per_batch, workers };
+        Command::Ingest {
+            events,
+            events_per_message,
+            messages_per_batch,
+            workers,
+        } => {
+            let opts = bench::IngestBench {
+                events,
+                events_per_message,
+                messages_per_batch,
+                workers,
+            };
             bench::ingest(&admin_url, &cfg, &opts).await?;
         }
     }
