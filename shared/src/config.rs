@@ -68,8 +68,8 @@ pub const VARS: &[(&str, &str, &str)] = &[
     ("RUST_LOG", "info", "log filter (tracing EnvFilter syntax)"),
 ];
 
-/// Database settings.
-#[derive(Debug, Clone)]
+/// Database settings. `Debug` leaves out the URL, which may carry a password.
+#[derive(Clone)]
 pub struct DbConfig {
     /// `None` means "not configured": the local stack starts a private server.
     pub url: Option<String>,
@@ -77,6 +77,18 @@ pub struct DbConfig {
     pub connect_timeout: Duration,
     pub lock_timeout: Duration,
     pub statement_timeout: Duration,
+}
+
+impl std::fmt::Debug for DbConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbConfig")
+            .field("url", &self.url.as_ref().map(|_| "<set>"))
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish()
+    }
 }
 
 /// What the validator accepts.
@@ -248,6 +260,12 @@ mod tests {
         assert_eq!(c.db.url, None);
         assert_eq!(c.log_format, LogFormat::Text);
         assert!(c.database_url().is_err());
+    }
+
+    #[test]
+    fn debug_output_hides_the_database_url() {
+        let c = from(&[("DATABASE_URL", "postgres://u:hunter2@db/x")]).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
     }
 
     #[test]

@@ -126,8 +126,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Db {
             command: DbCommand::Url,
         } => {
+            // The private server's URL has no password; a DATABASE_URL's is not echoed.
             let stack = stack::open(&cfg).await?;
-            println!("{}", stack.url);
+            println!("{}", redact(&stack.url));
         }
         Command::Db {
             command: DbCommand::Stop,

@@ -22,7 +22,8 @@ enum Command {
         events_per_message: usize,
         #[arg(long, default_value_t = 10)]
         messages_per_batch: usize,
-        #[arg(long, default_value_t = 2)]
+        /// Concurrent handler invocations (Lambda concurrency / Azure queue batch).
+        #[arg(long, default_value_t = 4)]
         workers: usize,
     },
 }
@@ -30,7 +31,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cfg = Config::from_env()?;
-    telemetry::init_with_default(cfg.log_format, "warn");
+    telemetry::init_with_default(cfg.log_format, "error");
     // Databases are created next to the one in DATABASE_URL, or on the local stack's server.
     let admin_url = match &cfg.db.url {
         Some(url) => url.clone(),
