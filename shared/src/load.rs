@@ -190,7 +190,17 @@ impl Loader {
 
         let mut reports = Vec::with_capacity(units.len());
         let mut quarantine: Vec<(&str, Rejection)> = Vec::new();
-        for unit in units {
+        // Units in order of their smallest event key, so two transactions holding copies of the
+        // same events (producer retries) insert them in the same order and cannot deadlock.
+        let mut ordered: Vec<&Unit> = units.iter().collect();
+        ordered.sort_by_cached_key(|u| {
+            u.parsed
+                .events
+                .iter()
+                .map(|e| (&e.tenant_id, &e.source, &e.id, e.time))
+                .min()
+        });
+        for unit in ordered {
             if !claimed.contains(&unit.key) {
                 reports.push(UnitReport {
                     key: unit.key.clone(),
@@ -321,6 +331,13 @@ impl Loader {
         events: &[&Event],
         received_at: DateTime<Utc>,
     ) -> Result<u64, Error> {
+        // Concurrent loads of overlapping events (producer retries in different batches) wait
+        // on each other's uncommitted keys; inserting in key order keeps them from deadlocking.
+        let mut events = events.to_vec();
+        events.sort_unstable_by(|a, b| {
+            (&a.tenant_id, &a.source, &a.id, a.time).cmp(&(&b.tenant_id, &b.source, &b.id, b.time))
+        });
+        let events = events.as_slice();
         if events.is_empty() {
             Ok(0)
         } else if events.len() >= self.cfg.copy_threshold {

@@ -262,11 +262,25 @@ impl Gen {
 }
 
 /// Runs the demo against `pool` and prints progress (stderr) and a summary (stdout).
-pub async fn run(pool: PgPool, ingest: Ingest, opts: DemoOptions) -> anyhow::Result<()> {
+pub async fn run(
+    pool: PgPool,
+    ingest: Ingest,
+    opts: DemoOptions,
+    partition_secs: i64,
+) -> anyhow::Result<()> {
     for t in TENANTS {
         ferry_shared::db::add_tenant(&pool, t, &format!("{t} (demo)")).await?;
     }
     let run_id = format!("demo{:x}", Utc::now().timestamp_millis());
+    // The stream reaches two hours back: create its partitions first, as the rollup timer
+    // keeps them ahead in production (on-demand creation locks `events` briefly).
+    ferry_shared::db::ensure_partitions_ahead(
+        &pool,
+        Utc::now() - chrono::Duration::minutes(125),
+        Duration::from_secs(2 * 3600 + 600),
+        partition_secs,
+    )
+    .await?;
     let (messages, offered) = generate(&opts, &run_id, Utc::now());
     eprintln!(
         "ferry demo: {} events in {} messages for tenants {} ({} producer retries, {} malformed), \
@@ -317,9 +331,9 @@ pub async fn run(pool: PgPool, ingest: Ingest, opts: DemoOptions) -> anyhow::Res
         opts.batch_size,
     )
     .await;
-    done.store(true, Ordering::Relaxed);
-    let _ = progress.await;
     let elapsed = started.elapsed();
+    done.store(true, Ordering::Relaxed);
+    progress.abort();
     let totals = handler
         .totals
         .lock()

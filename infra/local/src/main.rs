@@ -96,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
                     batch_size,
                     seed,
                 },
+                cfg.partition_interval.as_secs() as i64,
             )
             .await?;
         }
