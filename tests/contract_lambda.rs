@@ -52,38 +52,27 @@ impl RuntimeApi {
                     )
                 }
             });
-        let tx = result_tx.clone();
-        let response = warp::post()
+        // POST …/{id}/response and …/{id}/error: the function's result, recorded for the test.
+        let result = warp::post()
             .and(warp::path!(
-                "2018-06-01" / "runtime" / "invocation" / String / "response"
+                "2018-06-01" / "runtime" / "invocation" / String / String
             ))
             .and(warp::body::json())
-            .then(move |id: String, body: Value| {
-                let tx = tx.clone();
-                async move {
-                    tx.send((id, "response", body)).await.ok();
-                    warp::reply::with_status("", warp::http::StatusCode::ACCEPTED)
-                }
-            });
-        let error = warp::post()
-            .and(warp::path!(
-                "2018-06-01" / "runtime" / "invocation" / String / "error"
-            ))
-            .and(warp::body::json())
-            .then(move |id: String, body: Value| {
+            .then(move |id: String, kind: String, body: Value| {
                 let tx = result_tx.clone();
                 async move {
-                    tx.send((id, "error", body)).await.ok();
+                    let kind = if kind == "response" {
+                        "response"
+                    } else {
+                        "error"
+                    };
+                    tx.send((id, kind, body)).await.ok();
                     warp::reply::with_status("", warp::http::StatusCode::ACCEPTED)
                 }
             });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(
-            warp::serve(next.or(response).or(error))
-                .incoming(listener)
-                .run(),
-        );
+        tokio::spawn(warp::serve(next.or(result)).incoming(listener).run());
         RuntimeApi {
             addr,
             events: event_tx,

@@ -3,7 +3,6 @@
 //! queue into the real ingest handler, with progress and a summary of what happened.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -302,11 +301,10 @@ pub async fn run(
         totals: Mutex::new(Totals::default()),
     });
     let started = Instant::now();
-    let done = Arc::new(AtomicBool::new(false));
     let progress = {
-        let (queue, handler, done) = (Arc::clone(&queue), Arc::clone(&handler), Arc::clone(&done));
+        let (queue, handler) = (Arc::clone(&queue), Arc::clone(&handler));
         tokio::spawn(async move {
-            while !done.load(Ordering::Relaxed) {
+            loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let s = queue.stats();
                 let loaded = handler
@@ -332,7 +330,6 @@ pub async fn run(
     )
     .await;
     let elapsed = started.elapsed();
-    done.store(true, Ordering::Relaxed);
     progress.abort();
     let totals = handler
         .totals
