@@ -1,72 +1,11 @@
 //! Typed configuration, read once from the environment at start-up.
 //!
-//! Every variable ferry reads is named in [`VARS`] and documented in the README. Tests build a
-//! [`Config`] with [`Config::from_lookup`] instead of touching the process environment.
+//! Every variable ferry reads is read in [`Config::from_lookup`] and documented in the README.
+//! Tests build a [`Config`] with it instead of touching the process environment.
 
 use std::time::Duration;
 
 use thiserror::Error;
-
-/// Every environment variable ferry reads, with its default and meaning (README table source).
-pub const VARS: &[(&str, &str, &str)] = &[
-    (
-        "DATABASE_URL",
-        "(local: private server)",
-        "PostgreSQL connection URL",
-    ),
-    (
-        "FERRY_DB_MAX_CONNECTIONS",
-        "4",
-        "connection pool size per process",
-    ),
-    (
-        "FERRY_DB_CONNECT_TIMEOUT",
-        "5s",
-        "time to wait for a connection",
-    ),
-    (
-        "FERRY_DB_LOCK_TIMEOUT",
-        "5s",
-        "lock wait before a load is retried later",
-    ),
-    ("FERRY_DB_STATEMENT_TIMEOUT", "60s", "statement time limit"),
-    (
-        "FERRY_MAX_EVENT_BYTES",
-        "262144",
-        "largest accepted event, in bytes",
-    ),
-    (
-        "FERRY_MAX_EVENT_AGE",
-        "30d",
-        "oldest accepted event time, relative to now",
-    ),
-    (
-        "FERRY_MAX_FUTURE_SKEW",
-        "5m",
-        "how far in the future an event time may be",
-    ),
-    (
-        "FERRY_PARTITION_INTERVAL",
-        "5m",
-        "width of one events partition",
-    ),
-    (
-        "FERRY_COPY_THRESHOLD",
-        "5000",
-        "rows from which the loader uses binary COPY",
-    ),
-    (
-        "FERRY_FUNCTION_NAME",
-        "(binary name)",
-        "function name in logs, ledger and Azure route",
-    ),
-    (
-        "FERRY_LOG_FORMAT",
-        "json on clouds, text locally",
-        "`json` or `text`",
-    ),
-    ("RUST_LOG", "info", "log filter (tracing EnvFilter syntax)"),
-];
 
 /// Database settings. `Debug` leaves out the URL, which may carry a password.
 #[derive(Clone)]

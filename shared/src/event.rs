@@ -33,6 +33,14 @@ pub struct Event {
     pub raw: Box<str>,
 }
 
+impl Event {
+    /// The events table's unique key: `(tenant, source, id, time)`. Loads insert in this order
+    /// so concurrent loads of overlapping events cannot deadlock.
+    pub fn key(&self) -> (&str, &str, &str, DateTime<Utc>) {
+        (&self.tenant_id, &self.source, &self.id, self.time)
+    }
+}
+
 /// Why input was rejected. Stored in `quarantine.reason` as [`RejectReason::as_str`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RejectReason {
@@ -61,21 +69,6 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
-    /// Every reason, in a stable order (for reports).
-    pub const ALL: [RejectReason; 11] = [
-        RejectReason::InvalidJson,
-        RejectReason::MissingAttribute,
-        RejectReason::InvalidAttributeValue,
-        RejectReason::WrongSpecversion,
-        RejectReason::InvalidAttributeName,
-        RejectReason::InvalidTime,
-        RejectReason::Oversize,
-        RejectReason::UnknownTenant,
-        RejectReason::TimeOutOfWindow,
-        RejectReason::UnsupportedData,
-        RejectReason::DatabaseRejected,
-    ];
-
     /// The stable name stored in the database and shown to producers.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -116,10 +116,6 @@ impl Loader {
         self
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     /// Applies `units` in one transaction. On error nothing was written (or, for an injected
     /// `AfterCommit` crash, everything was) and the caller decides about redelivery.
     pub async fn load(&self, function: &str, units: &[Unit]) -> Result<Vec<UnitReport>, Error> {
@@ -193,13 +189,7 @@ impl Loader {
         // Units in order of their smallest event key, so two transactions holding copies of the
         // same events (producer retries) insert them in the same order and cannot deadlock.
         let mut ordered: Vec<&Unit> = units.iter().collect();
-        ordered.sort_by_cached_key(|u| {
-            u.parsed
-                .events
-                .iter()
-                .map(|e| (&e.tenant_id, &e.source, &e.id, e.time))
-                .min()
-        });
+        ordered.sort_by_cached_key(|u| u.parsed.events.iter().map(Event::key).min());
         for unit in ordered {
             if !claimed.contains(&unit.key) {
                 reports.push(UnitReport {
@@ -334,9 +324,7 @@ impl Loader {
         // Concurrent loads of overlapping events (producer retries in different batches) wait
         // on each other's uncommitted keys; inserting in key order keeps them from deadlocking.
         let mut events = events.to_vec();
-        events.sort_unstable_by(|a, b| {
-            (&a.tenant_id, &a.source, &a.id, a.time).cmp(&(&b.tenant_id, &b.source, &b.id, b.time))
-        });
+        events.sort_unstable_by(|a, b| a.key().cmp(&b.key()));
         let events = events.as_slice();
         if events.is_empty() {
             Ok(0)

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::Context;
+pub use ferry_local::postgres::with_database;
 use ferry_local::postgres::{free_port, LocalPostgres};
 use ferry_shared::config::Config;
 use sqlx::PgPool;
@@ -119,23 +120,6 @@ pub async fn fresh_db() -> TestDb {
         .await
         .expect("connect to test database");
     TestDb { url, pool }
-}
-
-/// Replaces the database name in a PostgreSQL URL.
-pub fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let authority_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let base = match base[authority_end..].find('/') {
-        Some(slash) => &base[..authority_end + slash],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{database}?{q}"),
-        None => format!("{base}/{database}"),
-    }
 }
 
 /// Configuration for tests: defaults, plus the given overrides.

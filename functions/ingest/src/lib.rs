@@ -68,8 +68,9 @@ impl Ingest {
         Ingest::new(loader, cfg.limits.clone(), function)
     }
 
-    pub fn loader(&self) -> &Loader {
-        &self.loader
+    /// The function's name (ledger, logs, Azure route).
+    pub fn function(&self) -> &str {
+        &self.function
     }
 
     /// Processes a batch and reports on every message.

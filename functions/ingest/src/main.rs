@@ -6,8 +6,8 @@ use ferry_shared::{config::Config, telemetry};
 async fn main() -> anyhow::Result<()> {
     let cfg = Config::from_env()?;
     telemetry::init(cfg.log_format);
-    let function = cfg.function_name.clone().unwrap_or_else(|| "ingest".into());
     let ingest = ferry_ingest::Ingest::from_config(&cfg)?;
+    let function = ingest.function().to_owned();
     ferry_runtime::serve_queue(&function, ingest).await?;
     Ok(())
 }

@@ -24,6 +24,7 @@ use ferry_shared::{db, Event, QueueBatch, QueueMessage};
 use sqlx::PgPool;
 
 use crate::demo::{generate_events, TENANTS};
+use crate::postgres::with_database;
 
 /// Options of the ingest benchmark.
 #[derive(Debug, Clone)]
@@ -46,14 +47,7 @@ async fn prepare(
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(admin)
         .await?;
-    let url = format!(
-        "{}/{name}",
-        base_url
-            .rsplit_once('/')
-            .map(|(b, _)| b)
-            .unwrap_or(base_url)
-    );
-    let pool = db::pool(&cfg.db, &url, "ferry-bench")?;
+    let pool = db::pool(&cfg.db, &with_database(base_url, name), "ferry-bench")?;
     db::migrate(&pool).await?;
     for t in TENANTS {
         db::add_tenant(&pool, t, t).await?;
@@ -63,7 +57,7 @@ async fn prepare(
         &pool,
         Utc::now() - chrono::Duration::hours(3),
         Duration::from_secs(4 * 3600),
-        300,
+        cfg.partition_interval.as_secs() as i64,
     )
     .await?;
     Ok(pool)

@@ -212,6 +212,23 @@ rm -rf "$FERRY_REMOVE""#;
     }
 }
 
+/// Replaces the database name in a PostgreSQL URL (keeping user, host and query parameters).
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let authority_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match base[authority_end..].find('/') {
+        Some(slash) => &base[..authority_end + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{database}?{q}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
 /// Picks a free TCP port on loopback.
 pub fn free_port() -> Result<u16, PgError> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")
@@ -276,4 +293,22 @@ fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_database_keeps_everything_but_the_name() {
+        assert_eq!(
+            with_database("postgres://u@h:5/a", "b"),
+            "postgres://u@h:5/b"
+        );
+        assert_eq!(with_database("postgres://u@h:5", "b"), "postgres://u@h:5/b");
+        assert_eq!(
+            with_database("postgres://u:p@h/a?sslmode=require", "b"),
+            "postgres://u:p@h/b?sslmode=require"
+        );
+    }
 }
