@@ -14,11 +14,18 @@ use crate::config::DbConfig;
 use crate::error::Error;
 
 /// The migrations, embedded once in every binary that links the shared crate.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "foundation",
-    include_str!("../migrations/0001_foundation.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "foundation",
+        include_str!("../migrations/0001_foundation.sql"),
+    ),
+    (
+        2,
+        "blob_objects",
+        include_str!("../migrations/0002_blob_objects.sql"),
+    ),
+];
 
 #[derive(Debug)]
 struct Embedded;

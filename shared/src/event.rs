@@ -66,6 +66,24 @@ pub enum RejectReason {
     UnsupportedData,
     /// The database refused the unit for a reason that retrying cannot fix.
     DatabaseRejected,
+    /// A line, row or array element of a file that is not a well-formed record (a CSV row
+    /// with the wrong number of fields, a JSON array whose structure breaks off).
+    MalformedRecord,
+    /// Bytes of a file record that are not UTF-8.
+    Undecodable,
+    /// A field that the file's source rule maps onto an attribute is absent or empty.
+    MissingField,
+    /// No type rule of the file's source matched the record, and the source has no default.
+    Unclassified,
+    /// Whole object: the gzip or zstd stream is corrupt or truncated.
+    CorruptArchive,
+    /// Whole object: the content is none of the supported formats (or not the one its source
+    /// rule expects).
+    UnknownFormat,
+    /// Whole object: no `[[source]]` rule in the sources file covers the object's key.
+    NoSourceRule,
+    /// A blob-created notification that could not be read.
+    InvalidNotification,
 }
 
 impl RejectReason {
@@ -83,6 +101,14 @@ impl RejectReason {
             RejectReason::TimeOutOfWindow => "time_out_of_window",
             RejectReason::UnsupportedData => "unsupported_data",
             RejectReason::DatabaseRejected => "database_rejected",
+            RejectReason::MalformedRecord => "malformed_record",
+            RejectReason::Undecodable => "undecodable",
+            RejectReason::MissingField => "missing_field",
+            RejectReason::Unclassified => "unclassified",
+            RejectReason::CorruptArchive => "corrupt_archive",
+            RejectReason::UnknownFormat => "unknown_format",
+            RejectReason::NoSourceRule => "no_source_rule",
+            RejectReason::InvalidNotification => "invalid_notification",
         }
     }
 }

@@ -14,6 +14,9 @@ pub enum CrashPoint {
     AfterLoad,
     /// The transaction is committed, the platform has not been acknowledged.
     AfterCommit,
+    /// A file is being loaded: part of it is staged, the transaction is still open
+    /// (checked after each chunk of a blob).
+    MidObject,
 }
 
 /// Decides, at each crash point, whether to crash there.

@@ -21,4 +21,6 @@ pub use config::{Config, Limits};
 pub use error::Error;
 pub use event::{Event, RejectReason, Rejection};
 pub use load::{Loader, LoaderConfig, Unit, UnitReport};
-pub use trigger::{QueueBatch, QueueHandler, QueueMessage, QueueOutcome};
+pub use trigger::{
+    BlobCreated, BlobHandler, QueueBatch, QueueHandler, QueueMessage, QueueOutcome, Retry,
+};

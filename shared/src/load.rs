@@ -245,12 +245,14 @@ impl Loader {
         Ok(reports)
     }
 
-    /// Records a whole unit as rejected by the database (a permanent error that validation
-    /// could not foresee), so it is acknowledged instead of redelivered forever.
+    /// Records a whole unit as rejected (by the database, for a permanent error that validation
+    /// could not foresee; or as unreadable), so it is acknowledged instead of redelivered
+    /// forever. False when the unit had already been applied.
     pub async fn quarantine_unit(
         &self,
         function: &str,
         key: &str,
+        reason: RejectReason,
         raw: &[u8],
         detail: &str,
     ) -> Result<bool, Error> {
@@ -269,7 +271,7 @@ impl Loader {
             let rejection = Rejection {
                 tenant_id: None,
                 position: None,
-                reason: RejectReason::DatabaseRejected,
+                reason,
                 detail: detail.to_owned(),
                 raw: raw.to_vec(),
             };
@@ -279,7 +281,9 @@ impl Loader {
         Ok(claimed)
     }
 
-    async fn ensure_partitions(&self, times: &[DateTime<Utc>]) -> Result<(), Error> {
+    /// Makes sure the `events` partitions holding `times` exist, each created in its own short
+    /// transaction (never inside a load's). Known partitions cost nothing.
+    pub async fn ensure_partitions(&self, times: &[DateTime<Utc>]) -> Result<(), Error> {
         let width = self.cfg.partition_secs;
         let missing: Vec<i64> = {
             let known = self
@@ -390,6 +394,13 @@ pub async fn insert_copy(
     events: &[&Event],
     received_at: DateTime<Utc>,
 ) -> Result<u64, Error> {
+    create_staging(conn).await?;
+    copy_to_staging(conn, events).await?;
+    merge_staging(conn, received_at).await
+}
+
+/// Creates the connection's temporary staging table `ferry_staging`, if needed.
+pub async fn create_staging(conn: &mut PgConnection) -> Result<(), Error> {
     sqlx::query("SET LOCAL client_min_messages = warning")
         .execute(&mut *conn)
         .await?;
@@ -401,6 +412,14 @@ pub async fn insert_copy(
     )
     .execute(&mut *conn)
     .await?;
+    Ok(())
+}
+
+/// Appends events to the staging table with one binary COPY.
+pub async fn copy_to_staging(conn: &mut PgConnection, events: &[&Event]) -> Result<(), Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
     let bytes: usize = events.iter().map(|e| e.raw.len() + 64).sum();
     let mut copy = BinaryCopy::with_capacity(bytes);
     for e in events {
@@ -424,7 +443,7 @@ pub async fn insert_copy(
         .await?;
     sink.send(copy.finish()).await?;
     sink.finish().await?;
-    merge_staging(conn, received_at).await
+    Ok(())
 }
 
 /// Moves the staging rows into `events` (deduplicated) and empties the staging table.
@@ -497,6 +516,15 @@ async fn active_tenants(
         .collect();
     wanted.sort_unstable();
     wanted.dedup();
+    active_tenant_ids(tx, &wanted).await
+}
+
+/// Which of `wanted` (sorted, distinct) are registered, active tenants. Locks their rows
+/// `FOR SHARE` until the transaction ends, so a tenant cannot be suspended mid-load.
+pub async fn active_tenant_ids(
+    conn: &mut PgConnection,
+    wanted: &[&str],
+) -> Result<HashSet<String>, Error> {
     if wanted.is_empty() {
         return Ok(HashSet::new());
     }
@@ -504,14 +532,15 @@ async fn active_tenants(
         "SELECT tenant_id FROM tenants WHERE tenant_id = ANY($1) AND status = 'active'
          ORDER BY tenant_id FOR SHARE",
     )
-    .bind(&wanted)
-    .fetch_all(&mut **tx)
+    .bind(wanted)
+    .fetch_all(&mut *conn)
     .await?
     .into_iter()
     .collect())
 }
 
-fn unknown_tenant(e: &Event) -> Rejection {
+/// The rejection of an event whose tenant is unknown or not active.
+pub fn unknown_tenant(e: &Event) -> Rejection {
     Rejection {
         tenant_id: Some(e.tenant_id.clone()),
         position: Some(e.position),
@@ -521,8 +550,9 @@ fn unknown_tenant(e: &Event) -> Rejection {
     }
 }
 
-async fn insert_quarantine(
-    tx: &mut Transaction<'_, Postgres>,
+/// Writes quarantine rows: `(unit, rejection)` pairs.
+pub async fn insert_quarantine(
+    conn: &mut PgConnection,
     rows: &[(&str, Rejection)],
     received_at: DateTime<Utc>,
 ) -> Result<(), Error> {
@@ -551,7 +581,7 @@ async fn insert_quarantine(
     .bind(details)
     .bind(raws)
     .bind(received_at)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }

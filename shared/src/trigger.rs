@@ -34,3 +34,47 @@ pub trait QueueHandler: Send + Sync + 'static {
     /// Handles a batch. Never fails as a whole: transient failures are reported per message.
     fn handle(&self, batch: QueueBatch) -> impl Future<Output = QueueOutcome> + Send;
 }
+
+/// A new object, or a new version of one, in a bucket or container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlobCreated {
+    /// Where the object lives: `s3://<bucket>`, `az://<account>/<container>` or
+    /// `file:///<directory>`.
+    pub store: String,
+    /// The object key, decoded (S3 notifications URL-encode it; adapters undo that).
+    pub key: String,
+    pub size: Option<u64>,
+    /// The ETag as the notification gave it (quotes are not significant).
+    pub etag: Option<String>,
+    /// The version id, where the store keeps versions.
+    pub version: Option<String>,
+    /// The platform's ordering token for events on one key (S3 and Azure `sequencer`).
+    pub sequencer: Option<String>,
+}
+
+/// A redelivery request: the notification failed for a reason that may pass (database or
+/// object store unreachable) and must be delivered again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retry(pub String);
+
+impl std::fmt::Display for Retry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A blob-created function.
+pub trait BlobHandler: Send + Sync + 'static {
+    /// Handles one object. `Ok` acknowledges the notification: loaded, already applied,
+    /// stale, or quarantined. `Err` asks the platform to deliver it again.
+    fn created(&self, blob: BlobCreated) -> impl Future<Output = Result<(), Retry>> + Send;
+
+    /// Records a notification that could not be read at all (quarantined under `unit`), so it
+    /// is acknowledged rather than redelivered forever.
+    fn unreadable(
+        &self,
+        unit: String,
+        raw: Vec<u8>,
+        detail: String,
+    ) -> impl Future<Output = Result<(), Retry>> + Send;
+}

@@ -6,6 +6,14 @@
 //! - [`private_cluster`]: a server of the test's own, for tests that restart it.
 //! - [`bin`]: path of a real function binary built by the same `cargo test` run.
 
+mod emulators;
+mod lambda_api;
+
+pub use emulators::{
+    az_container, azurite, moto, s3_bucket, store_env, store_options, Emulator,
+};
+pub use lambda_api::RuntimeApi;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 

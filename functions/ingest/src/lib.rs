@@ -167,7 +167,13 @@ impl Ingest {
         }
         match self
             .loader
-            .quarantine_unit(&self.function, &unit.key, body, &error.to_string())
+            .quarantine_unit(
+                &self.function,
+                &unit.key,
+                RejectReason::DatabaseRejected,
+                body,
+                &error.to_string(),
+            )
             .await
         {
             Ok(applied) => report.units.push(UnitReport {

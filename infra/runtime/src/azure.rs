@@ -8,70 +8,161 @@
 //! The host serialises string values with an extra layer of JSON quoting
 //! (`"msg": "\"hello\""`, `"DequeueCount": "1"`); [`decode_string`] accepts both encodings.
 
+use std::future::Future;
 use std::sync::Arc;
 
-use ferry_shared::{QueueBatch, QueueHandler, QueueMessage};
+use ferry_shared::{BlobCreated, BlobHandler, QueueBatch, QueueHandler, QueueMessage};
 use serde_json::{json, Map, Value};
 use tracing::{error, info, warn};
 use warp::http::StatusCode;
+use warp::hyper::body::Bytes;
 use warp::Filter;
 
+use crate::blob::{azure_blob_url, handle_notice};
 use crate::RuntimeError;
 
-/// Serves `POST /{function}` and `GET /` on 127.0.0.1:`port`.
+/// Serves `POST /{function}` and `GET /` on 127.0.0.1:`port` for a queue-triggered function.
 pub async fn run_queue<H: QueueHandler>(
     port: u16,
     function: &str,
     handler: Arc<H>,
 ) -> Result<(), RuntimeError> {
+    serve(port, vec![function.to_owned()], move |body| {
+        let handler = Arc::clone(&handler);
+        async move {
+            let message = match queue_message(&body) {
+                Ok(m) => m,
+                Err(problem) => return unreadable_envelope(problem),
+            };
+            let id = message.id.clone();
+            let outcome = handler
+                .handle(QueueBatch {
+                    messages: vec![message],
+                })
+                .await;
+            if outcome.failed.contains(&id) {
+                warn!(message_id = %id, "transient failure; the host will redeliver");
+                retry_later()
+            } else {
+                (StatusCode::OK, "processed".into())
+            }
+        }
+    })
+    .await
+}
+
+/// Serves a blob-created function: `POST /{function}` takes a storage-queue message holding an
+/// Event Grid `BlobCreated` event (the recommended route), `POST /{function}-blob` a blob
+/// trigger with `source: EventGrid` (its inlined content is ignored: the object is streamed
+/// from the store like any other).
+pub async fn run_blob<H: BlobHandler>(
+    port: u16,
+    function: &str,
+    handler: Arc<H>,
+) -> Result<(), RuntimeError> {
+    let routes = vec![function.to_owned(), format!("{function}-blob")];
+    serve(port, routes, move |body| {
+        let handler = Arc::clone(&handler);
+        async move {
+            let envelope: Value = match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(e) => return unreadable_envelope(format!("invocation body is not JSON: {e}")),
+            };
+            let result = if envelope.pointer("/Data/blob").is_some() {
+                match blob_trigger(&envelope) {
+                    Ok(blob) => handler.created(blob).await,
+                    Err(problem) => return unreadable_envelope(problem),
+                }
+            } else {
+                match queue_message(&body) {
+                    Ok(m) => handle_notice(&*handler, format!("queue:{}", m.id), &m.body).await,
+                    Err(problem) => return unreadable_envelope(problem),
+                }
+            };
+            match result {
+                Ok(()) => (StatusCode::OK, "processed".into()),
+                Err(retry) => {
+                    warn!(%retry, "transient failure; the host will redeliver");
+                    retry_later()
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// The HTTP server shared by every trigger: readiness on `GET /`, invocations on
+/// `POST /{route}` for each route name, 404 for any other name.
+async fn serve<F, Fut>(port: u16, routes: Vec<String>, call: F) -> Result<(), RuntimeError>
+where
+    F: Fn(Bytes) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = (StatusCode, String)> + Send,
+{
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .map_err(|source| RuntimeError::Bind { port, source })?;
-    info!(port, function, "azure custom handler listening");
-    let function = function.to_owned();
+    info!(port, ?routes, "azure custom handler listening");
     let ready = warp::get().and(warp::path::end()).map(|| "ready");
     let invoke = warp::post()
         .and(warp::path::param::<String>())
         .and(warp::path::end())
         .and(warp::body::bytes())
-        .then(move |name: String, body: warp::hyper::body::Bytes| {
-            let handler = Arc::clone(&handler);
-            let function = function.clone();
+        .then(move |name: String, body: Bytes| {
+            let call = call.clone();
+            let known = routes.contains(&name);
             async move {
-                if name != function {
-                    return reply(
-                        StatusCode::NOT_FOUND,
-                        &format!("no function named {name:?}"),
-                    );
-                }
-                let message = match queue_message(&body) {
-                    Ok(m) => m,
-                    Err(problem) => {
-                        // The host's envelope itself is unreadable: fail the invocation so the
-                        // message stays on its queue (and reaches the poison queue), not lost.
-                        error!(%problem, "unreadable queue envelope");
-                        return reply(StatusCode::BAD_REQUEST, &problem);
-                    }
-                };
-                let id = message.id.clone();
-                let outcome = handler
-                    .handle(QueueBatch {
-                        messages: vec![message],
-                    })
-                    .await;
-                if outcome.failed.contains(&id) {
-                    warn!(message_id = %id, "transient failure; the host will redeliver");
-                    reply(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "transient failure; retry later",
-                    )
+                let (status, log) = if known {
+                    call(body).await
                 } else {
-                    reply(StatusCode::OK, "processed")
-                }
+                    (StatusCode::NOT_FOUND, format!("no function named {name:?}"))
+                };
+                reply(status, &log)
             }
         });
     warp::serve(ready.or(invoke)).incoming(listener).run().await;
     Ok(())
+}
+
+/// The host's envelope itself is unreadable: fail the invocation so the message stays on its
+/// queue (and reaches the poison queue), not lost.
+fn unreadable_envelope(problem: String) -> (StatusCode, String) {
+    error!(%problem, "unreadable invocation envelope");
+    (StatusCode::BAD_REQUEST, problem)
+}
+
+fn retry_later() -> (StatusCode, String) {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "transient failure; retry later".into(),
+    )
+}
+
+/// Reads a blob trigger envelope (`Data.blob`, `Metadata.Uri`, `Metadata.Properties`).
+pub fn blob_trigger(envelope: &Value) -> Result<BlobCreated, String> {
+    let metadata = envelope
+        .get("Metadata")
+        .and_then(Value::as_object)
+        .ok_or("blob trigger without Metadata")?;
+    let uri = meta_string(metadata, "Uri").ok_or("blob trigger without Metadata.Uri")?;
+    let (store, key) = azure_blob_url(&uri)?;
+    let properties = match metadata.get("Properties") {
+        Some(Value::Object(p)) => p.clone(),
+        Some(Value::String(s)) => serde_json::from_str(s).unwrap_or_default(),
+        _ => Map::new(),
+    };
+    let etag = meta_string(&properties, "ETag").or_else(|| meta_string(&properties, "Etag"));
+    let size = ["ContentLength", "Length"]
+        .iter()
+        .find_map(|k| meta_string(&properties, k))
+        .and_then(|s| s.trim().parse().ok());
+    Ok(BlobCreated {
+        store,
+        key,
+        size,
+        etag: etag.filter(|e| !e.is_empty()),
+        version: meta_string(&properties, "VersionId").filter(|v| !v.is_empty()),
+        sequencer: None,
+    })
 }
 
 fn reply(status: StatusCode, log: &str) -> warp::reply::WithStatus<warp::reply::Json> {
@@ -165,6 +256,20 @@ mod tests {
             queue_message(env.to_string().as_bytes()).unwrap().body,
             br#"{"a":1}"#
         );
+    }
+
+    #[test]
+    fn blob_trigger_envelopes_name_the_blob_and_its_etag() {
+        let env = json!({"Data": {"blob": "aGVsbG8="}, "Metadata": {
+            "Uri": "\"https://acct.blob.core.windows.net/incoming/d/x.csv\"",
+            "name": "\"d/x.csv\"",
+            "Properties": {"ETag": "\"0x8D9\"", "ContentLength": 5}}});
+        let b = blob_trigger(&env).unwrap();
+        assert_eq!(
+            (b.store.as_str(), b.key.as_str(), b.etag.as_deref(), b.size),
+            ("az://acct/incoming", "d/x.csv", Some("0x8D9"), Some(5))
+        );
+        assert!(blob_trigger(&json!({"Data": {"blob": ""}, "Metadata": {}})).is_err());
     }
 
     #[test]

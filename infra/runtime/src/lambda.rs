@@ -1,12 +1,17 @@
 //! AWS Lambda: `SqsEvent` in, `SqsBatchResponse` out (the event source mapping must have
 //! `ReportBatchItemFailures` enabled, or AWS ignores the per-message failures).
+//!
+//! Blob-created functions take any of three payloads: an `SqsEvent` whose bodies are S3 (or
+//! EventBridge) notifications, a direct `S3Event`, or an EventBridge `Object Created` event.
 
 use std::sync::Arc;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use ferry_shared::{QueueBatch, QueueHandler, QueueMessage, QueueOutcome};
+use ferry_shared::{BlobHandler, QueueBatch, QueueHandler, QueueMessage, QueueOutcome};
 use lambda_runtime::{service_fn, LambdaEvent};
+use serde_json::{json, Value};
 
+use crate::blob::handle_notice;
 use crate::RuntimeError;
 
 /// Runs the Lambda Runtime API loop with a queue handler.
@@ -20,6 +25,45 @@ pub async fn run_queue<H: QueueHandler>(handler: Arc<H>) -> Result<(), RuntimeEr
     }))
     .await
     .map_err(|e| RuntimeError::Lambda(e.to_string()))
+}
+
+/// Runs the Lambda Runtime API loop with a blob-created handler.
+pub async fn run_blob<H: BlobHandler>(handler: Arc<H>) -> Result<(), RuntimeError> {
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let handler = Arc::clone(&handler);
+        async move { blob_invocation(&*handler, event).await }
+    }))
+    .await
+    .map_err(|e| RuntimeError::Lambda(e.to_string()))
+}
+
+async fn blob_invocation<H: BlobHandler>(
+    handler: &H,
+    event: LambdaEvent<Value>,
+) -> Result<Value, lambda_runtime::Error> {
+    let from_sqs = event
+        .payload
+        .pointer("/Records/0/eventSource")
+        .and_then(Value::as_str)
+        == Some("aws:sqs");
+    if from_sqs {
+        let batch = sqs_batch(serde_json::from_value(event.payload)?);
+        let mut outcome = QueueOutcome::default();
+        for m in batch.messages {
+            let unit = format!("sqs:{}", m.id);
+            if m.id.is_empty() || handle_notice(handler, unit, &m.body).await.is_err() {
+                outcome.failed.push(m.id);
+            }
+        }
+        return Ok(serde_json::to_value(sqs_response(outcome))?);
+    }
+    // A direct S3 or EventBridge invocation: an error makes Lambda retry it.
+    let unit = format!("lambda:{}", event.context.request_id);
+    let body = serde_json::to_vec(&event.payload)?;
+    handle_notice(handler, unit, &body)
+        .await
+        .map_err(|retry| retry.0)?;
+    Ok(json!({"status": "processed"}))
 }
 
 /// Maps an SQS event onto the trigger contract.

@@ -1,0 +1,15 @@
+//! `transform` binary: configuration, pool and rules once at cold start, then the platform
+//! adapter for blob-created notifications.
+
+use ferry_shared::{config::Config, telemetry};
+use ferry_transform::{Transform, TransformConfig};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cfg = Config::from_env()?;
+    telemetry::init(cfg.log_format);
+    let transform = Transform::from_config(&cfg, TransformConfig::from_env()?)?;
+    let function = transform.function().to_owned();
+    ferry_runtime::serve_blob(&function, transform).await?;
+    Ok(())
+}

@@ -1,0 +1,524 @@
+//! Reading an object: compression from magic bytes, format from the first bytes of content,
+//! and records one at a time, with every record bounded in size. Synchronous on purpose: it
+//! runs on a blocking thread next to the async loader, so decompression and parsing use one
+//! core while PostgreSQL uses the other.
+//!
+//! | magic | compression |      | first byte of content | format |
+//! |---|---|---|---|---|
+//! | `1f 8b` | gzip (multi-member) | | `[` | JSON array (CloudEvents batch) |
+//! | `28 b5 2f fd` | zstd | | `{` | NDJSON |
+//! | anything else | none | | other text | CSV with a header (rules that map fields) |
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::rules::{Declared, Rule};
+
+/// How the object is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// The content's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Ndjson,
+    Json,
+    Csv,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Ndjson => "ndjson",
+            Format::Json => "json",
+            Format::Csv => "csv",
+        }
+    }
+}
+
+/// Why an object as a whole cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    /// The compressed stream is corrupt or truncated: quarantine the object.
+    #[error("{0}")]
+    Corrupt(String),
+    /// Not a supported format: quarantine the object.
+    #[error("{0}")]
+    UnknownFormat(String),
+    /// Reading from the store failed (network, throttling): retry the object.
+    #[error("reading the object failed: {0}")]
+    Source(String),
+    /// The consumer stopped (its transaction failed); nothing to report from here.
+    #[error("stopped")]
+    Stopped,
+}
+
+/// One record as read from the file, before mapping.
+#[derive(Debug)]
+pub enum Record<'a> {
+    /// A JSON text: an NDJSON line or an array element. `truncated` when it was longer than
+    /// the limit (the bytes are the first `limit` of it).
+    Json { text: &'a [u8], truncated: bool },
+    /// A CSV row, its fields in header order.
+    Row {
+        headers: &'a csv::ByteRecord,
+        row: &'a csv::ByteRecord,
+    },
+    /// A piece of input that is not a well-formed record; the rest of the file is unreadable
+    /// when `fatal`.
+    /// Every record comes with its number: the line for NDJSON and CSV (the header is line 1),
+    /// the element (from 1) for a JSON array.
+    Malformed {
+        raw: &'a [u8],
+        detail: String,
+        fatal: bool,
+    },
+}
+
+/// What the record callback tells the reader.
+pub enum Flow {
+    Continue,
+    Stop,
+}
+
+/// Where the object's bytes come from: the wrapper notes whether an error came from the store
+/// (so it is retried) rather than from decoding (so the object is quarantined), and keeps the
+/// first bytes for the quarantine row of an unreadable object.
+pub struct Source<R> {
+    inner: R,
+    failed: Arc<AtomicBool>,
+    head: Arc<Mutex<Vec<u8>>>,
+}
+
+/// Bytes of an unreadable object kept in its quarantine row.
+pub const HEAD_BYTES: usize = 64 * 1024;
+
+impl<R: Read> Source<R> {
+    pub fn new(inner: R) -> (Source<R>, SourceState) {
+        let failed = Arc::new(AtomicBool::new(false));
+        let head = Arc::new(Mutex::new(Vec::new()));
+        let state = SourceState {
+            failed: Arc::clone(&failed),
+            head: Arc::clone(&head),
+        };
+        (
+            Source {
+                inner,
+                failed,
+                head,
+            },
+            state,
+        )
+    }
+}
+
+impl<R: Read> Read for Source<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+                if head.len() < HEAD_BYTES {
+                    let take = n.min(HEAD_BYTES - head.len());
+                    head.extend_from_slice(&buf[..take]);
+                }
+                Ok(n)
+            }
+            Err(e) => {
+                self.failed.store(true, Ordering::SeqCst);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// What the caller keeps of a [`Source`] after handing it to the reader.
+#[derive(Debug, Clone)]
+pub struct SourceState {
+    failed: Arc<AtomicBool>,
+    head: Arc<Mutex<Vec<u8>>>,
+}
+
+impl SourceState {
+    /// The object's first bytes (at most [`HEAD_BYTES`]).
+    pub fn head(&self) -> Vec<u8> {
+        self.head.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+}
+
+/// Settings of one read.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimits {
+    /// Longest record kept; longer ones are cut here and rejected as oversize.
+    pub max_record_bytes: usize,
+}
+
+const BUFFER: usize = 256 * 1024;
+
+/// Reads every record of `input`, calling `each` for it. Returns the compression and format.
+pub fn read_object<R: Read>(
+    input: Source<R>,
+    state: &SourceState,
+    rule: &Rule,
+    limits: ReadLimits,
+    mut each: impl FnMut(u64, Record<'_>) -> Flow,
+) -> Result<(Compression, Format), ObjectError> {
+    let io_error = |e: io::Error, compression: Compression| {
+        if state.failed() {
+            ObjectError::Source(e.to_string())
+        } else if compression == Compression::None {
+            ObjectError::Source(e.to_string())
+        } else {
+            ObjectError::Corrupt(format!("{} stream is corrupt: {e}", compression.as_str()))
+        }
+    };
+    let mut raw = BufReader::with_capacity(BUFFER, input);
+    let magic = raw
+        .fill_buf()
+        .map_err(|e| io_error(e, Compression::None))?;
+    let compression = if magic.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else {
+        if let Some(kind) = unsupported_archive(magic) {
+            return Err(ObjectError::UnknownFormat(format!(
+                "{kind} data is not supported (gzip, zstd or uncompressed only)"
+            )));
+        }
+        Compression::None
+    };
+    let decoded: Box<dyn Read> = match compression {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::with_buffer(raw)
+                .map_err(|e| io_error(e, Compression::Zstd))?,
+        ),
+        Compression::None => Box::new(raw),
+    };
+    let mut content = BufReader::with_capacity(BUFFER, decoded);
+    let format = detect(&mut content, rule).map_err(|e| match e {
+        Detect::Io(e) => io_error(e, compression),
+        Detect::Unknown(why) => ObjectError::UnknownFormat(why),
+    })?;
+    let result = match format {
+        Format::Ndjson => ndjson(&mut content, limits, &mut each),
+        Format::Json => json_array(&mut content, limits, &mut each),
+        Format::Csv => csv_rows(&mut content, &mut each),
+    };
+    match result {
+        Ok(Flow::Continue) => Ok((compression, format)),
+        Ok(Flow::Stop) => Err(ObjectError::Stopped),
+        Err(e) => Err(io_error(e, compression)),
+    }
+}
+
+fn unsupported_archive(magic: &[u8]) -> Option<&'static str> {
+    const KINDS: &[(&[u8], &str)] = &[
+        (b"PK\x03\x04", "zip"),
+        (b"BZh", "bzip2"),
+        (&[0xfd, b'7', b'z', b'X', b'Z', 0], "xz"),
+        (b"\x04\x22\x4d\x18", "lz4"),
+        (b"PAR1", "parquet"),
+        (b"7z\xbc\xaf", "7z"),
+    ];
+    KINDS
+        .iter()
+        .find(|(m, _)| magic.starts_with(m))
+        .map(|(_, k)| *k)
+}
+
+enum Detect {
+    Io(io::Error),
+    Unknown(String),
+}
+
+/// Looks at the first bytes of content (without consuming them) to pick the format.
+fn detect(content: &mut impl BufRead, rule: &Rule) -> Result<Format, Detect> {
+    let sample = content.fill_buf().map_err(Detect::Io)?;
+    let sample = sample.strip_prefix(b"\xef\xbb\xbf").unwrap_or(sample);
+    let first = sample.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    let text_like = !sample.contains(&0)
+        && match std::str::from_utf8(sample) {
+            Ok(_) => true,
+            // A character cut by the end of the sample is fine.
+            Err(e) => e.error_len().is_none(),
+        };
+    let detected = match first {
+        None => return Ok(rule.declared.format().unwrap_or(Format::Ndjson)),
+        Some(b'[') => Format::Json,
+        Some(b'{') => Format::Ndjson,
+        Some(_) if text_like => Format::Csv,
+        Some(_) => {
+            return Err(Detect::Unknown(
+                "binary content: not NDJSON, a JSON array or CSV".into(),
+            ))
+        }
+    };
+    match rule.declared {
+        Declared::Auto if detected == Format::Csv && !rule.maps_fields() => {
+            Err(Detect::Unknown(format!(
+                "content is neither NDJSON nor a JSON array, and source {:?} maps no CSV fields",
+                rule.name
+            )))
+        }
+        Declared::Auto => Ok(detected),
+        declared if declared.format() == Some(detected) => Ok(detected),
+        declared => Err(Detect::Unknown(format!(
+            "source {:?} expects {}, the content looks like {}",
+            rule.name,
+            declared.format().map_or("?", Format::as_str),
+            detected.as_str()
+        ))),
+    }
+}
+
+fn ndjson(
+    content: &mut impl BufRead,
+    limits: ReadLimits,
+    each: &mut impl FnMut(u64, Record<'_>) -> Flow,
+) -> io::Result<Flow> {
+    let mut line = Vec::new();
+    let mut number: u64 = 0;
+    while let Some(truncated) = read_line(content, &mut line, limits.max_record_bytes)? {
+        number += 1;
+        let text = trim(&line);
+        if text.is_empty() {
+            continue;
+        }
+        if let Flow::Stop = each(number, Record::Json { text, truncated }) {
+            return Ok(Flow::Stop);
+        }
+    }
+    Ok(Flow::Continue)
+}
+
+/// Reads one `\n`-terminated line into `buf` (without the newline), keeping at most `max`
+/// bytes. `None` at the end of input; `Some(true)` when the line was cut.
+pub fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> io::Result<Option<bool>> {
+    buf.clear();
+    let mut truncated = false;
+    let mut any = false;
+    loop {
+        let available = r.fill_buf()?;
+        if available.is_empty() {
+            return Ok(any.then_some(truncated));
+        }
+        any = true;
+        let (piece, used, done) = match memchr::memchr(b'\n', available) {
+            Some(i) => (&available[..i], i + 1, true),
+            None => (available, available.len(), false),
+        };
+        let room = max.saturating_sub(buf.len());
+        if piece.len() > room {
+            buf.extend_from_slice(&piece[..room]);
+            truncated = true;
+        } else {
+            buf.extend_from_slice(piece);
+        }
+        r.consume(used);
+        if done {
+            return Ok(Some(truncated));
+        }
+    }
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
+    &bytes[start..end]
+}
+
+/// Splits a top-level JSON array into its elements without holding the array: a small scanner
+/// tracks strings and nesting depth; each element is then parsed on its own.
+fn json_array(
+    content: &mut impl BufRead,
+    limits: ReadLimits,
+    each: &mut impl FnMut(u64, Record<'_>) -> Flow,
+) -> io::Result<Flow> {
+    // Skip to the opening bracket (detection guarantees it is the first non-space byte).
+    loop {
+        let available = content.fill_buf()?;
+        let Some(i) = available.iter().position(|b| *b == b'[') else {
+            let n = available.len();
+            content.consume(n);
+            if n == 0 {
+                return Ok(Flow::Continue);
+            }
+            continue;
+        };
+        content.consume(i + 1);
+        break;
+    }
+    let mut element = Vec::new();
+    let mut truncated = false;
+    let (mut depth, mut in_string, mut escaped) = (0u32, false, false);
+    let mut closed = false;
+    let mut count = 0u64;
+    'scan: loop {
+        let available = content.fill_buf()?;
+        if available.is_empty() {
+            break;
+        }
+        let mut start = 0;
+        let mut i = 0;
+        while i < available.len() {
+            let b = available[i];
+            i += 1;
+            if in_string {
+                match (escaped, b) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' if depth > 0 => depth -= 1,
+                b',' | b']' if depth == 0 => {
+                    append(&mut element, &available[start..i - 1], &mut truncated, limits);
+                    start = i;
+                    let text = trim(&element);
+                    let last = b == b']';
+                    if text.is_empty() {
+                        if !(last && count == 0) {
+                            let flow = each(count + 1, Record::Malformed {
+                                raw: b"",
+                                detail: format!("empty element after element {count}"),
+                                fatal: false,
+                            });
+                            if let Flow::Stop = flow {
+                                return Ok(Flow::Stop);
+                            }
+                        }
+                    } else {
+                        count += 1;
+                        if let Flow::Stop = each(count, Record::Json { text, truncated }) {
+                            return Ok(Flow::Stop);
+                        }
+                    }
+                    element.clear();
+                    truncated = false;
+                    if last {
+                        closed = true;
+                        content.consume(i);
+                        break 'scan;
+                    }
+                }
+                _ => {}
+            }
+        }
+        append(&mut element, &available[start..], &mut truncated, limits);
+        let n = available.len();
+        content.consume(n);
+    }
+    if !closed {
+        let flow = each(count + 1, Record::Malformed {
+            raw: trim(&element),
+            detail: format!("the JSON array ends without `]` after {count} elements"),
+            fatal: true,
+        });
+        return Ok(flow);
+    }
+    // Only whitespace may follow the closing bracket.
+    let mut rest = Vec::new();
+    while let Some(cut) = read_line(content, &mut rest, limits.max_record_bytes)? {
+        if !trim(&rest).is_empty() {
+            return Ok(each(count + 1, Record::Malformed {
+                raw: trim(&rest),
+                detail: format!("content after the closing `]`{}", if cut { " (cut)" } else { "" }),
+                fatal: true,
+            }));
+        }
+    }
+    Ok(Flow::Continue)
+}
+
+fn append(element: &mut Vec<u8>, bytes: &[u8], truncated: &mut bool, limits: ReadLimits) {
+    let room = limits.max_record_bytes.saturating_sub(element.len());
+    if bytes.len() > room {
+        element.extend_from_slice(&bytes[..room]);
+        *truncated = true;
+    } else {
+        element.extend_from_slice(bytes);
+    }
+}
+
+fn csv_rows(
+    content: &mut impl BufRead,
+    each: &mut impl FnMut(u64, Record<'_>) -> Flow,
+) -> io::Result<Flow> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(content);
+    let headers = match reader.byte_headers() {
+        Ok(h) => h.clone(),
+        Err(e) => return csv_error(e).map(|_| Flow::Continue),
+    };
+    let mut row = csv::ByteRecord::new();
+    loop {
+        match reader.read_byte_record(&mut row) {
+            Ok(false) => return Ok(Flow::Continue),
+            Ok(true) => {
+                let line = row.position().map_or(0, |p| p.line());
+                if let Flow::Stop = each(line, Record::Row {
+                    headers: &headers,
+                    row: &row,
+                }) {
+                    return Ok(Flow::Stop);
+                }
+            }
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                let detail = csv_error(e)?;
+                if let Flow::Stop = each(line, Record::Malformed {
+                    raw: b"",
+                    detail,
+                    fatal: false,
+                }) {
+                    return Ok(Flow::Stop);
+                }
+            }
+        }
+    }
+}
+
+/// I/O errors pass through (store or decoder); anything else is a detail for the record.
+fn csv_error(e: csv::Error) -> io::Result<String> {
+    if e.is_io_error() {
+        match e.into_kind() {
+            csv::ErrorKind::Io(io) => Err(io),
+            other => Ok(format!("{other:?}")),
+        }
+    } else {
+        Ok(e.to_string())
+    }
+}
