@@ -64,7 +64,9 @@ async fn upload(store: &str, key: &str, body: Vec<u8>) -> Uploaded {
 
 async fn tenant_db() -> TestDb {
     let db = fresh_db().await;
-    ferry_shared::db::add_tenant(&db.pool, "acme", "Acme").await.unwrap();
+    ferry_shared::db::add_tenant(&db.pool, "acme", "Acme")
+        .await
+        .unwrap();
     db
 }
 
@@ -149,7 +151,10 @@ async fn lambda_mode_s3_via_sqs_test_event_direct_s3_and_eventbridge() {
     let (kind, _) = api.invoke(eb).await;
     assert_eq!(kind, "response");
     assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 21);
-    assert_eq!(count(&db.pool, "SELECT count(*) FROM blob_objects").await, 3);
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM blob_objects").await,
+        3
+    );
 }
 
 #[tokio::test]
@@ -170,7 +175,10 @@ async fn lambda_mode_reports_failures_when_the_database_is_down() {
     ];
     let (kind, body) = api.invoke(fill("s3_via_sqs.json", &values)).await;
     assert_eq!(kind, "response");
-    assert_eq!(body, json!({"batchItemFailures": [{"itemIdentifier": "m-down"}]}));
+    assert_eq!(
+        body,
+        json!({"batchItemFailures": [{"itemIdentifier": "m-down"}]})
+    );
     // A direct invocation fails as a whole, so Lambda retries it.
     let (kind, _) = api.invoke(fill("s3_direct.json", &values[1..])).await;
     assert_eq!(kind, "error");
@@ -253,7 +261,11 @@ async fn azure_mode_event_grid_via_queue_and_the_event_grid_blob_trigger() {
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 9);
     assert_eq!(
-        count(&db.pool, "SELECT count(*) FROM blob_objects WHERE store LIKE 'az://%'").await,
+        count(
+            &db.pool,
+            "SELECT count(*) FROM blob_objects WHERE store LIKE 'az://%'"
+        )
+        .await,
         2
     );
 }
@@ -265,7 +277,10 @@ async fn azure_mode_answers_500_while_the_database_is_down() {
     let azurite = ferry_tests::azurite().await;
     let up = upload(&store, "tracker/d.ndjson", lines("d", 2)).await;
     let (_f, base) = azure(&unreachable_database_url()).await;
-    let url = format!("{}/devstoreaccount1/{container}/tracker/d.ndjson", azurite.endpoint);
+    let url = format!(
+        "{}/devstoreaccount1/{container}/tracker/d.ndjson",
+        azurite.endpoint
+    );
     let envelope = fill(
         "azure_eventgrid_via_queue.json",
         &[

@@ -47,6 +47,9 @@ fn tool(relative: &str) -> PathBuf {
 }
 
 /// Starts `program`, kills it when this process exits, and waits until `ready` answers.
+// Both children outlive this process by design (the watchdog ends the emulator after us), so
+// there is nothing to wait for.
+#[allow(clippy::zombie_processes)]
 async fn start(program: PathBuf, args: Vec<String>, ready: String) -> Emulator {
     let child = Command::new(&program)
         .args(&args)
@@ -77,11 +80,7 @@ async fn start(program: PathBuf, args: Vec<String>, ready: String) -> Emulator {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let endpoint = ready
-        .split('/')
-        .take(3)
-        .collect::<Vec<_>>()
-        .join("/");
+    let endpoint = ready.split('/').take(3).collect::<Vec<_>>().join("/");
     Emulator { endpoint }
 }
 
@@ -91,7 +90,12 @@ pub async fn moto() -> &'static Emulator {
         let port = free_port().expect("free port");
         start(
             tool("venv/bin/moto_server"),
-            vec!["-H".into(), "127.0.0.1".into(), "-p".into(), port.to_string()],
+            vec![
+                "-H".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                port.to_string(),
+            ],
             format!("http://127.0.0.1:{port}/moto-api/"),
         )
         .await
@@ -150,7 +154,10 @@ pub async fn s3_bucket(name: &str, versioned: bool) -> String {
 /// key: Azurite refuses anonymous container creation); returns its store URL.
 pub async fn az_container(name: &str) -> String {
     let azurite = azurite().await;
-    let url = format!("{}/{AZURITE_ACCOUNT}/{name}?restype=container", azurite.endpoint);
+    let url = format!(
+        "{}/{AZURITE_ACCOUNT}/{name}?restype=container",
+        azurite.endpoint
+    );
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("harness/azblob.py");
     let out = tokio::process::Command::new(tool("venv/bin/python"))
         .arg(script)

@@ -9,9 +9,7 @@
 mod emulators;
 mod lambda_api;
 
-pub use emulators::{
-    az_container, azurite, moto, s3_bucket, store_env, store_options, Emulator,
-};
+pub use emulators::{az_container, azurite, moto, s3_bucket, store_env, store_options, Emulator};
 pub use lambda_api::RuntimeApi;
 
 use std::path::{Path, PathBuf};

@@ -37,8 +37,8 @@ use ferry_shared::load::{
     unknown_tenant,
 };
 use ferry_shared::{
-    BlobCreated, BlobHandler, Error, Event, Limits, Loader, LoaderConfig, RejectReason,
-    Rejection, Retry,
+    BlobCreated, BlobHandler, Error, Event, Limits, Loader, LoaderConfig, RejectReason, Rejection,
+    Retry,
 };
 use futures_util::TryStreamExt;
 use object_store::path::Path as ObjectPath;
@@ -72,12 +72,9 @@ impl TransformConfig {
     pub fn from_env() -> anyhow::Result<TransformConfig> {
         let get = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         let chunk_records = match get("FERRY_TRANSFORM_CHUNK") {
-            Some(v) => v
-                .trim()
-                .parse()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| anyhow::anyhow!("FERRY_TRANSFORM_CHUNK={v:?}: expected a whole number > 0"))?,
+            Some(v) => v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                anyhow::anyhow!("FERRY_TRANSFORM_CHUNK={v:?}: expected a whole number > 0")
+            })?,
             None => 10_000,
         };
         let timeout = match get("FERRY_TRANSFORM_TIMEOUT") {
@@ -295,11 +292,12 @@ impl Transform {
         store: Arc<dyn ObjectStore>,
         path: ObjectPath,
     ) -> Result<ObjectReport, TransformError> {
-        let applied: Option<i32> = sqlx::query_scalar("SELECT 1 FROM ingest_ledger WHERE unit = $1")
-            .bind(unit)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(Error::from)?;
+        let applied: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM ingest_ledger WHERE unit = $1")
+                .bind(unit)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(Error::from)?;
         if applied.is_some() {
             return Ok(ObjectReport::new(unit.to_owned(), Outcome::AlreadyApplied));
         }
@@ -332,7 +330,16 @@ impl Transform {
                 newer.trim_start_matches('0')
             );
             let report = ObjectReport::new(unit.to_owned(), Outcome::Stale);
-            record_object(&mut tx, blob, unit, Some(rule), None, &report, Some(&detail)).await?;
+            record_object(
+                &mut tx,
+                blob,
+                unit,
+                Some(rule),
+                None,
+                &report,
+                Some(&detail),
+            )
+            .await?;
             tx.commit().await.map_err(Error::from)?;
             return Ok(report);
         }
@@ -412,7 +419,15 @@ impl Transform {
         let mut consumed: Result<(), Error> = Ok(());
         while let Some(chunk) = chunks.recv().await {
             let step = self
-                .stage(&mut tx, unit, rule, chunk, &mut tenants, &mut report, received_at)
+                .stage(
+                    &mut tx,
+                    unit,
+                    rule,
+                    chunk,
+                    &mut tenants,
+                    &mut report,
+                    received_at,
+                )
                 .await;
             match step {
                 Ok(n) => staged += n,
@@ -477,7 +492,10 @@ impl Transform {
     ) -> Result<u64, Error> {
         report.records += chunk.records;
         for (i, n) in chunk.dropped.iter().enumerate().filter(|(_, n)| **n > 0) {
-            *report.dropped.entry(rule.drops[i].name.clone()).or_default() += n;
+            *report
+                .dropped
+                .entry(rule.drops[i].name.clone())
+                .or_default() += n;
         }
         let times: Vec<DateTime<Utc>> = chunk.events.iter().map(|e| e.time).collect();
         self.loader.ensure_partitions(&times).await?;
@@ -594,7 +612,10 @@ pub fn unit_of(blob: &BlobCreated) -> String {
 /// ETags compare without their quotes (and weak marker): S3 notifications send them bare,
 /// HEAD responses quoted.
 fn plain_etag(e: &str) -> String {
-    e.trim().trim_start_matches("W/").trim_matches('"').to_owned()
+    e.trim()
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .to_owned()
 }
 
 /// Sequencers order events on one key when compared as strings after left-padding.
@@ -626,17 +647,19 @@ async fn claim(
 }
 
 /// The highest sequencer already applied for the key, when it is newer than this one.
-async fn newer_sequencer(tx: &mut PgConnection, blob: &BlobCreated) -> Result<Option<String>, Error> {
+async fn newer_sequencer(
+    tx: &mut PgConnection,
+    blob: &BlobCreated,
+) -> Result<Option<String>, Error> {
     let Some(seq) = blob.sequencer.as_deref() else {
         return Ok(None);
     };
-    let newest: Option<String> = sqlx::query_scalar(
-        "SELECT max(sequencer) FROM blob_objects WHERE store = $1 AND key = $2",
-    )
-    .bind(&blob.store)
-    .bind(&blob.key)
-    .fetch_one(&mut *tx)
-    .await?;
+    let newest: Option<String> =
+        sqlx::query_scalar("SELECT max(sequencer) FROM blob_objects WHERE store = $1 AND key = $2")
+            .bind(&blob.store)
+            .bind(&blob.key)
+            .fetch_one(&mut *tx)
+            .await?;
     Ok(newest.filter(|n| *n > padded(seq)))
 }
 
@@ -679,7 +702,7 @@ async fn record_object(
     .bind(content_id)
     .bind(unit)
     .bind(blob.sequencer.as_deref().map(padded))
-    .bind(blob.size.map(|s| n(s)))
+    .bind(blob.size.map(n))
     .bind(rule.map(|r| r.name.as_str()))
     .bind(shape.map(|s| s.0))
     .bind(shape.map(|s| s.1))

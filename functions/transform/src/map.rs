@@ -102,7 +102,12 @@ impl<'r> Mapper<'r> {
                 let data = Value::Object(
                     fields
                         .iter()
-                        .filter(|(n, _)| self.rule.data.as_ref().is_none_or(|d| d.iter().any(|x| x == n)))
+                        .filter(|(n, _)| {
+                            self.rule
+                                .data
+                                .as_ref()
+                                .is_none_or(|d| d.iter().any(|x| x == n))
+                        })
                         .map(|(n, v)| ((*n).to_owned(), Value::String((*v).to_owned())))
                         .collect(),
                 );
@@ -119,7 +124,14 @@ impl<'r> Mapper<'r> {
         }
         let mut object: Map<String, Value> = match serde_json::from_str(text) {
             Ok(Value::Object(o)) => o,
-            Ok(_) => return self.rejected(RejectReason::InvalidJson, "not a JSON object", text, position),
+            Ok(_) => {
+                return self.rejected(
+                    RejectReason::InvalidJson,
+                    "not a JSON object",
+                    text,
+                    position,
+                )
+            }
             Err(e) => {
                 return self.rejected(
                     RejectReason::InvalidJson,
@@ -182,7 +194,11 @@ impl<'r> Mapper<'r> {
             event.insert(attribute.clone(), Value::String(value.clone()));
         }
         for (attribute, field) in &rule.fields {
-            match get(field).as_ref().and_then(scalar).filter(|v| !v.is_empty()) {
+            match get(field)
+                .as_ref()
+                .and_then(scalar)
+                .filter(|v| !v.is_empty())
+            {
                 Some(value) => {
                     event.insert(attribute.clone(), Value::String(value));
                 }

@@ -68,7 +68,8 @@ pub enum ObjectError {
     Stopped,
 }
 
-/// One record as read from the file, before mapping.
+/// One record as read from the file, before mapping. Every record comes with its number: the
+/// line for NDJSON and CSV (the header is line 1), the element (from 1) for a JSON array.
 #[derive(Debug)]
 pub enum Record<'a> {
     /// A JSON text: an NDJSON line or an array element. `truncated` when it was longer than
@@ -81,8 +82,6 @@ pub enum Record<'a> {
     },
     /// A piece of input that is not a well-formed record; the rest of the file is unreadable
     /// when `fatal`.
-    /// Every record comes with its number: the line for NDJSON and CSV (the header is line 1),
-    /// the element (from 1) for a JSON array.
     Malformed {
         raw: &'a [u8],
         detail: String,
@@ -182,18 +181,16 @@ pub fn read_object<R: Read>(
     mut each: impl FnMut(u64, Record<'_>) -> Flow,
 ) -> Result<(Compression, Format), ObjectError> {
     let io_error = |e: io::Error, compression: Compression| {
-        if state.failed() {
-            ObjectError::Source(e.to_string())
-        } else if compression == Compression::None {
+        // Without compression every read error is the store's; with it, only the ones the
+        // store itself reported.
+        if state.failed() || compression == Compression::None {
             ObjectError::Source(e.to_string())
         } else {
             ObjectError::Corrupt(format!("{} stream is corrupt: {e}", compression.as_str()))
         }
     };
     let mut raw = BufReader::with_capacity(BUFFER, input);
-    let magic = raw
-        .fill_buf()
-        .map_err(|e| io_error(e, Compression::None))?;
+    let magic = raw.fill_buf().map_err(|e| io_error(e, Compression::None))?;
     let compression = if magic.starts_with(&[0x1f, 0x8b]) {
         Compression::Gzip
     } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
@@ -403,17 +400,25 @@ fn json_array(
                 b'{' | b'[' => depth += 1,
                 b'}' | b']' if depth > 0 => depth -= 1,
                 b',' | b']' if depth == 0 => {
-                    append(&mut element, &available[start..i - 1], &mut truncated, limits);
+                    append(
+                        &mut element,
+                        &available[start..i - 1],
+                        &mut truncated,
+                        limits,
+                    );
                     start = i;
                     let text = trim(&element);
                     let last = b == b']';
                     if text.is_empty() {
                         if !(last && count == 0) {
-                            let flow = each(count + 1, Record::Malformed {
-                                raw: b"",
-                                detail: format!("empty element after element {count}"),
-                                fatal: false,
-                            });
+                            let flow = each(
+                                count + 1,
+                                Record::Malformed {
+                                    raw: b"",
+                                    detail: format!("empty element after element {count}"),
+                                    fatal: false,
+                                },
+                            );
                             if let Flow::Stop = flow {
                                 return Ok(Flow::Stop);
                             }
@@ -440,22 +445,31 @@ fn json_array(
         content.consume(n);
     }
     if !closed {
-        let flow = each(count + 1, Record::Malformed {
-            raw: trim(&element),
-            detail: format!("the JSON array ends without `]` after {count} elements"),
-            fatal: true,
-        });
+        let flow = each(
+            count + 1,
+            Record::Malformed {
+                raw: trim(&element),
+                detail: format!("the JSON array ends without `]` after {count} elements"),
+                fatal: true,
+            },
+        );
         return Ok(flow);
     }
     // Only whitespace may follow the closing bracket.
     let mut rest = Vec::new();
     while let Some(cut) = read_line(content, &mut rest, limits.max_record_bytes)? {
         if !trim(&rest).is_empty() {
-            return Ok(each(count + 1, Record::Malformed {
-                raw: trim(&rest),
-                detail: format!("content after the closing `]`{}", if cut { " (cut)" } else { "" }),
-                fatal: true,
-            }));
+            return Ok(each(
+                count + 1,
+                Record::Malformed {
+                    raw: trim(&rest),
+                    detail: format!(
+                        "content after the closing `]`{}",
+                        if cut { " (cut)" } else { "" }
+                    ),
+                    fatal: true,
+                },
+            ));
         }
     }
     Ok(Flow::Continue)
@@ -489,21 +503,27 @@ fn csv_rows(
             Ok(false) => return Ok(Flow::Continue),
             Ok(true) => {
                 let line = row.position().map_or(0, |p| p.line());
-                if let Flow::Stop = each(line, Record::Row {
-                    headers: &headers,
-                    row: &row,
-                }) {
+                if let Flow::Stop = each(
+                    line,
+                    Record::Row {
+                        headers: &headers,
+                        row: &row,
+                    },
+                ) {
                     return Ok(Flow::Stop);
                 }
             }
             Err(e) => {
                 let line = e.position().map_or(0, |p| p.line());
                 let detail = csv_error(e)?;
-                if let Flow::Stop = each(line, Record::Malformed {
-                    raw: b"",
-                    detail,
-                    fatal: false,
-                }) {
+                if let Flow::Stop = each(
+                    line,
+                    Record::Malformed {
+                        raw: b"",
+                        detail,
+                        fatal: false,
+                    },
+                ) {
                     return Ok(Flow::Stop);
                 }
             }

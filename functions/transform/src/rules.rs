@@ -313,7 +313,9 @@ fn compile(raw: RawRule) -> Result<Rule, RulesError> {
         }
     } else {
         if raw.format == Declared::Csv {
-            return Err(err("CSV needs [fields]: which column feeds which attribute".into()));
+            return Err(err(
+                "CSV needs [fields]: which column feeds which attribute".into(),
+            ));
         }
         if !classify.is_empty() || raw.data.is_some() || raw.time_format.is_some() {
             return Err(err(
@@ -362,8 +364,14 @@ mod tests {
             "#,
         )
         .unwrap();
-        assert_eq!(s.rule_for("file:///x", "tracker/a").unwrap().name, "tracker");
-        assert_eq!(s.rule_for("s3://drop", "tracker/a").unwrap().name, "tracker-s3");
+        assert_eq!(
+            s.rule_for("file:///x", "tracker/a").unwrap().name,
+            "tracker"
+        );
+        assert_eq!(
+            s.rule_for("s3://drop", "tracker/a").unwrap().name,
+            "tracker-s3"
+        );
         assert_eq!(s.rule_for("s3://drop", "other").unwrap().name, "all");
         let none = Sources::parse("[[source]]\nname = \"t\"\nprefix = \"t/\"\n").unwrap();
         assert!(none.rule_for("s3://drop", "x/y").is_none());
@@ -386,14 +394,19 @@ mod tests {
 
     #[test]
     fn time_formats() {
-        let iso = TimeFormat::Rfc3339.to_rfc3339("2026-11-21T10:00:00+01:00").unwrap();
+        let iso = TimeFormat::Rfc3339
+            .to_rfc3339("2026-11-21T10:00:00+01:00")
+            .unwrap();
         assert_eq!(iso, "2026-11-21T09:00:00Z");
         assert_eq!(
             TimeFormat::UnixMillis.to_rfc3339("1700000000123").unwrap(),
             "2023-11-14T22:13:20.123Z"
         );
         let p = TimeFormat::Pattern("%d/%m/%Y %H:%M:%S".into());
-        assert_eq!(p.to_rfc3339("21/11/2026 10:00:00").unwrap(), "2026-11-21T10:00:00Z");
+        assert_eq!(
+            p.to_rfc3339("21/11/2026 10:00:00").unwrap(),
+            "2026-11-21T10:00:00Z"
+        );
         assert!(TimeFormat::UnixSeconds.to_rfc3339("soon").is_err());
     }
 }

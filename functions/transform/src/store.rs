@@ -132,7 +132,10 @@ pub fn split_store_url(url: &str) -> Result<(String, String), StoreError> {
     let mut pieces = rest.splitn(parts + 1, '/');
     let mut store = String::from(scheme);
     for i in 0..parts {
-        let p = pieces.next().filter(|p| !p.is_empty()).ok_or_else(unsupported)?;
+        let p = pieces
+            .next()
+            .filter(|p| !p.is_empty())
+            .ok_or_else(unsupported)?;
         if i > 0 {
             store.push('/');
         }

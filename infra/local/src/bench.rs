@@ -214,3 +214,180 @@ async fn strategy_sweep(admin: &PgPool, admin_url: &str, cfg: &Config) -> anyhow
     }
     Ok(())
 }
+
+/// Options of the transform benchmark.
+#[derive(Debug, Clone)]
+pub struct TransformBench {
+    pub events: usize,
+    /// Where the generated file goes.
+    pub dir: std::path::PathBuf,
+}
+
+/// What the handler process reports (one JSON line on stdout).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct HandlerRun {
+    pub records: u64,
+    pub loaded: u64,
+    pub secs: f64,
+    pub peak_rss_kib: u64,
+}
+
+/// Writes `events` generated events as one gzip NDJSON file, 100,000 at a time (so the
+/// generator itself stays small). Returns its size in bytes.
+pub fn write_gzip_ndjson(path: &std::path::Path, events: usize) -> anyhow::Result<u64> {
+    use std::io::Write;
+    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+    let now = Utc::now();
+    let mut written = 0;
+    let mut seed = 7_000;
+    while written < events {
+        let n = (events - written).min(100_000);
+        for e in generate_events(n, seed, now) {
+            serde_json::to_writer(&mut gz, &e)?;
+            gz.write_all(b"\n")?;
+        }
+        written += n;
+        seed += 1;
+    }
+    gz.finish()?.flush()?;
+    Ok(std::fs::metadata(path)?.len())
+}
+
+/// Peak resident set size of this process (`VmHWM`), in KiB.
+pub fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// The handler side, run in its own process so its peak RSS is its own: one notification for
+/// `file`, read from the local store, loaded into `database_url`.
+pub async fn transform_run(
+    database_url: &str,
+    cfg: &Config,
+    file: &std::path::Path,
+) -> anyhow::Result<HandlerRun> {
+    let pool = db::pool(&cfg.db, database_url, "ferry-bench")?;
+    let tcfg = ferry_transform::TransformConfig::from_env()?;
+    let t = ferry_transform::Transform::with_pool(cfg, tcfg, pool, "transform")?;
+    let dir = file.parent().expect("file in a directory");
+    let blob = ferry_shared::BlobCreated {
+        store: crate::blobs::file_store(dir),
+        key: file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("utf-8 name")
+            .to_owned(),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let report = t.process(&blob).await?;
+    let secs = started.elapsed().as_secs_f64();
+    Ok(HandlerRun {
+        records: report.records,
+        loaded: report.loaded,
+        secs,
+        peak_rss_kib: peak_rss_kib(),
+    })
+}
+
+/// Runs the transform benchmark: raw COPY of the rows vs the handler (a child process of
+/// `ferry-bench transform-run`) on the same generated file, same server, fresh databases.
+#[allow(clippy::print_stdout)]
+pub async fn transform(
+    admin_url: &str,
+    cfg: &Config,
+    opts: &TransformBench,
+    self_exe: &std::path::Path,
+) -> anyhow::Result<()> {
+    let admin = PgPool::connect(admin_url).await?;
+    std::fs::create_dir_all(&opts.dir)?;
+    // The rules file covers `tracker/`: the generated file is a tracker drop.
+    let tracker = opts.dir.join("tracker");
+    std::fs::create_dir_all(&tracker)?;
+    let file = tracker.join(format!("bench-{}.ndjson.gz", opts.events));
+    println!("generating {} events as gzip NDJSON", opts.events);
+    let size = write_gzip_ndjson(&file, opts.events)?;
+    println!(
+        "  {} ({:.1} MiB compressed)",
+        file.display(),
+        size as f64 / 1048576.0
+    );
+
+    // Baseline: the same rows, decompressed, parsed and validated beforehand, then COPY into
+    // staging (50,000 rows per COPY, encoding included) and one merge, in one transaction.
+    let copy_pool = prepare(&admin, admin_url, "bench_tcopy", cfg).await?;
+    let now = Utc::now();
+    let events: Vec<Event> = {
+        use std::io::BufRead;
+        let reader = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(
+            std::fs::File::open(&file)?,
+        ));
+        let mut out = Vec::with_capacity(opts.events);
+        for (i, line) in reader.lines().enumerate() {
+            let line = line?;
+            let e = ferry_shared::validate::validate_event(&line, i as i32 + 1, &cfg.limits, now)
+                .map_err(|r| anyhow::anyhow!("generated event rejected: {}", r.detail))?;
+            out.push(e);
+        }
+        out
+    };
+    let mut conn = copy_pool.acquire().await?;
+    let started = Instant::now();
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    ferry_shared::load::create_staging(&mut tx).await?;
+    for chunk in events.chunks(50_000) {
+        let refs: Vec<&Event> = chunk.iter().collect();
+        ferry_shared::load::copy_to_staging(&mut tx, &refs).await?;
+    }
+    let loaded = ferry_shared::load::merge_staging(&mut tx, now).await?;
+    tx.commit().await?;
+    let copy_secs = started.elapsed().as_secs_f64();
+    drop(conn);
+    drop(events);
+    anyhow::ensure!(loaded as usize == opts.events, "baseline loaded {loaded}");
+    let copy_rate = opts.events as f64 / copy_secs;
+    println!("baseline  raw COPY + merge, 1 connection: {loaded} rows in {copy_secs:.2}s = {copy_rate:.0} rows/s");
+
+    prepare(&admin, admin_url, "bench_thandler", cfg).await?;
+    let url = with_database(admin_url, "bench_thandler");
+    let out = tokio::process::Command::new(self_exe)
+        .args(["transform-run", "--file"])
+        .arg(&file)
+        .env("DATABASE_URL", &url)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await?;
+    anyhow::ensure!(out.status.success(), "handler run failed");
+    let run: HandlerRun = serde_json::from_slice(&out.stdout)?;
+    anyhow::ensure!(
+        run.loaded as usize == opts.events,
+        "handler loaded {}",
+        run.loaded
+    );
+    let rate = opts.events as f64 / run.secs;
+    println!(
+        "handler   transform (stream, gunzip, parse, validate, COPY, merge): {} events in {:.2}s = {rate:.0} events/s",
+        run.loaded, run.secs
+    );
+    println!("ratio     handler / raw COPY = {:.2}", rate / copy_rate);
+    println!(
+        "memory    handler peak RSS = {:.1} MiB (file: {:.1} MiB compressed, ~{:.0} MiB of JSON)",
+        run.peak_rss_kib as f64 / 1024.0,
+        size as f64 / 1048576.0,
+        opts.events as f64 * 280.0 / 1048576.0
+    );
+    for name in ["bench_tcopy", "bench_thandler"] {
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&admin)
+            .await?;
+    }
+    std::fs::remove_file(&file)?;
+    Ok(())
+}

@@ -3,8 +3,9 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ferry_ingest::Ingest;
-use ferry_local::{demo, stack};
+use ferry_local::{blobs, demo, stack};
 use ferry_shared::{config::Config, db, telemetry};
+use ferry_transform::{Outcome, Transform, TransformConfig};
 
 #[derive(Parser)]
 #[command(
@@ -19,7 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Push a generated mixed stream through the local queue into the ingest function.
+    /// Push a generated mixed stream through the local queue into the ingest function, and
+    /// files through the local bucket into the transform function.
     Demo {
         /// Events to generate.
         #[arg(long, default_value_t = 20_000)]
@@ -33,6 +35,21 @@ enum Command {
         /// Random seed of the generated stream.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Events written as files (gzip NDJSON) into the local bucket, plus one CSV.
+        #[arg(long, default_value_t = 5_000)]
+        file_events: usize,
+    },
+    /// Run every object under a prefix through the transform handler (idempotent).
+    ///
+    /// STORE_URL is s3://bucket/prefix, az://account/container/prefix (credentials from the
+    /// AWS_* / AZURE_* environment), or a local path (file:// or plain; inside the local
+    /// bucket, keys are relative to the bucket).
+    Backfill { store_url: String },
+    /// Watch the local bucket directory and load new files as they land (Ctrl-C stops).
+    Watch {
+        /// Seconds between scans.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
     },
     /// Apply the embedded migrations and create partitions for the next hour.
     Migrate,
@@ -81,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
             workers,
             batch_size,
             seed,
+            file_events,
         } => {
             let stack = stack::open(&cfg).await?;
             let mut cfg = cfg;
@@ -88,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
             let pool = db::pool(&cfg.db, &stack.url, "ferry-demo")?;
             let ingest = Ingest::with_pool(&cfg, pool.clone(), "ingest");
             demo::run(
-                pool,
+                pool.clone(),
                 ingest,
                 demo::DemoOptions {
                     events,
@@ -99,6 +117,85 @@ async fn main() -> anyhow::Result<()> {
                 cfg.partition_interval.as_secs() as i64,
             )
             .await?;
+            if file_events > 0 {
+                let t =
+                    Transform::with_pool(&cfg, TransformConfig::from_env()?, pool, "transform")?;
+                demo::files(&t, &blobs::bucket_dir()?, file_events, seed).await?;
+            }
+        }
+        Command::Backfill { store_url } => {
+            let stack = stack::open(&cfg).await?;
+            let pool = db::pool(&cfg.db, &stack.url, "ferry-backfill")?;
+            let t = Transform::with_pool(&cfg, TransformConfig::from_env()?, pool, "transform")?;
+            let (store, prefix) = backfill_target(&store_url)?;
+            eprintln!("backfill {store} prefix {prefix:?}");
+            let started = std::time::Instant::now();
+            let summary = blobs::backfill(&t, &store, &prefix, |i, n, blob, result| {
+                let what = match result {
+                    Ok(r) => match &r.outcome {
+                        Outcome::Loaded => format!(
+                            "loaded {} of {} records ({} duplicates, {} quarantined, {} dropped)",
+                            r.loaded,
+                            r.records,
+                            r.duplicates,
+                            r.quarantined_total(),
+                            r.dropped.values().sum::<u64>()
+                        ),
+                        Outcome::Quarantined(reason) => format!("quarantined: {reason}"),
+                        other => format!("{other:?}").to_lowercase(),
+                    },
+                    Err(e) => format!("FAILED (retry later): {e}"),
+                };
+                eprintln!("[{i}/{n}] {}: {what}", blob.key);
+            })
+            .await?;
+            println!(
+                "backfill: {} objects ({} loaded, {} already applied, {} stale, {} gone, \
+                 {} quarantined, {} failed); {} events loaded, {} duplicates, \
+                 {} records quarantined, {} dropped; {:.1}s",
+                summary.objects,
+                summary.loaded_objects,
+                summary.already_applied,
+                summary.stale,
+                summary.gone,
+                summary.quarantined_objects,
+                summary.failed,
+                summary.events_loaded,
+                summary.duplicates,
+                summary.quarantined_records,
+                summary.dropped,
+                started.elapsed().as_secs_f64()
+            );
+            if summary.failed > 0 {
+                anyhow::bail!("{} objects failed; run the backfill again", summary.failed);
+            }
+        }
+        Command::Watch { interval } => {
+            let stack = stack::open(&cfg).await?;
+            let pool = db::pool(&cfg.db, &stack.url, "ferry-watch")?;
+            let t = Transform::with_pool(&cfg, TransformConfig::from_env()?, pool, "transform")?;
+            let dir = blobs::bucket_dir()?;
+            eprintln!("watching {} (Ctrl-C stops)", dir.display());
+            let stop = async {
+                tokio::signal::ctrl_c().await.ok();
+            };
+            blobs::Watcher::new(&dir)
+                .run(
+                    &t,
+                    std::time::Duration::from_secs_f64(interval),
+                    stop,
+                    |r| {
+                        println!(
+                            "{}: {:?}, {} loaded, {} quarantined, {} dropped",
+                            r.unit,
+                            r.outcome,
+                            r.loaded,
+                            r.quarantined_total(),
+                            r.dropped.values().sum::<u64>()
+                        );
+                    },
+                )
+                .await?;
         }
         Command::Migrate => {
             let stack = stack::open(&cfg).await?;
@@ -140,6 +237,25 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Store and prefix of a backfill argument.
+fn backfill_target(url: &str) -> anyhow::Result<(String, String)> {
+    if url.starts_with("s3://") || url.starts_with("az://") {
+        return Ok(ferry_transform::store::split_store_url(url)?);
+    }
+    let path = std::path::Path::new(url.strip_prefix("file://").unwrap_or(url));
+    let path = std::fs::canonicalize(path).with_context(|| format!("{url}: no such path"))?;
+    let bucket = blobs::bucket_dir()?;
+    if let Ok(rel) = path.strip_prefix(&bucket) {
+        let mut prefix = rel.to_string_lossy().into_owned();
+        if path.is_dir() && !prefix.is_empty() {
+            prefix.push('/');
+        }
+        return Ok((blobs::file_store(&bucket), prefix));
+    }
+    anyhow::ensure!(path.is_dir(), "{url}: not a directory");
+    Ok((blobs::file_store(&path), String::new()))
 }
 
 /// The URL without its password, for output.

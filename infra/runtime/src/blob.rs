@@ -67,9 +67,9 @@ fn read_value(value: &Value) -> Notice {
     match event_type {
         Some("Microsoft.Storage.BlobCreated") => event_grid(value),
         Some(other) if other.starts_with("Microsoft.") => Notice::Ignore(other.to_owned()),
-        _ => Notice::Invalid(
-            "not an S3, EventBridge or Event Grid blob-created notification".into(),
-        ),
+        _ => {
+            Notice::Invalid("not an S3, EventBridge or Event Grid blob-created notification".into())
+        }
     }
 }
 
@@ -110,7 +110,10 @@ fn s3_records(value: &Value) -> Notice {
 }
 
 fn eventbridge(value: &Value) -> Notice {
-    let detail_type = value.get("detail-type").and_then(Value::as_str).unwrap_or("");
+    let detail_type = value
+        .get("detail-type")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if detail_type != "Object Created" {
         return Notice::Ignore(format!("EventBridge {detail_type:?}"));
     }
@@ -184,15 +187,12 @@ pub fn azure_blob_url(url: &str) -> Result<(String, String), String> {
     let (host, path) = rest.split_once('/').ok_or_else(|| bad("no path"))?;
     let host = host.rsplit('@').next().unwrap_or(host);
     let hostname = host.split(':').next().unwrap_or(host);
-    let mut segments = path.splitn(3, '/');
-    let (account, container) = match hostname.split_once(".blob.") {
-        Some((account, _)) => (account.to_owned(), segments.next().unwrap_or_default()),
-        None => (
-            segments.next().unwrap_or_default().to_owned(),
-            segments.next().unwrap_or_default(),
-        ),
+    // Service form: the account is in the host name; path form: it is the first segment.
+    let (account, path) = match hostname.split_once(".blob.") {
+        Some((account, _)) => (account, path),
+        None => path.split_once('/').unwrap_or((path, "")),
     };
-    let blob = segments.next().unwrap_or_default();
+    let (container, blob) = path.split_once('/').unwrap_or((path, ""));
     if account.is_empty() || container.is_empty() || blob.is_empty() {
         return Err(bad("expected /<container>/<blob> under an account"));
     }
@@ -243,10 +243,12 @@ mod tests {
 
     #[test]
     fn s3_keys_are_form_decoded() {
-        let b = blobs(json!({"Records": [{"eventName": "ObjectCreated:Put", "s3": {
+        let b = blobs(
+            json!({"Records": [{"eventName": "ObjectCreated:Put", "s3": {
             "bucket": {"name": "drop"},
             "object": {"key": "in/red+flower%2B1.csv", "size": 7, "eTag": "abc",
-                       "sequencer": "0A1"}}}]}));
+                       "sequencer": "0A1"}}}]}),
+        );
         assert_eq!(b[0].store, "s3://drop");
         assert_eq!(b[0].key, "in/red flower+1.csv");
         assert_eq!(

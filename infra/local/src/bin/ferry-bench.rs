@@ -26,9 +26,25 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         workers: usize,
     },
+    /// The transform handler on one gzip NDJSON file vs raw COPY of the same rows, with the
+    /// handler's peak memory.
+    Transform {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        /// Where the generated file is written (default: <state dir>/bench).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
+    /// (Internal) the handler side of `transform`, in its own process.
+    #[command(hide = true)]
+    TransformRun {
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
 }
 
 #[tokio::main]
+#[allow(clippy::print_stdout)]
 async fn main() -> anyhow::Result<()> {
     let cfg = Config::from_env()?;
     telemetry::init_with_default(cfg.log_format, "error");
@@ -56,6 +72,19 @@ async fn main() -> anyhow::Result<()> {
                 workers,
             };
             bench::ingest(&admin_url, &cfg, &opts).await?;
+        }
+        Command::Transform { events, dir } => {
+            let dir = match dir {
+                Some(d) => d,
+                None => stack::state_dir()?.join("bench"),
+            };
+            let opts = bench::TransformBench { events, dir };
+            let exe = std::env::current_exe()?;
+            bench::transform(&admin_url, &cfg, &opts, &exe).await?;
+        }
+        Command::TransformRun { file } => {
+            let run = bench::transform_run(&admin_url, &cfg, &file).await?;
+            println!("{}", serde_json::to_string(&run)?);
         }
     }
     Ok(())
