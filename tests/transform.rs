@@ -822,3 +822,44 @@ async fn the_ferry_backfill_command_prints_progress_and_a_summary() {
     assert!(out.contains(" 0 events loaded"), "{out}");
     assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 12);
 }
+
+#[tokio::test]
+async fn a_file_spanning_many_partitions_loads_chunk_by_chunk_in_one_transaction() {
+    // Later chunks need partitions that do not exist yet while the object's transaction holds
+    // its inserts open: they are attached from another connection without waiting for it.
+    let (db, t) = setup(TransformConfig {
+        chunk_records: 1_000,
+        ..TransformConfig::default()
+    })
+    .await;
+    let (_dir, store) = local_store();
+    let start = chrono::Utc::now() - chrono::Duration::hours(3);
+    let mut body = String::new();
+    for i in 0..12_000i64 {
+        let time = start + chrono::Duration::seconds(i * 15 / 20);
+        body.push_str(
+            &json!({"specversion": "1.0", "id": format!("span-{i}"), "source": "/tracker",
+                    "type": "page.viewed", "time": time.to_rfc3339(), "tenantid": "acme"})
+            .to_string(),
+        );
+        body.push('\n');
+    }
+    let before = count(
+        &db.pool,
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'events'::regclass",
+    )
+    .await;
+    let blob = put(&t, &store, "tracker/span.ndjson", body.into_bytes()).await;
+    let r = tokio::time::timeout(std::time::Duration::from_secs(60), t.process(&blob))
+        .await
+        .expect("no lock wait")
+        .unwrap();
+    assert_eq!(r.loaded, 12_000);
+    let after = count(
+        &db.pool,
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'events'::regclass",
+    )
+    .await;
+    assert!(after - before >= 30, "partitions {before} -> {after}");
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 12_000);
+}

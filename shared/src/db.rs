@@ -25,6 +25,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "blob_objects",
         include_str!("../migrations/0002_blob_objects.sql"),
     ),
+    (
+        3,
+        "attach_partitions",
+        include_str!("../migrations/0003_attach_partitions.sql"),
+    ),
 ];
 
 #[derive(Debug)]

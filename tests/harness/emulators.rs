@@ -173,50 +173,51 @@ pub async fn az_container(name: &str) -> String {
     format!("az://{AZURITE_ACCOUNT}/{name}")
 }
 
-/// object_store settings that point S3 at moto and Azure at Azurite (each only when started).
-pub fn store_options() -> Vec<(String, String)> {
-    let mut options = Vec::new();
+/// Settings that point S3 at moto and Azure at Azurite (each only once started), as
+/// `(object_store key, environment variable, value)`.
+fn settings() -> Vec<(&'static str, &'static str, String)> {
+    let mut all = Vec::new();
     if let Some(m) = MOTO.get() {
-        for (k, v) in [
-            ("aws_endpoint", m.endpoint.as_str()),
-            ("aws_allow_http", "true"),
-            ("aws_access_key_id", "testing"),
-            ("aws_secret_access_key", "testing"),
-            ("aws_region", "us-east-1"),
-        ] {
-            options.push((k.to_owned(), v.to_owned()));
-        }
+        all.extend([
+            ("aws_endpoint", "AWS_ENDPOINT", m.endpoint.clone()),
+            ("aws_allow_http", "AWS_ALLOW_HTTP", "true".into()),
+            ("aws_access_key_id", "AWS_ACCESS_KEY_ID", "testing".into()),
+            (
+                "aws_secret_access_key",
+                "AWS_SECRET_ACCESS_KEY",
+                "testing".into(),
+            ),
+            ("aws_region", "AWS_REGION", "us-east-1".into()),
+        ]);
     }
     if let Some(a) = AZURITE.get() {
+        // In-process clients take the account URL; the binaries use the emulator switch.
         let endpoint = format!("{}/{AZURITE_ACCOUNT}", a.endpoint);
-        for (k, v) in [
-            ("azure_storage_endpoint", endpoint.as_str()),
-            ("azure_storage_account_key", AZURITE_KEY),
-            ("azure_allow_http", "true"),
-        ] {
-            options.push((k.to_owned(), v.to_owned()));
-        }
+        all.extend([
+            ("azure_storage_endpoint", "", endpoint),
+            ("azure_storage_account_key", "", AZURITE_KEY.into()),
+            ("azure_allow_http", "", "true".into()),
+            ("", "AZURE_STORAGE_USE_EMULATOR", "true".into()),
+            ("", "AZURITE_BLOB_STORAGE_URL", a.endpoint.clone()),
+        ]);
     }
-    options
+    all
+}
+
+/// object_store settings for in-process clients (`Stores::with_options`).
+pub fn store_options() -> Vec<(String, String)> {
+    settings()
+        .into_iter()
+        .filter(|(k, _, _)| !k.is_empty())
+        .map(|(k, _, v)| (k.to_owned(), v))
+        .collect()
 }
 
 /// Environment for a function binary that reads from the started emulators.
 pub fn store_env() -> Vec<(String, String)> {
-    let mut env = Vec::new();
-    if let Some(m) = MOTO.get() {
-        for (k, v) in [
-            ("AWS_ENDPOINT", m.endpoint.as_str()),
-            ("AWS_ALLOW_HTTP", "true"),
-            ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing"),
-            ("AWS_REGION", "us-east-1"),
-        ] {
-            env.push((k.to_owned(), v.to_owned()));
-        }
-    }
-    if let Some(a) = AZURITE.get() {
-        env.push(("AZURE_STORAGE_USE_EMULATOR".into(), "true".into()));
-        env.push(("AZURITE_BLOB_STORAGE_URL".into(), a.endpoint.clone()));
-    }
-    env
+    settings()
+        .into_iter()
+        .filter(|(_, e, _)| !e.is_empty())
+        .map(|(_, e, v)| (e.to_owned(), v))
+        .collect()
 }

@@ -8,11 +8,13 @@
 //!    notification whose `sequencer` is older than one already applied for the key is recorded
 //!    as `stale` and ignored;
 //! 2. the object is streamed from the store (pinned to the notified version or ETag), decoded
-//!    and parsed on a blocking thread, and arrives in bounded chunks; each chunk's partitions are
-//!    created (in their own short transactions), its events are COPYed into a temporary staging
-//!    table and its rejected records written to `quarantine` with their line numbers;
-//! 3. one merge moves the staged events into `events` (`ON CONFLICT DO NOTHING`), then the
-//!    object's `blob_objects` row and ledger counts are written and the transaction commits.
+//!    and parsed on a blocking thread, and arrives in bounded chunks; for each chunk, its
+//!    partitions are attached (in their own short transactions: attaching does not conflict
+//!    with this transaction's open inserts), its events are COPYed into a temporary staging
+//!    table and merged into `events` (`ON CONFLICT DO NOTHING`) while the reader parses the
+//!    next chunk, and its rejected records are written to `quarantine` with their line numbers;
+//! 3. the object's `blob_objects` row and ledger counts are written and the transaction
+//!    commits.
 //!
 //! Memory is bounded by the chunk size, whatever the file size. If the function dies midway,
 //! the transaction rolls back: nothing of the object is stored, the ledger has no row, and the
@@ -461,7 +463,6 @@ impl Transform {
                     .await;
             }
         };
-        report.loaded = merge_staging(&mut tx, received_at).await?;
         report.duplicates = staged - report.loaded;
         record_object(
             &mut tx,
@@ -477,8 +478,8 @@ impl Transform {
         Ok(report)
     }
 
-    /// Stages one chunk: partitions, tenant check, COPY, quarantine rows. Returns the number of
-    /// events staged.
+    /// Loads one chunk: partitions, tenant check, COPY into staging and merge, quarantine rows.
+    /// Returns the number of events offered (loaded or duplicate).
     #[allow(clippy::too_many_arguments)]
     async fn stage(
         &self,
@@ -513,11 +514,16 @@ impl Transform {
                 tenants.insert(t.to_owned(), active.contains(t));
             }
         }
-        let (good, unknown): (Vec<&Event>, Vec<&Event>) = chunk
+        let (mut good, unknown): (Vec<&Event>, Vec<&Event>) = chunk
             .events
             .iter()
             .partition(|e| tenants.get(&e.tenant_id).copied().unwrap_or(false));
+        // In key order, like every load, so overlapping loads cannot deadlock.
+        good.sort_unstable_by(|a, b| a.key().cmp(&b.key()));
         copy_to_staging(tx, &good).await?;
+        // Merged chunk by chunk: PostgreSQL merges while the reader parses the next chunk.
+        // (Partitions attach without conflicting with this open transaction's inserts.)
+        report.loaded += merge_staging(tx, received_at).await?;
         let mut rejected = chunk.rejected;
         rejected.extend(unknown.iter().map(|e| unknown_tenant(e)));
         for r in &rejected {

@@ -41,15 +41,7 @@ impl<'r> Mapper<'r> {
 
     pub fn map(&self, number: u64, record: Record<'_>) -> Mapped {
         let position = i32::try_from(number).unwrap_or(i32::MAX);
-        let reject = |reason, detail: String, raw: &[u8]| {
-            Mapped::Rejected(Rejection {
-                tenant_id: None,
-                position: Some(position),
-                reason,
-                detail,
-                raw: raw.to_vec(),
-            })
-        };
+        let reject = |reason, detail: String, raw: &[u8]| rejected(position, reason, detail, raw);
         match record {
             Record::Malformed { raw, detail, .. } => {
                 reject(RejectReason::MalformedRecord, detail, raw)
@@ -125,20 +117,12 @@ impl<'r> Mapper<'r> {
         let mut object: Map<String, Value> = match serde_json::from_str(text) {
             Ok(Value::Object(o)) => o,
             Ok(_) => {
-                return self.rejected(
-                    RejectReason::InvalidJson,
-                    "not a JSON object",
-                    text,
-                    position,
-                )
+                let detail = "not a JSON object".to_owned();
+                return rejected(position, RejectReason::InvalidJson, detail, text.as_bytes());
             }
             Err(e) => {
-                return self.rejected(
-                    RejectReason::InvalidJson,
-                    &format!("not a JSON object: {e}"),
-                    text,
-                    position,
-                )
+                let detail = format!("not a JSON object: {e}");
+                return rejected(position, RejectReason::InvalidJson, detail, text.as_bytes());
             }
         };
         if rule.maps_fields() {
@@ -179,15 +163,7 @@ impl<'r> Mapper<'r> {
         if let Some(i) = dropped(&rule.drops, get) {
             return Mapped::Dropped(i);
         }
-        let reject = |reason, detail: String| {
-            Mapped::Rejected(Rejection {
-                tenant_id: None,
-                position: Some(position),
-                reason,
-                detail,
-                raw: raw.to_vec(),
-            })
-        };
+        let reject = |reason, detail: String| rejected(position, reason, detail, raw);
         let mut event = Map::new();
         event.insert("specversion".into(), "1.0".into());
         for (attribute, value) in &rule.set {
@@ -251,16 +227,16 @@ impl<'r> Mapper<'r> {
             Err(r) => Mapped::Rejected(r),
         }
     }
+}
 
-    fn rejected(&self, reason: RejectReason, detail: &str, text: &str, position: i32) -> Mapped {
-        Mapped::Rejected(Rejection {
-            tenant_id: None,
-            position: Some(position),
-            reason,
-            detail: detail.to_owned(),
-            raw: text.as_bytes().to_vec(),
-        })
-    }
+fn rejected(position: i32, reason: RejectReason, detail: String, raw: &[u8]) -> Mapped {
+    Mapped::Rejected(Rejection {
+        tenant_id: None,
+        position: Some(position),
+        reason,
+        detail,
+        raw: raw.to_vec(),
+    })
 }
 
 /// A JSON scalar as text; objects and arrays are not attribute values.

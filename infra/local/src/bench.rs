@@ -267,23 +267,19 @@ pub fn peak_rss_kib() -> u64 {
 }
 
 /// The handler side, run in its own process so its peak RSS is its own: one notification for
-/// `file`, read from the local store, loaded into `database_url`.
+/// `key` in the local store `dir`, loaded into `database_url`.
 pub async fn transform_run(
     database_url: &str,
     cfg: &Config,
-    file: &std::path::Path,
+    dir: &std::path::Path,
+    key: &str,
 ) -> anyhow::Result<HandlerRun> {
     let pool = db::pool(&cfg.db, database_url, "ferry-bench")?;
     let tcfg = ferry_transform::TransformConfig::from_env()?;
     let t = ferry_transform::Transform::with_pool(cfg, tcfg, pool, "transform")?;
-    let dir = file.parent().expect("file in a directory");
     let blob = ferry_shared::BlobCreated {
-        store: crate::blobs::file_store(dir),
-        key: file
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("utf-8 name")
-            .to_owned(),
+        store: crate::blobs::file_store(&std::fs::canonicalize(dir)?),
+        key: key.to_owned(),
         ..Default::default()
     };
     let started = Instant::now();
@@ -311,7 +307,8 @@ pub async fn transform(
     // The rules file covers `tracker/`: the generated file is a tracker drop.
     let tracker = opts.dir.join("tracker");
     std::fs::create_dir_all(&tracker)?;
-    let file = tracker.join(format!("bench-{}.ndjson.gz", opts.events));
+    let key = format!("tracker/bench-{}.ndjson.gz", opts.events);
+    let file = opts.dir.join(&key);
     println!("generating {} events as gzip NDJSON", opts.events);
     let size = write_gzip_ndjson(&file, opts.events)?;
     println!(
@@ -341,6 +338,10 @@ pub async fn transform(
     let mut conn = copy_pool.acquire().await?;
     let started = Instant::now();
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    // One merge of millions of rows takes longer than the pool's statement timeout.
+    sqlx::query("SET LOCAL statement_timeout = 0")
+        .execute(&mut *tx)
+        .await?;
     ferry_shared::load::create_staging(&mut tx).await?;
     for chunk in events.chunks(50_000) {
         let refs: Vec<&Event> = chunk.iter().collect();
@@ -358,8 +359,9 @@ pub async fn transform(
     prepare(&admin, admin_url, "bench_thandler", cfg).await?;
     let url = with_database(admin_url, "bench_thandler");
     let out = tokio::process::Command::new(self_exe)
-        .args(["transform-run", "--file"])
-        .arg(&file)
+        .args(["transform-run", "--dir"])
+        .arg(&opts.dir)
+        .args(["--key", &key])
         .env("DATABASE_URL", &url)
         .stderr(std::process::Stdio::inherit())
         .output()

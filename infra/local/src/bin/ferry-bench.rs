@@ -39,7 +39,9 @@ enum Command {
     #[command(hide = true)]
     TransformRun {
         #[arg(long)]
-        file: std::path::PathBuf,
+        dir: std::path::PathBuf,
+        #[arg(long)]
+        key: String,
     },
 }
 
@@ -82,8 +84,8 @@ async fn main() -> anyhow::Result<()> {
             let exe = std::env::current_exe()?;
             bench::transform(&admin_url, &cfg, &opts, &exe).await?;
         }
-        Command::TransformRun { file } => {
-            let run = bench::transform_run(&admin_url, &cfg, &file).await?;
+        Command::TransformRun { dir, key } => {
+            let run = bench::transform_run(&admin_url, &cfg, &dir, &key).await?;
             println!("{}", serde_json::to_string(&run)?);
         }
     }
