@@ -52,7 +52,7 @@ async fn upload(store: &str, key: &str, body: Vec<u8>) -> Uploaded {
     let r = stores
         .get(store)
         .unwrap()
-        .put(&ObjectPath::from(key), PutPayload::from(body))
+        .put(&ObjectPath::parse(key).unwrap(), PutPayload::from(body))
         .await
         .unwrap();
     Uploaded {

@@ -109,7 +109,7 @@ async fn put(t: &Transform, store: &str, key: &str, bytes: Vec<u8>) -> BlobCreat
     let client = t.stores().get(store).unwrap();
     let size = bytes.len() as u64;
     let r = client
-        .put(&ObjectPath::from(key), PutPayload::from(bytes))
+        .put(&ObjectPath::parse(key).unwrap(), PutPayload::from(bytes))
         .await
         .unwrap_or_else(|e| panic!("upload {store}/{key}: {e}"));
     BlobCreated {
@@ -862,4 +862,47 @@ async fn a_file_spanning_many_partitions_loads_chunk_by_chunk_in_one_transaction
     .await;
     assert!(after - before >= 30, "partitions {before} -> {after}");
     assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 12_000);
+}
+
+#[tokio::test]
+async fn keys_with_characters_object_store_would_escape_load_and_backfill() {
+    let store = s3_bucket(&unique("keys"), false).await;
+    let (db, t) = setup(TransformConfig::default()).await;
+    let key = "tracker/report~v2 [1]%.ndjson";
+    let blob = put(&t, &store, key, ndjson(3, "odd")).await;
+    let r = t.process(&blob).await.unwrap();
+    assert_eq!((r.outcome, r.loaded), (Outcome::Loaded, 3));
+    let listed = ferry_local::blobs::list(&t, &store, "tracker/")
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].key, key, "listing gives the key as stored");
+    let again = ferry_local::blobs::backfill(&t, &store, "tracker/", |_, _, _, _| {})
+        .await
+        .unwrap();
+    assert_eq!(again.already_applied, 1);
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 3);
+}
+
+#[tokio::test]
+async fn a_record_the_database_refuses_is_quarantined_alone() {
+    let (db, t) = setup(TransformConfig::default()).await;
+    let (_dir, store) = local_store();
+    // Valid JSON, a valid CloudEvent, but jsonb refuses a lone surrogate escape.
+    let refused = ce("acme", "dbr-bad", "page.viewed").replace("\"/home\"", "\"\\ud800\"");
+    let mut body = json_array(50, "dbr");
+    let end = body.iter().rposition(|b| *b == b']').unwrap();
+    body.truncate(end);
+    body.extend_from_slice(format!(",\n  {refused}\n]\n").as_bytes());
+    let blob = put(&t, &store, "dumps/refused.json", body).await;
+    let r = t.process(&blob).await.unwrap();
+    assert_eq!(
+        (r.outcome.clone(), r.loaded),
+        (Outcome::Loaded, 50),
+        "{r:?}"
+    );
+    let rows = quarantined(&db, "database_rejected").await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].0, Some(51), "element 51");
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 50);
 }

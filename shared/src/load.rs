@@ -468,10 +468,10 @@ pub async fn merge_staging(
     Ok(done.rows_affected())
 }
 
-/// Inserts events one by one under savepoints; events the database refuses for good come back
-/// as `database_rejected` rejections.
-async fn insert_each(
-    tx: &mut Transaction<'_, Postgres>,
+/// Inserts events one by one under savepoints (inside a transaction); events the database
+/// refuses for good come back as `database_rejected` rejections.
+pub async fn insert_each(
+    tx: &mut PgConnection,
     events: &[&Event],
     received_at: DateTime<Utc>,
 ) -> Result<(u64, Vec<Rejection>), Error> {
@@ -479,18 +479,18 @@ async fn insert_each(
     let mut refused = Vec::new();
     for e in events {
         sqlx::query("SAVEPOINT ferry_event")
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         match insert_unnest(tx, std::slice::from_ref(e), received_at).await {
             Ok(n) => {
                 loaded += n;
                 sqlx::query("RELEASE SAVEPOINT ferry_event")
-                    .execute(&mut **tx)
+                    .execute(&mut *tx)
                     .await?;
             }
             Err(Error::Permanent(err)) => {
                 sqlx::query("ROLLBACK TO SAVEPOINT ferry_event")
-                    .execute(&mut **tx)
+                    .execute(&mut *tx)
                     .await?;
                 refused.push(Rejection {
                     tenant_id: Some(e.tenant_id.clone()),

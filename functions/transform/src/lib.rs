@@ -35,8 +35,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use ferry_shared::config::Config;
 use ferry_shared::load::{
-    active_tenant_ids, copy_to_staging, create_staging, insert_quarantine, merge_staging,
-    unknown_tenant,
+    active_tenant_ids, copy_to_staging, create_staging, insert_each, insert_quarantine,
+    merge_staging, unknown_tenant,
 };
 use ferry_shared::{
     BlobCreated, BlobHandler, Error, Event, Limits, Loader, LoaderConfig, RejectReason, Rejection,
@@ -168,6 +168,9 @@ pub struct Transform {
     limits: Limits,
     cfg: TransformConfig,
     function: String,
+    /// Objects in flight: each holds a connection for its transaction, and partition upkeep
+    /// needs one more, so at most `max_connections - 1` objects load at once.
+    objects: tokio::sync::Semaphore,
     #[cfg(all(feature = "fault-injection", debug_assertions))]
     faults: Option<FaultHook>,
 }
@@ -180,6 +183,9 @@ impl std::fmt::Debug for Transform {
             .finish_non_exhaustive()
     }
 }
+
+/// Most bytes of records in one chunk.
+const CHUNK_BYTES: usize = 32 * 1024 * 1024;
 
 /// A chunk handed from the reader thread to the loader.
 #[derive(Debug, Default)]
@@ -216,14 +222,16 @@ impl Transform {
                 copy_threshold: cfg.copy_threshold,
             },
         );
+        let in_flight = (cfg.db.max_connections as usize).saturating_sub(1).max(1);
         Ok(Transform {
             pool,
             loader,
             sources: Arc::new(sources),
-            stores: Stores::default(),
+            stores: Stores::default().with_timeout(tcfg.timeout),
             limits: cfg.limits.clone(),
             cfg: tcfg,
             function: function.into(),
+            objects: tokio::sync::Semaphore::new(in_flight),
             #[cfg(all(feature = "fault-injection", debug_assertions))]
             faults: None,
         })
@@ -258,9 +266,31 @@ impl Transform {
             .stores
             .get(&blob.store)
             .map_err(|e| TransformError::Store(e.to_string()))?;
-        let path = ObjectPath::from(blob.key.as_str());
         let mut pinned = blob.clone();
         pinned.etag = blob.etag.as_deref().map(plain_etag);
+        pinned.sequencer = blob.sequencer.as_deref().map(str::to_ascii_uppercase);
+        let path = match ObjectPath::parse(&blob.key) {
+            Ok(p) => p,
+            Err(e) => {
+                let unit = unit_of(&pinned);
+                let detail = format!("the key cannot be addressed in the store: {e}");
+                return self
+                    .quarantine_object(
+                        &pinned,
+                        &unit,
+                        None,
+                        RejectReason::InvalidNotification,
+                        &detail,
+                        &[],
+                    )
+                    .await;
+            }
+        };
+        let _permit = self
+            .objects
+            .acquire()
+            .await
+            .map_err(|e| TransformError::Store(e.to_string()))?;
         if pinned.version.is_none() && pinned.etag.is_none() {
             // The local watcher and some callers give only a key: pin what is there now.
             match store.head(&path).await {
@@ -276,7 +306,19 @@ impl Transform {
             }
         }
         let unit = unit_of(&pinned);
-        let report = self.process_pinned(&pinned, &unit, store, path).await?;
+        let first = self
+            .process_pinned(&pinned, &unit, Arc::clone(&store), &path, false)
+            .await;
+        let report = match first {
+            Err(TransformError::Database(Error::Permanent(e))) => {
+                // The database refuses some record for good (a value jsonb cannot hold, say):
+                // load the object again event by event, quarantining only what it refuses.
+                warn!(%unit, error = %e, "reloading the object event by event");
+                self.process_pinned(&pinned, &unit, store, &path, true)
+                    .await?
+            }
+            other => other?,
+        };
         info!(
             unit = %report.unit, outcome = ?report.outcome, records = report.records,
             loaded = report.loaded, duplicates = report.duplicates,
@@ -292,7 +334,8 @@ impl Transform {
         blob: &BlobCreated,
         unit: &str,
         store: Arc<dyn ObjectStore>,
-        path: ObjectPath,
+        path: &ObjectPath,
+        isolate: bool,
     ) -> Result<ObjectReport, TransformError> {
         let applied: Option<i32> =
             sqlx::query_scalar("SELECT 1 FROM ingest_ledger WHERE unit = $1")
@@ -351,7 +394,11 @@ impl Transform {
             (Some(v), _) => options.version = Some(v.clone()),
             // The local file store does not take If-Match: compare its ETag instead.
             (None, Some(e)) if blob.store.starts_with("file://") => {
-                let now = store.head(&path).await.ok().and_then(|m| m.e_tag);
+                let now = match store.head(path).await {
+                    Ok(meta) => meta.e_tag,
+                    Err(object_store::Error::NotFound { .. }) => None,
+                    Err(e) => return Err(TransformError::Store(e.to_string())),
+                };
                 if now.as_deref().map(plain_etag).as_deref() != Some(e.as_str()) {
                     warn!(%unit, "the notified version is no longer in the store");
                     return Ok(ObjectReport::new(unit.to_owned(), Outcome::Gone));
@@ -361,7 +408,7 @@ impl Transform {
             (None, Some(e)) => options.if_match = Some(format!("\"{e}\"")),
             (None, None) => {}
         }
-        let got = match store.get_opts(&path, options).await {
+        let got = match store.get_opts(path, options).await {
             Ok(g) => g,
             Err(
                 object_store::Error::NotFound { .. } | object_store::Error::Precondition { .. },
@@ -393,14 +440,23 @@ impl Transform {
                     ..Chunk::default()
                 };
                 let mut chunk = fresh();
+                let mut bytes = 0usize;
                 let result = read_object(source, &state, &rule, read_limits, |number, record| {
                     chunk.records += 1;
                     match mapper.map(number, record) {
-                        Mapped::Event(e) => chunk.events.push(*e),
-                        Mapped::Rejected(r) => chunk.rejected.push(r),
+                        Mapped::Event(e) => {
+                            bytes += e.raw.len();
+                            chunk.events.push(*e)
+                        }
+                        Mapped::Rejected(r) => {
+                            bytes += r.raw.len();
+                            chunk.rejected.push(r)
+                        }
                         Mapped::Dropped(i) => chunk.dropped[i] += 1,
                     }
-                    if chunk.records as usize >= chunk_records {
+                    // Bounded by records and by bytes (records may be up to 256 KiB each).
+                    if chunk.records as usize >= chunk_records || bytes >= CHUNK_BYTES {
+                        bytes = 0;
                         let full = std::mem::replace(&mut chunk, fresh());
                         if chunks_tx.blocking_send(full).is_err() {
                             return Flow::Stop;
@@ -429,6 +485,7 @@ impl Transform {
                     &mut tenants,
                     &mut report,
                     received_at,
+                    isolate,
                 )
                 .await;
             match step {
@@ -451,8 +508,8 @@ impl Transform {
                 return Err(TransformError::Store("the reader stopped early".into()))
             }
             Err(whole) => {
-                // Roll back what was staged: the object is quarantined as a whole.
-                drop(tx);
+                // Roll back what was loaded: the object is quarantined as a whole.
+                tx.rollback().await.map_err(Error::from)?;
                 let reason = match whole {
                     ObjectError::Corrupt(_) => RejectReason::CorruptArchive,
                     _ => RejectReason::UnknownFormat,
@@ -463,7 +520,7 @@ impl Transform {
                     .await;
             }
         };
-        report.duplicates = staged - report.loaded;
+        report.duplicates = staged.saturating_sub(report.loaded);
         record_object(
             &mut tx,
             blob,
@@ -490,6 +547,7 @@ impl Transform {
         tenants: &mut HashMap<String, bool>,
         report: &mut ObjectReport,
         received_at: DateTime<Utc>,
+        isolate: bool,
     ) -> Result<u64, Error> {
         report.records += chunk.records;
         for (i, n) in chunk.dropped.iter().enumerate().filter(|(_, n)| **n > 0) {
@@ -520,11 +578,19 @@ impl Transform {
             .partition(|e| tenants.get(&e.tenant_id).copied().unwrap_or(false));
         // In key order, like every load, so overlapping loads cannot deadlock.
         good.sort_unstable_by(|a, b| a.key().cmp(&b.key()));
-        copy_to_staging(tx, &good).await?;
-        // Merged chunk by chunk: PostgreSQL merges while the reader parses the next chunk.
-        // (Partitions attach without conflicting with this open transaction's inserts.)
-        report.loaded += merge_staging(tx, received_at).await?;
         let mut rejected = chunk.rejected;
+        let mut offered = good.len() as u64;
+        if isolate {
+            let (loaded, refused) = insert_each(tx, &good, received_at).await?;
+            report.loaded += loaded;
+            offered -= refused.len() as u64;
+            rejected.extend(refused);
+        } else {
+            copy_to_staging(tx, &good).await?;
+            // Merged chunk by chunk: PostgreSQL merges while the reader parses the next
+            // chunk. (Partitions attach without conflicting with this transaction's inserts.)
+            report.loaded += merge_staging(tx, received_at).await?;
+        }
         rejected.extend(unknown.iter().map(|e| unknown_tenant(e)));
         for r in &rejected {
             *report.quarantined.entry(r.reason).or_default() += 1;
@@ -537,7 +603,7 @@ impl Transform {
                 return Err(Error::InjectedCrash(CrashPoint::MidObject));
             }
         }
-        Ok(good.len() as u64)
+        Ok(offered)
     }
 
     /// Records an object as quarantined as a whole and acknowledges it.

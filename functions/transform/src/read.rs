@@ -9,7 +9,9 @@
 //! | `28 b5 2f fd` | zstd | | `{` | NDJSON |
 //! | anything else | none | | other text | CSV with a header (rules that map fields) |
 
+use std::cell::Cell;
 use std::io::{self, BufRead, BufReader, Read};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -189,21 +191,27 @@ pub fn read_object<R: Read>(
             ObjectError::Corrupt(format!("{} stream is corrupt: {e}", compression.as_str()))
         }
     };
-    let mut raw = BufReader::with_capacity(BUFFER, input);
-    let magic = raw.fill_buf().map_err(|e| io_error(e, Compression::None))?;
+    let mut input = input;
+    // One read may return fewer bytes than a magic number: read until there are enough.
+    let magic =
+        take_prefix(&mut input, 8, |b| b.len() >= 6).map_err(|e| io_error(e, Compression::None))?;
     let compression = if magic.starts_with(&[0x1f, 0x8b]) {
         Compression::Gzip
     } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         Compression::Zstd
     } else {
-        if let Some(kind) = unsupported_archive(magic) {
+        if let Some(kind) = unsupported_archive(&magic) {
+            // Read on a little, so the quarantine row keeps the object's first bytes.
+            take_prefix(&mut input, HEAD_BYTES, |_| false)
+                .map_err(|e| io_error(e, Compression::None))?;
             return Err(ObjectError::UnknownFormat(format!(
                 "{kind} data is not supported (gzip, zstd or uncompressed only)"
             )));
         }
         Compression::None
     };
-    let decoded: Box<dyn Read> = match compression {
+    let raw = BufReader::with_capacity(BUFFER, io::Cursor::new(magic).chain(input));
+    let mut decoded: Box<dyn Read> = match compression {
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
         Compression::Zstd => Box::new(
             zstd::stream::read::Decoder::with_buffer(raw)
@@ -211,15 +219,17 @@ pub fn read_object<R: Read>(
         ),
         Compression::None => Box::new(raw),
     };
-    let mut content = BufReader::with_capacity(BUFFER, decoded);
-    let format = detect(&mut content, rule).map_err(|e| match e {
-        Detect::Io(e) => io_error(e, compression),
-        Detect::Unknown(why) => ObjectError::UnknownFormat(why),
-    })?;
+    // Enough content to see its first non-blank byte and judge whether it is text.
+    let sample = take_prefix(&mut decoded, SAMPLE, |b| {
+        b.len() >= 4096 && b.iter().any(|c| !c.is_ascii_whitespace())
+    })
+    .map_err(|e| io_error(e, compression))?;
+    let format = detect(&sample, rule).map_err(ObjectError::UnknownFormat)?;
+    let mut content = BufReader::with_capacity(BUFFER, io::Cursor::new(sample).chain(decoded));
     let result = match format {
         Format::Ndjson => ndjson(&mut content, limits, &mut each),
         Format::Json => json_array(&mut content, limits, &mut each),
-        Format::Csv => csv_rows(&mut content, &mut each),
+        Format::Csv => csv_rows(&mut content, limits, &mut each),
     };
     match result {
         Ok(Flow::Continue) => Ok((compression, format)),
@@ -243,14 +253,31 @@ fn unsupported_archive(magic: &[u8]) -> Option<&'static str> {
         .map(|(_, k)| *k)
 }
 
-enum Detect {
-    Io(io::Error),
-    Unknown(String),
+/// Reads until `enough` holds for what was read, or the input ends, or `max` bytes; returns
+/// those bytes (the caller puts them back in front of the rest).
+fn take_prefix(
+    r: &mut impl Read,
+    max: usize,
+    enough: impl Fn(&[u8]) -> bool,
+) -> io::Result<Vec<u8>> {
+    let mut taken = Vec::new();
+    let mut piece = [0u8; 8192];
+    while taken.len() < max && !enough(&taken) {
+        let want = (max - taken.len()).min(piece.len());
+        match r.read(&mut piece[..want]) {
+            Ok(0) => break,
+            Ok(n) => taken.extend_from_slice(&piece[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(taken)
 }
 
-/// Looks at the first bytes of content (without consuming them) to pick the format.
-fn detect(content: &mut impl BufRead, rule: &Rule) -> Result<Format, Detect> {
-    let sample = content.fill_buf().map_err(Detect::Io)?;
+const SAMPLE: usize = 64 * 1024;
+
+/// Picks the format from the first bytes of content.
+fn detect(sample: &[u8], rule: &Rule) -> Result<Format, String> {
     let sample = sample.strip_prefix(b"\xef\xbb\xbf").unwrap_or(sample);
     let first = sample.iter().find(|b| !b.is_ascii_whitespace()).copied();
     let text_like = !sample.contains(&0)
@@ -264,27 +291,21 @@ fn detect(content: &mut impl BufRead, rule: &Rule) -> Result<Format, Detect> {
         Some(b'[') => Format::Json,
         Some(b'{') => Format::Ndjson,
         Some(_) if text_like => Format::Csv,
-        Some(_) => {
-            return Err(Detect::Unknown(
-                "binary content: not NDJSON, a JSON array or CSV".into(),
-            ))
-        }
+        Some(_) => return Err("binary content: not NDJSON, a JSON array or CSV".into()),
     };
     match rule.declared {
-        Declared::Auto if detected == Format::Csv && !rule.maps_fields() => {
-            Err(Detect::Unknown(format!(
-                "content is neither NDJSON nor a JSON array, and source {:?} maps no CSV fields",
-                rule.name
-            )))
-        }
+        Declared::Auto if detected == Format::Csv && !rule.maps_fields() => Err(format!(
+            "content is neither NDJSON nor a JSON array, and source {:?} maps no CSV fields",
+            rule.name
+        )),
         Declared::Auto => Ok(detected),
         declared if declared.format() == Some(detected) => Ok(detected),
-        declared => Err(Detect::Unknown(format!(
+        declared => Err(format!(
             "source {:?} expects {}, the content looks like {}",
             rule.name,
             declared.format().map_or("?", Format::as_str),
             detected.as_str()
-        ))),
+        )),
     }
 }
 
@@ -297,7 +318,10 @@ fn ndjson(
     let mut number: u64 = 0;
     while let Some(truncated) = read_line(content, &mut line, limits.max_record_bytes)? {
         number += 1;
-        let text = trim(&line);
+        let mut text = trim(&line);
+        if number == 1 {
+            text = text.strip_prefix(b"\xef\xbb\xbf").unwrap_or(text);
+        }
         if text.is_empty() {
             continue;
         }
@@ -397,7 +421,7 @@ fn json_array(
             }
             match b {
                 b'"' => in_string = true,
-                b'{' | b'[' => depth += 1,
+                b'{' | b'[' => depth = depth.saturating_add(1),
                 b'}' | b']' if depth > 0 => depth -= 1,
                 b',' | b']' if depth == 0 => {
                     append(
@@ -487,18 +511,49 @@ fn append(element: &mut Vec<u8>, bytes: &[u8], truncated: &mut bool, limits: Rea
 
 fn csv_rows(
     content: &mut impl BufRead,
+    limits: ReadLimits,
     each: &mut impl FnMut(u64, Record<'_>) -> Flow,
 ) -> io::Result<Flow> {
+    // The csv crate holds a whole record in memory; an unclosed quote would make the rest of
+    // the file one record. The guard below it fails the read once a record grows past the
+    // limit (plus the csv reader's own read-ahead).
+    let boundary = Rc::new(Cell::new(0u64));
+    let limit = limits.max_record_bytes as u64 + 64 * 1024;
+    let guarded = Guard {
+        inner: content,
+        read: 0,
+        boundary: Rc::clone(&boundary),
+        limit,
+    };
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
-        .from_reader(content);
+        .from_reader(guarded);
+    let too_long = |line: u64| {
+        let detail = format!(
+            "a CSV record longer than {limit} bytes (an unclosed quote?); the rest of the \
+             file is not read"
+        );
+        (line, detail)
+    };
     let headers = match reader.byte_headers() {
         Ok(h) => h.clone(),
+        Err(e) if is_too_long(&e) => {
+            let (line, detail) = too_long(1);
+            return Ok(each(
+                line,
+                Record::Malformed {
+                    raw: b"",
+                    detail,
+                    fatal: true,
+                },
+            ));
+        }
         Err(e) => return csv_error(e).map(|_| Flow::Continue),
     };
     let mut row = csv::ByteRecord::new();
     loop {
+        boundary.set(reader.position().byte());
         match reader.read_byte_record(&mut row) {
             Ok(false) => return Ok(Flow::Continue),
             Ok(true) => {
@@ -512,6 +567,17 @@ fn csv_rows(
                 ) {
                     return Ok(Flow::Stop);
                 }
+            }
+            Err(e) if is_too_long(&e) => {
+                let (line, detail) = too_long(reader.position().line());
+                return Ok(each(
+                    line,
+                    Record::Malformed {
+                        raw: b"",
+                        detail,
+                        fatal: true,
+                    },
+                ));
             }
             Err(e) => {
                 let line = e.position().map_or(0, |p| p.line());
@@ -531,6 +597,44 @@ fn csv_rows(
     }
 }
 
+/// Marks the guard's refusal among I/O errors.
+#[derive(Debug)]
+struct RecordTooLong;
+
+impl std::fmt::Display for RecordTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("record too long")
+    }
+}
+
+impl std::error::Error for RecordTooLong {}
+
+fn is_too_long(e: &csv::Error) -> bool {
+    match e.kind() {
+        csv::ErrorKind::Io(io) => io.get_ref().is_some_and(|x| x.is::<RecordTooLong>()),
+        _ => false,
+    }
+}
+
+/// Counts bytes handed to the csv reader and refuses to go `limit` past the last record.
+struct Guard<R> {
+    inner: R,
+    read: u64,
+    boundary: Rc<Cell<u64>>,
+    limit: u64,
+}
+
+impl<R: Read> Read for Guard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.read.saturating_sub(self.boundary.get()) > self.limit {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, RecordTooLong));
+        }
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
 /// I/O errors pass through (store or decoder); anything else is a detail for the record.
 fn csv_error(e: csv::Error) -> io::Result<String> {
     if e.is_io_error() {
@@ -540,5 +644,77 @@ fn csv_error(e: csv::Error) -> io::Result<String> {
         }
     } else {
         Ok(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{Sources, DEFAULT_SOURCES};
+    use std::io::Write;
+
+    /// A reader that hands out one byte per read, like a slow network.
+    struct OneByte(io::Cursor<Vec<u8>>);
+
+    impl Read for OneByte {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(1);
+            self.0.read(&mut buf[..n])
+        }
+    }
+
+    type Outcome = Result<(Compression, Format), ObjectError>;
+
+    fn read_all(bytes: Vec<u8>, key: &str) -> (Outcome, Vec<(u64, String)>) {
+        let sources = Sources::parse(DEFAULT_SOURCES).unwrap();
+        let rule = sources.rule_for("file:///x", key).unwrap();
+        let (source, state) = Source::new(OneByte(io::Cursor::new(bytes)));
+        let limits = ReadLimits {
+            max_record_bytes: 1024,
+        };
+        let mut seen = Vec::new();
+        let result = read_object(source, &state, rule, limits, |n, r| {
+            let what = match r {
+                Record::Json { text, .. } => String::from_utf8_lossy(text).into_owned(),
+                Record::Row { row, .. } => format!("row of {}", row.len()),
+                Record::Malformed { detail, .. } => format!("malformed: {detail}"),
+            };
+            seen.push((n, what));
+            Flow::Continue
+        });
+        (result, seen)
+    }
+
+    #[test]
+    fn magic_bytes_and_format_survive_one_byte_reads() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"\n\n   \n[{\"a\":1},\n {\"b\":\"x]\\\"y\"}]\n")
+            .unwrap();
+        let (result, seen) = read_all(gz.finish().unwrap(), "dumps/x");
+        assert_eq!(result.unwrap(), (Compression::Gzip, Format::Json));
+        assert_eq!(
+            seen,
+            vec![(1, "{\"a\":1}".into()), (2, "{\"b\":\"x]\\\"y\"}".into())]
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_does_not_spoil_the_first_line() {
+        let (result, seen) = read_all(b"\xef\xbb\xbf{\"a\":1}\n{\"a\":2}\n".to_vec(), "tracker/x");
+        assert_eq!(result.unwrap(), (Compression::None, Format::Ndjson));
+        assert_eq!(seen[0], (1, "{\"a\":1}".into()));
+    }
+
+    #[test]
+    fn an_unclosed_csv_quote_stops_the_file_instead_of_filling_memory() {
+        let mut csv =
+            b"ts,tenant,method,path,status,user,session,request_id\n1,2,3,4,5,6,7,8\n".to_vec();
+        csv.extend_from_slice(b"1,acme,\"oops");
+        csv.extend(std::iter::repeat_n(b'x', 300 * 1024));
+        let (result, seen) = read_all(csv, "access-logs/x.csv");
+        assert_eq!(result.unwrap(), (Compression::None, Format::Csv));
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen[0], (2, "row of 8".into()));
+        assert!(seen[1].1.contains("unclosed quote"), "{seen:?}");
     }
 }

@@ -10,10 +10,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use object_store::aws::AmazonS3Builder;
-use object_store::azure::MicrosoftAzureBuilder;
+use std::time::Duration;
+
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::local::LocalFileSystem;
-use object_store::{ObjectStore, RetryConfig};
+use object_store::{ClientConfigKey, ObjectStore, RetryConfig};
 
 /// A store URL that names no usable store.
 #[derive(Debug, thiserror::Error)]
@@ -28,9 +30,12 @@ pub enum StoreError {
 }
 
 /// Store clients, built once per store and reused (connection pools, credentials).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Stores {
     open: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
+    /// Time limit of one request, body included, and of its retries. object_store's 30 s
+    /// default would cut the download of a large file that the loader reads slowly.
+    timeout: Duration,
     /// Settings applied on top of the environment, by object_store key (`aws_endpoint`,
     /// `azure_storage_use_emulator`, …), plus `ferry_max_retries` (object_store's request
     /// retries, 10 by default); for tests and the local stack.
@@ -42,8 +47,15 @@ impl Stores {
     pub fn with_options(options: Vec<(String, String)>) -> Stores {
         Stores {
             open: Mutex::default(),
+            timeout: DEFAULT_TIMEOUT,
             options,
         }
+    }
+
+    /// Sets the request time limit (see [`Stores`]).
+    pub fn with_timeout(mut self, timeout: Duration) -> Stores {
+        self.timeout = timeout;
+        self
     }
 
     /// The client for a store URL.
@@ -52,26 +64,40 @@ impl Stores {
         if let Some(s) = open.get(store) {
             return Ok(Arc::clone(s));
         }
-        let built = build(store, &self.options)?;
+        let built = build(store, &self.options, self.timeout)?;
         open.insert(store.to_owned(), Arc::clone(&built));
         Ok(built)
     }
 }
 
-fn build(store: &str, options: &[(String, String)]) -> Result<Arc<dyn ObjectStore>, StoreError> {
+impl Default for Stores {
+    fn default() -> Self {
+        Stores::with_options(Vec::new())
+    }
+}
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn build(
+    store: &str,
+    options: &[(String, String)],
+    timeout: Duration,
+) -> Result<Arc<dyn ObjectStore>, StoreError> {
+    let limit = format!("{}s", timeout.as_secs().max(1));
     let fail = |source| StoreError::Build {
         store: store.to_owned(),
         source,
     };
     if let Some(bucket) = store.strip_prefix("s3://").filter(|b| valid_name(b)) {
-        let mut builder = AmazonS3Builder::from_env();
+        let mut builder = AmazonS3Builder::from_env()
+            .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), &limit);
         for (k, v) in options.iter().filter(|(k, _)| k.starts_with("aws_")) {
             let key = k.parse().map_err(fail)?;
             builder = builder.with_config(key, v);
         }
         let s3 = builder
             .with_bucket_name(bucket)
-            .with_retry(retry(options))
+            .with_retry(retry(options, timeout))
             .build()
             .map_err(fail)?;
         return Ok(Arc::new(s3));
@@ -81,7 +107,8 @@ fn build(store: &str, options: &[(String, String)]) -> Result<Arc<dyn ObjectStor
         .and_then(|r| r.split_once('/'))
         .filter(|(a, c)| valid_name(a) && valid_name(c))
     {
-        let mut builder = MicrosoftAzureBuilder::from_env();
+        let mut builder = MicrosoftAzureBuilder::from_env()
+            .with_config(AzureConfigKey::Client(ClientConfigKey::Timeout), &limit);
         for (k, v) in options.iter().filter(|(k, _)| k.starts_with("azure_")) {
             let key = k.parse().map_err(fail)?;
             builder = builder.with_config(key, v);
@@ -89,7 +116,7 @@ fn build(store: &str, options: &[(String, String)]) -> Result<Arc<dyn ObjectStor
         let az = builder
             .with_account(account)
             .with_container_name(container)
-            .with_retry(retry(options))
+            .with_retry(retry(options, timeout))
             .build()
             .map_err(fail)?;
         return Ok(Arc::new(az));
@@ -101,8 +128,11 @@ fn build(store: &str, options: &[(String, String)]) -> Result<Arc<dyn ObjectStor
     Err(StoreError::Unsupported(store.to_owned()))
 }
 
-fn retry(options: &[(String, String)]) -> RetryConfig {
-    let mut retry = RetryConfig::default();
+fn retry(options: &[(String, String)], timeout: Duration) -> RetryConfig {
+    let mut retry = RetryConfig {
+        retry_timeout: timeout,
+        ..RetryConfig::default()
+    };
     if let Some(n) = options
         .iter()
         .find(|(k, _)| k == "ferry_max_retries")

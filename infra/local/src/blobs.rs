@@ -74,7 +74,10 @@ pub async fn list(
     prefix: &str,
 ) -> anyhow::Result<Vec<BlobCreated>> {
     let client = transform.stores().get(store)?;
-    let prefix = (!prefix.is_empty()).then(|| ObjectPath::from(prefix.trim_end_matches('/')));
+    let prefix = match prefix.trim_end_matches('/') {
+        "" => None,
+        p => Some(ObjectPath::parse(p).with_context(|| format!("prefix {p:?}"))?),
+    };
     let mut objects: Vec<BlobCreated> = client
         .list(prefix.as_ref())
         .map_ok(|m| BlobCreated {

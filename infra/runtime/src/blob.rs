@@ -174,7 +174,8 @@ pub fn form_decode(key: &str) -> Result<String, String> {
 }
 
 /// Splits an Azure blob URL into the store (`az://<account>/<container>`) and the decoded blob
-/// name. Accepts the service form (`https://<account>.blob.core.windows.net/<container>/<blob>`)
+/// name. Accepts the service form (`https://<account>.blob.core.windows.net/<container>/<blob>`,
+/// or `.dfs.` for Data Lake Storage)
 /// and the path form of the emulator and custom domains
 /// (`http://127.0.0.1:10000/<account>/<container>/<blob>`).
 pub fn azure_blob_url(url: &str) -> Result<(String, String), String> {
@@ -188,7 +189,10 @@ pub fn azure_blob_url(url: &str) -> Result<(String, String), String> {
     let host = host.rsplit('@').next().unwrap_or(host);
     let hostname = host.split(':').next().unwrap_or(host);
     // Service form: the account is in the host name; path form: it is the first segment.
-    let (account, path) = match hostname.split_once(".blob.") {
+    let service = hostname
+        .split_once(".blob.")
+        .or_else(|| hostname.split_once(".dfs."));
+    let (account, path) = match service {
         Some((account, _)) => (account, path),
         None => path.split_once('/').unwrap_or((path, "")),
     };
@@ -277,6 +281,10 @@ mod tests {
         assert_eq!(
             azure_blob_url("http://127.0.0.1:10000/devstoreaccount1/incoming/x.ndjson").unwrap(),
             ("az://devstoreaccount1/incoming".into(), "x.ndjson".into())
+        );
+        assert_eq!(
+            azure_blob_url("https://acct.dfs.core.windows.net/lake/raw/x.csv").unwrap(),
+            ("az://acct/lake".into(), "raw/x.csv".into())
         );
         assert!(azure_blob_url("https://acct.blob.core.windows.net/incoming").is_err());
         assert!(azure_blob_url("ftp://x/y/z").is_err());
