@@ -529,26 +529,24 @@ fn csv_rows(
         .has_headers(true)
         .flexible(true)
         .from_reader(guarded);
-    let too_long = |line: u64| {
+    let too_long = |line: u64, each: &mut dyn FnMut(u64, Record<'_>) -> Flow| {
         let detail = format!(
             "a CSV record longer than {limit} bytes (an unclosed quote?); the rest of the \
              file is not read"
         );
-        (line, detail)
+        let raw = b"";
+        each(
+            line,
+            Record::Malformed {
+                raw,
+                detail,
+                fatal: true,
+            },
+        )
     };
     let headers = match reader.byte_headers() {
         Ok(h) => h.clone(),
-        Err(e) if is_too_long(&e) => {
-            let (line, detail) = too_long(1);
-            return Ok(each(
-                line,
-                Record::Malformed {
-                    raw: b"",
-                    detail,
-                    fatal: true,
-                },
-            ));
-        }
+        Err(e) if is_too_long(&e) => return Ok(too_long(1, each)),
         Err(e) => return csv_error(e).map(|_| Flow::Continue),
     };
     let mut row = csv::ByteRecord::new();
@@ -568,17 +566,7 @@ fn csv_rows(
                     return Ok(Flow::Stop);
                 }
             }
-            Err(e) if is_too_long(&e) => {
-                let (line, detail) = too_long(reader.position().line());
-                return Ok(each(
-                    line,
-                    Record::Malformed {
-                        raw: b"",
-                        detail,
-                        fatal: true,
-                    },
-                ));
-            }
+            Err(e) if is_too_long(&e) => return Ok(too_long(reader.position().line(), each)),
             Err(e) => {
                 let line = e.position().map_or(0, |p| p.line());
                 let detail = csv_error(e)?;
