@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what ferry needs on a fresh Debian machine, if missing: the PostgreSQL server
-# binaries (for the private server of the local stack and the tests), a C compiler, and the
-# storage emulators the transform tests talk to over their real wire protocols: moto server
-# (S3) in a Python venv and Azurite (Azure Blob) from npm, both under $FERRY_TOOLS
+# binaries (for the private server of the local stack and the tests) with the postgresql-hll
+# extension, a C compiler, and the storage emulators the transform tests talk to over their
+# real wire protocols: moto server (S3) in a Python venv and Azurite (Azure Blob) from npm,
+# both under $FERRY_TOOLS
 # (default <repo>/.ferry/tools). Exports FERRY_TOOLS so tests find
 # $FERRY_TOOLS/venv/bin/moto_server and $FERRY_TOOLS/node/node_modules/.bin/azurite-blob.
 # Idempotent; sourced by run-local.sh, test.sh and the bench scripts.
@@ -38,6 +39,17 @@ apt_install() {
   $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
+# postgresql-hll (distinct counts in rollups) for the server major version in use.
+pg_major() {
+  local bin=${FERRY_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
+  [ -n "$bin" ] && basename "$(dirname "$bin")"
+}
+have_hll() {
+  local major
+  major=$(pg_major) || return 1
+  [ -f "/usr/share/postgresql/$major/extension/hll.control" ]
+}
+
 need=()
 have_postgres || need+=(postgresql)
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
@@ -54,6 +66,10 @@ if [ -n "$need_azurite" ]; then
 fi
 
 [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
+# After PostgreSQL itself, so the extension matches its major version.
+if ! have_hll; then
+  apt_install "postgresql-$(pg_major)-hll"
+fi
 
 if [ -n "$need_moto" ]; then
   echo "setup: installing moto[server]==$MOTO_VERSION into $FERRY_TOOLS/venv" >&2
