@@ -22,5 +22,6 @@ pub use error::Error;
 pub use event::{Event, RejectReason, Rejection};
 pub use load::{Loader, LoaderConfig, Unit, UnitReport};
 pub use trigger::{
-    BlobCreated, BlobHandler, QueueBatch, QueueHandler, QueueMessage, QueueOutcome, Retry,
+    BlobCreated, BlobHandler, QueueBatch, QueueHandler, QueueMessage, QueueOutcome, Retry, Tick,
+    TickHandler,
 };

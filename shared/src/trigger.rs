@@ -78,3 +78,19 @@ pub trait BlobHandler: Send + Sync + 'static {
         detail: String,
     ) -> impl Future<Output = Result<(), Retry>> + Send;
 }
+
+/// A timer firing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tick {
+    /// When the platform meant it to fire (EventBridge `time`, the Azure host's `UtcNow`).
+    pub scheduled: chrono::DateTime<chrono::Utc>,
+    /// The platform says the run is late (Azure `IsPastDue`); jobs catch up by watermark anyway.
+    pub past_due: bool,
+}
+
+/// A timer-triggered function.
+pub trait TickHandler: Send + Sync + 'static {
+    /// Runs the scheduled work. `Err` reports the run as failed (the platform does not retry
+    /// timers; the next tick picks up where this one stopped).
+    fn tick(&self, tick: Tick) -> impl Future<Output = Result<(), Retry>> + Send;
+}

@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use ferry_shared::{BlobCreated, BlobHandler, QueueBatch, QueueHandler, QueueMessage};
+use ferry_shared::{BlobCreated, BlobHandler, QueueBatch, QueueHandler, QueueMessage, TickHandler};
 use serde_json::{json, Map, Value};
 use tracing::{error, info, warn};
 use warp::http::StatusCode;
@@ -19,6 +19,7 @@ use warp::hyper::body::Bytes;
 use warp::Filter;
 
 use crate::blob::{azure_blob_url, handle_notice};
+use crate::timer::azure_tick;
 use crate::RuntimeError;
 
 /// Serves `POST /{function}` and `GET /` on 127.0.0.1:`port` for a queue-triggered function.
@@ -85,6 +86,33 @@ pub async fn run_blob<H: BlobHandler>(
                     warn!(%retry, "transient failure; the host will redeliver");
                     retry_later()
                 }
+            }
+        }
+    })
+    .await
+}
+
+/// Serves a timer-triggered function: `POST /{function}` with a `timerTrigger` envelope.
+/// Azure does not retry failed timer runs; a 500 only marks the run failed in the host's log.
+pub async fn run_tick<H: TickHandler>(
+    port: u16,
+    function: &str,
+    handler: Arc<H>,
+) -> Result<(), RuntimeError> {
+    serve(port, vec![function.to_owned()], move |body| {
+        let handler = Arc::clone(&handler);
+        async move {
+            let envelope: Value = match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(e) => return unreadable_envelope(format!("invocation body is not JSON: {e}")),
+            };
+            let tick = match azure_tick(&envelope, chrono::Utc::now()) {
+                Ok(t) => t,
+                Err(problem) => return unreadable_envelope(problem),
+            };
+            match handler.tick(tick).await {
+                Ok(()) => (StatusCode::OK, "done".into()),
+                Err(retry) => (StatusCode::INTERNAL_SERVER_ERROR, retry.0),
             }
         }
     })

@@ -7,11 +7,14 @@
 use std::sync::Arc;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use ferry_shared::{BlobHandler, QueueBatch, QueueHandler, QueueMessage, QueueOutcome};
+use ferry_shared::{
+    BlobHandler, QueueBatch, QueueHandler, QueueMessage, QueueOutcome, TickHandler,
+};
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::{json, Value};
 
 use crate::blob::handle_notice;
+use crate::timer::aws_tick;
 use crate::RuntimeError;
 
 /// Runs the Lambda Runtime API loop with a queue handler.
@@ -64,6 +67,20 @@ async fn blob_invocation<H: BlobHandler>(
         .await
         .map_err(|retry| retry.0)?;
     Ok(json!({"status": "processed"}))
+}
+
+/// Runs the Lambda Runtime API loop with a timer handler (EventBridge rule or Scheduler).
+pub async fn run_tick<H: TickHandler>(handler: Arc<H>) -> Result<(), RuntimeError> {
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let handler = Arc::clone(&handler);
+        async move {
+            let tick = aws_tick(&event.payload, chrono::Utc::now());
+            handler.tick(tick).await.map_err(|retry| retry.0)?;
+            Ok::<_, lambda_runtime::Error>(json!({"status": "done"}))
+        }
+    }))
+    .await
+    .map_err(|e| RuntimeError::Lambda(e.to_string()))
 }
 
 /// Maps an SQS event onto the trigger contract.

@@ -1,5 +1,5 @@
-//! Platform adapters. A function's `main` hands its handler to [`serve_queue`] or
-//! [`serve_blob`], which pick the platform from the environment at start-up:
+//! Platform adapters. A function's `main` hands its handler to [`serve_queue`], [`serve_blob`]
+//! or [`serve_tick`], which pick the platform from the environment at start-up:
 //!
 //! - `AWS_LAMBDA_RUNTIME_API` set → AWS Lambda ([`lambda`]);
 //! - `FUNCTIONS_CUSTOMHANDLER_PORT` set → Azure Functions custom handler ([`azure`]);
@@ -10,10 +10,11 @@
 pub mod azure;
 pub mod blob;
 pub mod lambda;
+pub mod timer;
 
 use std::sync::Arc;
 
-use ferry_shared::{BlobHandler, QueueHandler};
+use ferry_shared::{BlobHandler, QueueHandler, TickHandler};
 use thiserror::Error;
 
 /// Where this process is running.
@@ -78,6 +79,18 @@ pub async fn serve_blob<H: BlobHandler>(function: &str, handler: H) -> Result<()
     match detect()? {
         Platform::Lambda => lambda::run_blob(handler).await,
         Platform::Azure { port } => azure::run_blob(port, function, handler).await,
+        Platform::Local => Err(RuntimeError::NoPlatform {
+            function: function.to_owned(),
+        }),
+    }
+}
+
+/// Serves a timer-triggered function on the detected platform until the platform stops it.
+pub async fn serve_tick<H: TickHandler>(function: &str, handler: H) -> Result<(), RuntimeError> {
+    let handler = Arc::new(handler);
+    match detect()? {
+        Platform::Lambda => lambda::run_tick(handler).await,
+        Platform::Azure { port } => azure::run_tick(port, function, handler).await,
         Platform::Local => Err(RuntimeError::NoPlatform {
             function: function.to_owned(),
         }),
