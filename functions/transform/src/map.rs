@@ -43,9 +43,7 @@ impl<'r> Mapper<'r> {
         let position = i32::try_from(number).unwrap_or(i32::MAX);
         let reject = |reason, detail: String, raw: &[u8]| rejected(position, reason, detail, raw);
         match record {
-            Record::Malformed { raw, detail, .. } => {
-                reject(RejectReason::MalformedRecord, detail, raw)
-            }
+            Record::Malformed { raw, detail } => reject(RejectReason::MalformedRecord, detail, raw),
             Record::Json { text, truncated } => {
                 if truncated {
                     return reject(

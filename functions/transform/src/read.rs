@@ -82,13 +82,9 @@ pub enum Record<'a> {
         headers: &'a csv::ByteRecord,
         row: &'a csv::ByteRecord,
     },
-    /// A piece of input that is not a well-formed record; the rest of the file is unreadable
-    /// when `fatal`.
-    Malformed {
-        raw: &'a [u8],
-        detail: String,
-        fatal: bool,
-    },
+    /// A piece of input that is not a well-formed record (when it ends the reading of the
+    /// file, its detail says so).
+    Malformed { raw: &'a [u8], detail: String },
 }
 
 /// What the record callback tells the reader.
@@ -440,7 +436,6 @@ fn json_array(
                                 Record::Malformed {
                                     raw: b"",
                                     detail: format!("empty element after element {count}"),
-                                    fatal: false,
                                 },
                             );
                             if let Flow::Stop = flow {
@@ -474,7 +469,6 @@ fn json_array(
             Record::Malformed {
                 raw: trim(&element),
                 detail: format!("the JSON array ends without `]` after {count} elements"),
-                fatal: true,
             },
         );
         return Ok(flow);
@@ -491,7 +485,6 @@ fn json_array(
                         "content after the closing `]`{}",
                         if cut { " (cut)" } else { "" }
                     ),
-                    fatal: true,
                 },
             ));
         }
@@ -535,14 +528,7 @@ fn csv_rows(
              file is not read"
         );
         let raw = b"";
-        each(
-            line,
-            Record::Malformed {
-                raw,
-                detail,
-                fatal: true,
-            },
-        )
+        each(line, Record::Malformed { raw, detail })
     };
     let headers = match reader.byte_headers() {
         Ok(h) => h.clone(),
@@ -570,14 +556,7 @@ fn csv_rows(
             Err(e) => {
                 let line = e.position().map_or(0, |p| p.line());
                 let detail = csv_error(e)?;
-                if let Flow::Stop = each(
-                    line,
-                    Record::Malformed {
-                        raw: b"",
-                        detail,
-                        fatal: false,
-                    },
-                ) {
+                if let Flow::Stop = each(line, Record::Malformed { raw: b"", detail }) {
                     return Ok(Flow::Stop);
                 }
             }

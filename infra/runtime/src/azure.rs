@@ -65,9 +65,9 @@ pub async fn run_blob<H: BlobHandler>(
     serve(port, routes, move |body| {
         let handler = Arc::clone(&handler);
         async move {
-            let envelope: Value = match serde_json::from_slice(&body) {
+            let envelope = match parse_envelope(&body) {
                 Ok(v) => v,
-                Err(e) => return unreadable_envelope(format!("invocation body is not JSON: {e}")),
+                Err(problem) => return unreadable_envelope(problem),
             };
             let result = if envelope.pointer("/Data/blob").is_some() {
                 match blob_trigger(&envelope) {
@@ -75,7 +75,7 @@ pub async fn run_blob<H: BlobHandler>(
                     Err(problem) => return unreadable_envelope(problem),
                 }
             } else {
-                match queue_message(&body) {
+                match queue_message_in(&envelope) {
                     Ok(m) => handle_notice(&*handler, format!("queue:{}", m.id), &m.body).await,
                     Err(problem) => return unreadable_envelope(problem),
                 }
@@ -102,9 +102,9 @@ pub async fn run_tick<H: TickHandler>(
     serve(port, vec![function.to_owned()], move |body| {
         let handler = Arc::clone(&handler);
         async move {
-            let envelope: Value = match serde_json::from_slice(&body) {
+            let envelope = match parse_envelope(&body) {
                 Ok(v) => v,
-                Err(e) => return unreadable_envelope(format!("invocation body is not JSON: {e}")),
+                Err(problem) => return unreadable_envelope(problem),
             };
             let tick = match azure_tick(&envelope, chrono::Utc::now()) {
                 Ok(t) => t,
@@ -200,8 +200,15 @@ fn reply(status: StatusCode, log: &str) -> warp::reply::WithStatus<warp::reply::
 
 /// Reads the queue message out of a host invocation envelope.
 pub fn queue_message(envelope: &[u8]) -> Result<QueueMessage, String> {
-    let envelope: Value = serde_json::from_slice(envelope)
-        .map_err(|e| format!("invocation body is not JSON: {e}"))?;
+    queue_message_in(&parse_envelope(envelope)?)
+}
+
+fn parse_envelope(body: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice(body).map_err(|e| format!("invocation body is not JSON: {e}"))
+}
+
+/// Reads the queue message out of an already parsed invocation envelope.
+fn queue_message_in(envelope: &Value) -> Result<QueueMessage, String> {
     let data = envelope
         .get("Data")
         .and_then(Value::as_object)

@@ -12,6 +12,7 @@ pub mod blob;
 pub mod lambda;
 pub mod timer;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use ferry_shared::{BlobHandler, QueueHandler, TickHandler};
@@ -64,33 +65,52 @@ fn detect_from(get: impl Fn(&str) -> Option<String>) -> Result<Platform, Runtime
 /// Serves a queue-triggered function on the detected platform until the platform stops it.
 pub async fn serve_queue<H: QueueHandler>(function: &str, handler: H) -> Result<(), RuntimeError> {
     let handler = Arc::new(handler);
-    match detect()? {
-        Platform::Lambda => lambda::run_queue(handler).await,
-        Platform::Azure { port } => azure::run_queue(port, function, handler).await,
-        Platform::Local => Err(RuntimeError::NoPlatform {
-            function: function.to_owned(),
-        }),
-    }
+    let azure_handler = Arc::clone(&handler);
+    serve(
+        function,
+        || lambda::run_queue(handler),
+        |port| azure::run_queue(port, function, azure_handler),
+    )
+    .await
 }
 
 /// Serves a blob-created function on the detected platform until the platform stops it.
 pub async fn serve_blob<H: BlobHandler>(function: &str, handler: H) -> Result<(), RuntimeError> {
     let handler = Arc::new(handler);
-    match detect()? {
-        Platform::Lambda => lambda::run_blob(handler).await,
-        Platform::Azure { port } => azure::run_blob(port, function, handler).await,
-        Platform::Local => Err(RuntimeError::NoPlatform {
-            function: function.to_owned(),
-        }),
-    }
+    let azure_handler = Arc::clone(&handler);
+    serve(
+        function,
+        || lambda::run_blob(handler),
+        |port| azure::run_blob(port, function, azure_handler),
+    )
+    .await
 }
 
 /// Serves a timer-triggered function on the detected platform until the platform stops it.
 pub async fn serve_tick<H: TickHandler>(function: &str, handler: H) -> Result<(), RuntimeError> {
     let handler = Arc::new(handler);
+    let azure_handler = Arc::clone(&handler);
+    serve(
+        function,
+        || lambda::run_tick(handler),
+        |port| azure::run_tick(port, function, azure_handler),
+    )
+    .await
+}
+
+/// Runs the adapter of the detected platform.
+async fn serve<L, A>(
+    function: &str,
+    lambda: impl FnOnce() -> L,
+    azure: impl FnOnce(u16) -> A,
+) -> Result<(), RuntimeError>
+where
+    L: Future<Output = Result<(), RuntimeError>>,
+    A: Future<Output = Result<(), RuntimeError>>,
+{
     match detect()? {
-        Platform::Lambda => lambda::run_tick(handler).await,
-        Platform::Azure { port } => azure::run_tick(port, function, handler).await,
+        Platform::Lambda => lambda().await,
+        Platform::Azure { port } => azure(port).await,
         Platform::Local => Err(RuntimeError::NoPlatform {
             function: function.to_owned(),
         }),
