@@ -30,6 +30,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "attach_partitions",
         include_str!("../migrations/0003_attach_partitions.sql"),
     ),
+    (4, "rollups", include_str!("../migrations/0004_rollups.sql")),
 ];
 
 #[derive(Debug)]

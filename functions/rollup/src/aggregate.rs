@@ -1,0 +1,341 @@
+//! Incremental rollups over a sequence watermark.
+//!
+//! One run, in one READ COMMITTED transaction:
+//! 1. lock the watermark row (`FOR UPDATE NOWAIT`: a concurrent run is skipped, not queued);
+//! 2. read the end of the window, `pg_sequence_last_value` of `events.seq`, capped at
+//!    `max_events` past the watermark;
+//! 3. wait until no writer that may hold a `seq` in the window is still in flight: every insert
+//!    into `events` holds ROW EXCLUSIVE on it from before it draws a `seq` until it ends, so
+//!    once every transaction holding that lock *after* the window's end was read has ended,
+//!    each row with a `seq` in the window is committed or gone. The rollup reads those
+//!    transactions from `pg_locks` and polls until they have ended (never taking a lock on
+//!    `events` itself, so ingest is never queued behind it); past `lock_wait` the run is
+//!    skipped and the next tick retries;
+//! 4. aggregate `seq in (last, end]` into two temporary deltas at 5-minute buckets (one scan
+//!    each; the planner may run them in parallel): by type with hll sketches of users and
+//!    sessions, and by source/role/page/product/currency with counts and amounts;
+//! 5. merge the deltas into the 5-minute, hourly and daily rows with `ON CONFLICT DO UPDATE`
+//!    (counts add, sketches `hll_union`), so late events fold into their old buckets;
+//! 6. advance the watermark, and commit. A crash anywhere before the commit leaves nothing.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use ferry_shared::error::{classify, Error};
+use sqlx::{PgConnection, PgPool};
+
+#[cfg(all(feature = "fault-injection", debug_assertions))]
+use ferry_shared::faults::{CrashPoint, FaultHook};
+
+/// Settings of the rollup step.
+#[derive(Debug, Clone)]
+pub struct AggregateOptions {
+    /// How long to wait for in-flight writers before skipping the run.
+    pub lock_wait: Duration,
+    /// Most events (seq values) one transaction takes on.
+    pub max_events: i64,
+    /// `work_mem` for the aggregation, in MiB.
+    pub work_mem_mb: u32,
+    /// Statement timeout inside the rollup transaction.
+    pub statement_timeout: Duration,
+}
+
+impl Default for AggregateOptions {
+    fn default() -> Self {
+        AggregateOptions {
+            lock_wait: Duration::from_secs(2),
+            max_events: 5_000_000,
+            work_mem_mb: 256,
+            statement_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What one rollup transaction did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Events `(from, to]` were merged (`events` of them; gaps in `seq` are aborted inserts).
+    Merged {
+        from: i64,
+        to: i64,
+        events: i64,
+        /// The window was cut at `max_events`: more is waiting.
+        capped: bool,
+    },
+    /// Nothing new since the watermark.
+    UpToDate { at: i64 },
+    /// Skipped; the next tick retries.
+    Skipped(String),
+}
+
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+
+fn is_lock_not_available(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c == LOCK_NOT_AVAILABLE)
+}
+
+/// The 5-minute delta by type, with distinct users and sessions.
+const DELTA_TYPES: &str = "\
+CREATE TEMP TABLE rollup_delta_types ON COMMIT DROP AS
+SELECT tenant_id,
+       date_bin('5 minutes', time, TIMESTAMPTZ 'epoch') AS bucket,
+       type,
+       count(*) AS events,
+       hll_add_agg(hll_hash_text(user_id), 14, 5, -1, 1) AS users,
+       hll_add_agg(hll_hash_text(session_id), 14, 5, -1, 1) AS sessions
+FROM events
+WHERE seq > {from} AND seq <= {to}
+GROUP BY 1, 2, 3";
+
+/// The 5-minute delta by source and business role. Roles come from `event_roles` through
+/// one-time subqueries (init plans), not a join per row.
+const DELTA_DIMS: &str = "\
+CREATE TEMP TABLE rollup_delta_dims ON COMMIT DROP AS
+SELECT tenant_id, bucket, source, role,
+       CASE WHEN role = 'page_view'
+            THEN left(coalesce(data->>'path', data->>'page', subject, ''), 1024) END AS page,
+       CASE WHEN role IN ('product_view', 'cart_add', 'purchase')
+            THEN left(coalesce(data->>'sku', data->>'product_id', subject), 256) END AS product,
+       CASE WHEN role IN ('purchase', 'refund')
+            THEN left(coalesce(data->>'currency', ''), 16) END AS currency,
+       count(*) AS events,
+       sum(CASE WHEN role IN ('purchase', 'refund') AND jsonb_typeof(data->'amount_cents') = 'number'
+                THEN (data->>'amount_cents')::numeric END) AS amount
+FROM (
+    SELECT tenant_id, source, subject, data,
+           date_bin('5 minutes', time, TIMESTAMPTZ 'epoch') AS bucket,
+           CASE WHEN type = ANY ((SELECT coalesce(array_agg(type), '{}') FROM event_roles WHERE role = 'page_view')::text[]) THEN 'page_view'
+                WHEN type = ANY ((SELECT coalesce(array_agg(type), '{}') FROM event_roles WHERE role = 'product_view')::text[]) THEN 'product_view'
+                WHEN type = ANY ((SELECT coalesce(array_agg(type), '{}') FROM event_roles WHERE role = 'cart_add')::text[]) THEN 'cart_add'
+                WHEN type = ANY ((SELECT coalesce(array_agg(type), '{}') FROM event_roles WHERE role = 'purchase')::text[]) THEN 'purchase'
+                WHEN type = ANY ((SELECT coalesce(array_agg(type), '{}') FROM event_roles WHERE role = 'refund')::text[]) THEN 'refund'
+           END AS role
+    FROM events
+    WHERE seq > {from} AND seq <= {to}
+) e
+GROUP BY 1, 2, 3, 4, 5, 6, 7";
+
+const GRAINS: &str = "(VALUES (300), (3600), (86400)) AS g(grain)";
+
+fn merges() -> [String; 6] {
+    let bin = "date_bin(make_interval(secs => g.grain), d.bucket, TIMESTAMPTZ 'epoch')";
+    let empty = "hll_empty(14, 5, -1, 1)";
+    [
+        format!(
+            "INSERT INTO rollup_events AS r (tenant_id, grain, bucket, type, events, users, sessions)
+             SELECT d.tenant_id, g.grain, {bin}, d.type, sum(d.events),
+                    coalesce(hll_union_agg(d.users), {empty}),
+                    coalesce(hll_union_agg(d.sessions), {empty})
+             FROM rollup_delta_types d CROSS JOIN {GRAINS}
+             GROUP BY 1, 2, 3, 4
+             ON CONFLICT (tenant_id, grain, bucket, type) DO UPDATE SET
+                 events = r.events + excluded.events,
+                 users = hll_union(r.users, excluded.users),
+                 sessions = hll_union(r.sessions, excluded.sessions)"
+        ),
+        format!(
+            "INSERT INTO rollup_pages AS r (tenant_id, grain, bucket, page, views)
+             SELECT d.tenant_id, g.grain, {bin}, d.page, sum(d.events)
+             FROM rollup_delta_dims d CROSS JOIN {GRAINS}
+             WHERE d.role = 'page_view'
+             GROUP BY 1, 2, 3, 4
+             ON CONFLICT (tenant_id, grain, bucket, page) DO UPDATE SET
+                 views = r.views + excluded.views"
+        ),
+        format!(
+            "INSERT INTO rollup_products AS r
+                 (tenant_id, grain, bucket, product, views, cart_adds, purchases)
+             SELECT d.tenant_id, g.grain, {bin}, d.product,
+                    coalesce(sum(d.events) FILTER (WHERE d.role = 'product_view'), 0),
+                    coalesce(sum(d.events) FILTER (WHERE d.role = 'cart_add'), 0),
+                    coalesce(sum(d.events) FILTER (WHERE d.role = 'purchase'), 0)
+             FROM rollup_delta_dims d CROSS JOIN {GRAINS}
+             WHERE d.product IS NOT NULL
+             GROUP BY 1, 2, 3, 4
+             ON CONFLICT (tenant_id, grain, bucket, product) DO UPDATE SET
+                 views = r.views + excluded.views,
+                 cart_adds = r.cart_adds + excluded.cart_adds,
+                 purchases = r.purchases + excluded.purchases"
+        ),
+        format!(
+            "INSERT INTO rollup_revenue AS r
+                 (tenant_id, grain, bucket, currency, purchases, refunds, amount, refunded)
+             SELECT d.tenant_id, g.grain, {bin}, d.currency,
+                    coalesce(sum(d.events) FILTER (WHERE d.role = 'purchase'), 0),
+                    coalesce(sum(d.events) FILTER (WHERE d.role = 'refund'), 0),
+                    coalesce(sum(CASE WHEN d.role = 'refund' THEN -d.amount ELSE d.amount END), 0),
+                    coalesce(sum(d.amount) FILTER (WHERE d.role = 'refund'), 0)
+             FROM rollup_delta_dims d CROSS JOIN {GRAINS}
+             WHERE d.currency IS NOT NULL
+             GROUP BY 1, 2, 3, 4
+             ON CONFLICT (tenant_id, grain, bucket, currency) DO UPDATE SET
+                 purchases = r.purchases + excluded.purchases,
+                 refunds = r.refunds + excluded.refunds,
+                 amount = r.amount + excluded.amount,
+                 refunded = r.refunded + excluded.refunded"
+        ),
+        format!(
+            "INSERT INTO rollup_sources AS r (tenant_id, grain, bucket, source, events)
+             SELECT d.tenant_id, g.grain, {bin}, d.source, sum(d.events)
+             FROM rollup_delta_dims d CROSS JOIN (VALUES (3600), (86400)) AS g(grain)
+             GROUP BY 1, 2, 3, 4
+             ON CONFLICT (tenant_id, grain, bucket, source) DO UPDATE SET
+                 events = r.events + excluded.events"
+        ),
+        // The series catalog the anomaly checks read: first and last bucket with events.
+        "INSERT INTO rollup_series AS r (tenant_id, metric, first_seen, last_seen)
+         SELECT tenant_id, metric, min(bucket), max(bucket) FROM (
+             SELECT tenant_id, 'events' AS metric, bucket FROM rollup_delta_types
+             UNION ALL
+             SELECT tenant_id, 'events:' || type, bucket FROM rollup_delta_types
+             UNION ALL
+             SELECT tenant_id, 'source:' || source, bucket FROM rollup_delta_dims
+         ) s
+         GROUP BY 1, 2
+         ON CONFLICT (tenant_id, metric) DO UPDATE SET
+             first_seen = least(r.first_seen, excluded.first_seen),
+             last_seen = greatest(r.last_seen, excluded.last_seen)"
+            .to_owned(),
+    ]
+}
+
+/// Runs one rollup transaction.
+pub async fn step(
+    pool: &PgPool,
+    opts: &AggregateOptions,
+    #[cfg(all(feature = "fault-injection", debug_assertions))] faults: Option<&FaultHook>,
+) -> Result<Step, Error> {
+    let mut tx = pool.begin().await.map_err(classify)?;
+    let conn: &mut PgConnection = &mut tx;
+    for setting in [
+        "SET LOCAL jit = off".to_owned(),
+        format!("SET LOCAL work_mem = '{}MB'", opts.work_mem_mb.max(4)),
+        format!(
+            "SET LOCAL statement_timeout = '{}ms'",
+            opts.statement_timeout.as_millis().max(1)
+        ),
+    ] {
+        sqlx::query(&setting).execute(&mut *conn).await?;
+    }
+
+    let last: Option<i64> = match sqlx::query_scalar(
+        "SELECT last_seq FROM rollup_state WHERE name = 'events' FOR UPDATE NOWAIT",
+    )
+    .fetch_optional(&mut *conn)
+    .await
+    {
+        Ok(v) => v,
+        Err(e) if is_lock_not_available(&e) => {
+            return Ok(Step::Skipped("another rollup run is in progress".into()))
+        }
+        Err(e) => return Err(classify(e)),
+    };
+    let from = last.ok_or_else(|| {
+        Error::Transient(sqlx::Error::Protocol(
+            "rollup_state has no 'events' row: run `ferry migrate`".into(),
+        ))
+    })?;
+    let newest: Option<i64> = sqlx::query_scalar(
+        "SELECT pg_sequence_last_value(pg_get_serial_sequence('events', 'seq')::regclass)",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let newest = newest.unwrap_or(0);
+    if newest <= from {
+        // Every seq drawn so far is <= the watermark and was proven settled by an earlier run.
+        sqlx::query(
+            "UPDATE rollup_state SET advanced_at = clock_timestamp() WHERE name = 'events'",
+        )
+        .execute(&mut *conn)
+        .await?;
+        tx.commit().await?;
+        return Ok(Step::UpToDate { at: from });
+    }
+    let to = newest.min(from.saturating_add(opts.max_events.max(1)));
+
+    if !wait_for_writers(&mut tx, opts.lock_wait).await? {
+        return Ok(Step::Skipped(format!(
+            "writers still in flight after {}",
+            humantime::format_duration(opts.lock_wait)
+        )));
+    }
+    let settled_at: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(&mut *tx)
+        .await?;
+
+    for template in [DELTA_TYPES, DELTA_DIMS] {
+        let sql = template
+            .replace("{from}", &from.to_string())
+            .replace("{to}", &to.to_string());
+        sqlx::query(&sql).execute(&mut *tx).await?;
+    }
+    let events: i64 =
+        sqlx::query_scalar("SELECT coalesce(sum(events), 0)::bigint FROM rollup_delta_types")
+            .fetch_one(&mut *tx)
+            .await?;
+    for sql in merges() {
+        sqlx::query(&sql).execute(&mut *tx).await?;
+    }
+
+    #[cfg(all(feature = "fault-injection", debug_assertions))]
+    if faults.is_some_and(|hook| hook(CrashPoint::AfterLoad)) {
+        drop(tx);
+        return Err(Error::InjectedCrash(CrashPoint::AfterLoad));
+    }
+
+    sqlx::query(
+        "UPDATE rollup_state SET last_seq = $1, events = events + $2, advanced_at = $3
+         WHERE name = 'events'",
+    )
+    .bind(to)
+    .bind(events)
+    .bind(settled_at)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Step::Merged {
+        from,
+        to,
+        events,
+        capped: to < newest,
+    })
+}
+
+/// Waits until every transaction that held a write lock on `events` when called has ended;
+/// `false` when `wait` passed first. This is the "wait for lockers" step of `CREATE INDEX
+/// CONCURRENTLY`, done from `pg_locks`: it never takes a lock on `events`, so it neither waits
+/// for a gap between writers (which a busy stream may never leave) nor queues new writers.
+async fn wait_for_writers(conn: &mut PgConnection, wait: Duration) -> Result<bool, Error> {
+    let lockers: Vec<String> = sqlx::query_scalar(
+        "SELECT virtualtransaction FROM pg_locks
+         WHERE locktype = 'relation' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND relation = 'events'::regclass AND granted AND pid <> pg_backend_pid()
+           AND mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    if lockers.is_empty() {
+        return Ok(true);
+    }
+    let deadline = Instant::now() + wait;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        let running: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks
+             WHERE locktype = 'virtualxid' AND granted AND virtualxid = ANY($1)",
+        )
+        .bind(&lockers)
+        .fetch_one(&mut *conn)
+        .await?;
+        if running == 0 {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+        pause = (pause * 2).min(Duration::from_millis(25));
+    }
+}

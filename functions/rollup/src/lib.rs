@@ -1,0 +1,533 @@
+//! The timer-triggered rollup function.
+//!
+//! Every tick runs a short chain of jobs, each recorded in `job_runs` (start, end, rows,
+//! outcome, error). A failing job does not stop the others, and whatever it did not do is
+//! picked up by the next tick: every job works from state in the database (the watermark,
+//! the partitions that exist, the age of rows), never from the tick's own time window.
+//!
+//! | job | every tick? | what it does |
+//! |---|---|---|
+//! | `partitions` | yes | creates `events` partitions ahead, removes those past retention |
+//! | `rollup` | yes | merges new events into the 5-minute, hourly and daily rollups |
+//! | `anomalies` | yes | scores closed 5-minute buckets of event volume |
+//! | `data_quality` | yes | finds sources gone silent or dropping, by hour and day |
+//! | `housekeeping` | hourly | deletes ledger, quarantine and job rows past retention |
+
+pub mod aggregate;
+pub mod anomaly;
+pub mod upkeep;
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use ferry_shared::config::{Config, ConfigError};
+use ferry_shared::error::Error;
+use ferry_shared::trigger::{Retry, Tick, TickHandler};
+use sqlx::PgPool;
+use tracing::{error, info, warn};
+
+#[cfg(all(feature = "fault-injection", debug_assertions))]
+use ferry_shared::faults::FaultHook;
+
+pub use aggregate::{AggregateOptions, Step};
+pub use anomaly::Settings as AnomalySettings;
+pub use upkeep::{Retention, RetentionMode};
+
+/// Settings of the rollup function (environment variables in the README).
+#[derive(Debug, Clone)]
+pub struct RollupConfig {
+    pub aggregate: AggregateOptions,
+    /// Time one tick may spend catching up on a backlog, window after window.
+    pub budget: Duration,
+    pub partitions_ahead: Duration,
+    pub events_retention: Duration,
+    pub retention_mode: RetentionMode,
+    pub retention: Retention,
+    pub housekeeping_every: Duration,
+    pub anomaly: AnomalySettings,
+}
+
+impl Default for RollupConfig {
+    fn default() -> Self {
+        RollupConfig {
+            aggregate: AggregateOptions::default(),
+            budget: Duration::from_secs(40),
+            partitions_ahead: Duration::from_secs(2 * 3600),
+            events_retention: Duration::from_secs(7 * 86_400),
+            retention_mode: RetentionMode::Drop,
+            retention: Retention::default(),
+            housekeeping_every: Duration::from_secs(3600),
+            anomaly: AnomalySettings::default(),
+        }
+    }
+}
+
+fn bad(var: &'static str, value: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        value: value.to_owned(),
+        problem: problem.into(),
+    }
+}
+
+impl RollupConfig {
+    pub fn from_env() -> Result<RollupConfig, ConfigError> {
+        RollupConfig::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<RollupConfig, ConfigError> {
+        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let dur = |var: &'static str, default: Duration| -> Result<Duration, ConfigError> {
+            match get(var) {
+                None => Ok(default),
+                Some(v) => humantime::parse_duration(v.trim()).map_err(|e| {
+                    bad(
+                        var,
+                        &v,
+                        format!("expected a duration like 30s, 5m, 7d ({e})"),
+                    )
+                }),
+            }
+        };
+        fn num<T: std::str::FromStr>(
+            v: Option<String>,
+            var: &'static str,
+            default: T,
+            ok: impl Fn(&T) -> bool,
+        ) -> Result<T, ConfigError> {
+            match v {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|n| ok(n))
+                    .ok_or_else(|| bad(var, &v, "out of range or not a number")),
+            }
+        }
+        let d = RollupConfig::default();
+        let partitions_ahead = dur("FERRY_PARTITIONS_AHEAD", d.partitions_ahead)?;
+        if partitions_ahead < Duration::from_secs(3600) {
+            return Err(bad(
+                "FERRY_PARTITIONS_AHEAD",
+                &humantime::format_duration(partitions_ahead).to_string(),
+                "must be at least 1h",
+            ));
+        }
+        let retention_mode = match get("FERRY_RETENTION_MODE").as_deref().map(str::trim) {
+            None | Some("drop") => RetentionMode::Drop,
+            Some("detach") => RetentionMode::Detach,
+            Some(v) => return Err(bad("FERRY_RETENTION_MODE", v, "expected drop or detach")),
+        };
+        Ok(RollupConfig {
+            aggregate: AggregateOptions {
+                lock_wait: dur("FERRY_ROLLUP_LOCK_WAIT", d.aggregate.lock_wait)?,
+                max_events: num(
+                    get("FERRY_ROLLUP_MAX_EVENTS"),
+                    "FERRY_ROLLUP_MAX_EVENTS",
+                    d.aggregate.max_events,
+                    |n| *n > 0,
+                )?,
+                work_mem_mb: num(
+                    get("FERRY_ROLLUP_WORK_MEM_MB"),
+                    "FERRY_ROLLUP_WORK_MEM_MB",
+                    d.aggregate.work_mem_mb,
+                    |n| (4..=65_536).contains(n),
+                )?,
+                statement_timeout: dur(
+                    "FERRY_ROLLUP_STATEMENT_TIMEOUT",
+                    d.aggregate.statement_timeout,
+                )?,
+            },
+            budget: dur("FERRY_ROLLUP_BUDGET", d.budget)?,
+            partitions_ahead,
+            events_retention: dur("FERRY_EVENTS_RETENTION", d.events_retention)?,
+            retention_mode,
+            retention: Retention {
+                ledger: dur("FERRY_LEDGER_RETENTION", d.retention.ledger)?,
+                quarantine: dur("FERRY_QUARANTINE_RETENTION", d.retention.quarantine)?,
+                job_runs: dur("FERRY_JOB_RUNS_RETENTION", d.retention.job_runs)?,
+                anomalies: dur("FERRY_ANOMALY_RETENTION", d.retention.anomalies)?,
+            },
+            housekeeping_every: dur("FERRY_HOUSEKEEPING_EVERY", d.housekeeping_every)?,
+            anomaly: AnomalySettings {
+                threshold: num(
+                    get("FERRY_ANOMALY_THRESHOLD"),
+                    "FERRY_ANOMALY_THRESHOLD",
+                    d.anomaly.threshold,
+                    |n: &f64| *n > 0.0,
+                )?,
+                min_volume: num(
+                    get("FERRY_ANOMALY_MIN_VOLUME"),
+                    "FERRY_ANOMALY_MIN_VOLUME",
+                    d.anomaly.min_volume,
+                    |n: &f64| *n >= 0.0,
+                )?,
+                consecutive: num(
+                    get("FERRY_ANOMALY_CONSECUTIVE"),
+                    "FERRY_ANOMALY_CONSECUTIVE",
+                    d.anomaly.consecutive,
+                    |n| *n >= 1,
+                )?,
+                grace: dur("FERRY_ANOMALY_GRACE", d.anomaly.grace)?,
+                rescore: d.anomaly.rescore,
+            },
+        })
+    }
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobOutcome {
+    Ok,
+    Skipped,
+    Failed,
+}
+
+impl JobOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            JobOutcome::Ok => "ok",
+            JobOutcome::Skipped => "skipped",
+            JobOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// One job of one tick.
+#[derive(Debug, Clone)]
+pub struct JobReport {
+    pub job: &'static str,
+    pub outcome: JobOutcome,
+    pub rows: i64,
+    pub detail: String,
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+}
+
+struct Done {
+    outcome: JobOutcome,
+    rows: i64,
+    detail: String,
+}
+
+fn ok(rows: i64, detail: impl Into<String>) -> Done {
+    Done {
+        outcome: JobOutcome::Ok,
+        rows,
+        detail: detail.into(),
+    }
+}
+
+/// The rollup handler.
+pub struct Rollup {
+    pool: PgPool,
+    cfg: RollupConfig,
+    partition_secs: i64,
+    name: String,
+    #[cfg(all(feature = "fault-injection", debug_assertions))]
+    faults: Option<FaultHook>,
+}
+
+impl Rollup {
+    /// From the environment: pool and settings.
+    pub fn from_config(cfg: &Config, rcfg: RollupConfig) -> anyhow::Result<Rollup> {
+        let name = cfg.function_name.clone().unwrap_or_else(|| "rollup".into());
+        let pool = ferry_shared::db::pool(&cfg.db, cfg.database_url()?, &name)?;
+        Ok(Rollup::with_pool(cfg, rcfg, pool, &name))
+    }
+
+    pub fn with_pool(cfg: &Config, rcfg: RollupConfig, pool: PgPool, name: &str) -> Rollup {
+        Rollup {
+            pool,
+            cfg: rcfg,
+            partition_secs: cfg.partition_interval.as_secs() as i64,
+            name: name.to_owned(),
+            #[cfg(all(feature = "fault-injection", debug_assertions))]
+            faults: None,
+        }
+    }
+
+    #[cfg(all(feature = "fault-injection", debug_assertions))]
+    pub fn with_faults(mut self, hook: FaultHook) -> Rollup {
+        self.faults = Some(hook);
+        self
+    }
+
+    pub fn function(&self) -> &str {
+        &self.name
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// One rollup transaction (no job bookkeeping); for tests and benchmarks.
+    pub async fn step(&self) -> Result<Step, Error> {
+        aggregate::step(
+            &self.pool,
+            &self.cfg.aggregate,
+            #[cfg(all(feature = "fault-injection", debug_assertions))]
+            self.faults.as_ref(),
+        )
+        .await
+    }
+
+    /// Rolls up window after window until caught up, skipped, or past the budget.
+    pub async fn catch_up(&self) -> Result<(i64, Vec<Step>), Error> {
+        let start = Instant::now();
+        let mut total = 0;
+        let mut steps = Vec::new();
+        loop {
+            let step = self.step().await?;
+            let more = matches!(step, Step::Merged { capped: true, .. });
+            if let Step::Merged { events, .. } = step {
+                total += events;
+            }
+            steps.push(step);
+            if !more || start.elapsed() >= self.cfg.budget {
+                return Ok((total, steps));
+            }
+        }
+    }
+
+    /// Runs every job due at `now` and records each in `job_runs`.
+    pub async fn run_at(&self, tick: DateTime<Utc>, now: DateTime<Utc>) -> Vec<JobReport> {
+        let mut reports = Vec::new();
+        reports.push(self.job(tick, "partitions", self.partitions(now)).await);
+        reports.push(self.job(tick, "rollup", self.rollup()).await);
+        reports.push(
+            self.job(tick, "anomalies", self.anomalies(now, false))
+                .await,
+        );
+        reports.push(
+            self.job(tick, "data_quality", self.anomalies(now, true))
+                .await,
+        );
+        match self.due("housekeeping", now).await {
+            Ok(true) => {
+                reports.push(self.job(tick, "housekeeping", self.housekeeping(now)).await);
+            }
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "cannot tell whether housekeeping is due"),
+        }
+        reports
+    }
+
+    async fn job(
+        &self,
+        tick: DateTime<Utc>,
+        job: &'static str,
+        work: impl std::future::Future<Output = Result<Done, Error>>,
+    ) -> JobReport {
+        let started_at = Utc::now();
+        let result = work.await;
+        let finished_at = Utc::now();
+        let report = match result {
+            Ok(d) => JobReport {
+                job,
+                outcome: d.outcome,
+                rows: d.rows,
+                detail: d.detail,
+                error: None,
+                started_at,
+                finished_at,
+            },
+            Err(e) => JobReport {
+                job,
+                outcome: JobOutcome::Failed,
+                rows: 0,
+                detail: String::new(),
+                error: Some(e.to_string()),
+                started_at,
+                finished_at,
+            },
+        };
+        let ms = (finished_at - started_at).num_milliseconds();
+        match report.outcome {
+            JobOutcome::Failed => error!(
+                function = %self.name, job, ms, error = report.error.as_deref().unwrap_or(""),
+                "job failed; the next tick retries it"
+            ),
+            JobOutcome::Skipped => {
+                warn!(function = %self.name, job, ms, detail = %report.detail, "job skipped")
+            }
+            JobOutcome::Ok => {
+                info!(function = %self.name, job, ms, rows = report.rows, detail = %report.detail, "job done")
+            }
+        }
+        if let Err(e) = sqlx::query(
+            "INSERT INTO job_runs (job, tick, started_at, finished_at, outcome, rows, detail, error)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(job)
+        .bind(tick)
+        .bind(started_at)
+        .bind(finished_at)
+        .bind(report.outcome.as_str())
+        .bind(report.rows)
+        .bind(&report.detail)
+        .bind(&report.error)
+        .execute(&self.pool)
+        .await
+        {
+            warn!(function = %self.name, job, error = %e, "cannot record the job run");
+        }
+        report
+    }
+
+    async fn due(&self, job: &str, now: DateTime<Utc>) -> Result<bool, Error> {
+        let last: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "SELECT max(started_at) FROM job_runs WHERE job = $1 AND outcome = 'ok'",
+        )
+        .bind(job)
+        .fetch_one(&self.pool)
+        .await?;
+        let every = chrono::Duration::from_std(self.cfg.housekeeping_every).unwrap_or_default();
+        Ok(last.is_none_or(|t| now - t >= every))
+    }
+
+    async fn partitions(&self, now: DateTime<Utc>) -> Result<Done, Error> {
+        let r = upkeep::partitions(
+            &self.pool,
+            now,
+            self.cfg.partitions_ahead,
+            self.partition_secs,
+            self.cfg.events_retention,
+            self.cfg.retention_mode,
+            self.cfg.aggregate.lock_wait,
+        )
+        .await?;
+        let mut detail = format!("created {}, removed {}", r.created, r.removed.len());
+        for (part, why) in &r.kept {
+            detail.push_str(&format!("; {part} {why}"));
+        }
+        Ok(ok(i64::from(r.created) + r.removed.len() as i64, detail))
+    }
+
+    async fn rollup(&self) -> Result<Done, Error> {
+        let (events, steps) = self.catch_up().await?;
+        let merged: Vec<String> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Merged { from, to, .. } => Some(format!("({from}, {to}]")),
+                _ => None,
+            })
+            .collect();
+        let last = steps.last();
+        Ok(match last {
+            Some(Step::Skipped(why)) if merged.is_empty() => Done {
+                outcome: JobOutcome::Skipped,
+                rows: 0,
+                detail: why.clone(),
+            },
+            Some(Step::UpToDate { at }) if merged.is_empty() => {
+                ok(0, format!("up to date at {at}"))
+            }
+            _ => {
+                let mut detail = format!("seq {}", merged.join(" "));
+                if let Some(Step::Merged { capped: true, .. }) = last {
+                    detail.push_str("; backlog left for the next tick");
+                }
+                ok(events, detail)
+            }
+        })
+    }
+
+    async fn anomalies(&self, now: DateTime<Utc>, sources: bool) -> Result<Done, Error> {
+        let settings = &self.cfg.anomaly;
+        let Some(closed) = anomaly::closed_before(&self.pool, now, settings.grace).await? else {
+            return Ok(Done {
+                outcome: JobOutcome::Skipped,
+                rows: 0,
+                detail: "no rollup has run yet".into(),
+            });
+        };
+        let findings = if sources {
+            anomaly::detect_sources(&self.pool, settings, closed).await?
+        } else {
+            anomaly::detect_volume(&self.pool, settings, closed).await?
+        };
+        let new = anomaly::record(&self.pool, &findings).await?;
+        Ok(ok(
+            new as i64,
+            format!(
+                "closed before {}: {} findings, {new} new",
+                closed.format("%Y-%m-%dT%H:%M:%SZ"),
+                findings.len()
+            ),
+        ))
+    }
+
+    async fn housekeeping(&self, now: DateTime<Utc>) -> Result<Done, Error> {
+        let deleted = upkeep::housekeeping(&self.pool, now, &self.cfg.retention).await?;
+        let total: u64 = deleted.iter().map(|(_, n)| n).sum();
+        let detail = deleted
+            .iter()
+            .map(|(t, n)| format!("{t} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok(ok(total as i64, format!("deleted: {detail}")))
+    }
+}
+
+impl TickHandler for Rollup {
+    async fn tick(&self, tick: Tick) -> Result<(), Retry> {
+        let reports = self.run_at(tick.scheduled, Utc::now()).await;
+        let failed: Vec<String> = reports
+            .iter()
+            .filter(|r| r.outcome == JobOutcome::Failed)
+            .map(|r| format!("{}: {}", r.job, r.error.as_deref().unwrap_or("")))
+            .collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(Retry(failed.join("; ")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<RollupConfig, ConfigError> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        RollupConfig::from_lookup(|k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn defaults() {
+        let c = from(&[]).unwrap();
+        assert_eq!(c.partitions_ahead, Duration::from_secs(7200));
+        assert_eq!(c.retention_mode, RetentionMode::Drop);
+        assert_eq!(c.aggregate.lock_wait, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        assert_eq!(
+            from(&[("FERRY_PARTITIONS_AHEAD", "30m")]).unwrap_err().var,
+            "FERRY_PARTITIONS_AHEAD"
+        );
+        assert_eq!(
+            from(&[("FERRY_RETENTION_MODE", "shred")]).unwrap_err().var,
+            "FERRY_RETENTION_MODE"
+        );
+        assert_eq!(
+            from(&[("FERRY_ANOMALY_THRESHOLD", "-1")]).unwrap_err().var,
+            "FERRY_ANOMALY_THRESHOLD"
+        );
+        let c = from(&[
+            ("FERRY_RETENTION_MODE", "detach"),
+            ("FERRY_EVENTS_RETENTION", "2d"),
+        ])
+        .unwrap();
+        assert_eq!(c.retention_mode, RetentionMode::Detach);
+        assert_eq!(c.events_retention, Duration::from_secs(2 * 86_400));
+    }
+}

@@ -1,0 +1,15 @@
+//! `rollup` binary: configuration and pool once at cold start, then the platform adapter for
+//! timer ticks.
+
+use ferry_rollup::{Rollup, RollupConfig};
+use ferry_shared::{config::Config, telemetry};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cfg = Config::from_env()?;
+    telemetry::init(cfg.log_format);
+    let rollup = Rollup::from_config(&cfg, RollupConfig::from_env()?)?;
+    let function = rollup.function().to_owned();
+    ferry_runtime::serve_tick(&function, rollup).await?;
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! Partition upkeep and retention of operational tables.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ferry_shared::error::Error;
+use sqlx::PgPool;
+
+/// What happens to `events` partitions past retention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetentionMode {
+    /// Detach and drop.
+    Drop,
+    /// Detach and keep, renamed `archived_<partition>` (to archive or drop by hand).
+    Detach,
+}
+
+/// Result of one partition upkeep run.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PartitionReport {
+    pub created: i32,
+    pub removed: Vec<String>,
+    /// Past retention but kept for now, with the reason.
+    pub kept: Vec<(String, String)>,
+}
+
+fn chrono_dur(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// Creates the partitions for `[now, now + ahead]` and removes those that ended more than
+/// `retention` ago, except partitions holding events the rollups have not counted yet.
+pub async fn partitions(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    ahead: Duration,
+    partition_secs: i64,
+    retention: Duration,
+    mode: RetentionMode,
+    lock_wait: Duration,
+) -> Result<PartitionReport, Error> {
+    let mut report = PartitionReport {
+        created: ferry_shared::db::ensure_partitions_ahead(pool, now, ahead, partition_secs)
+            .await?,
+        ..PartitionReport::default()
+    };
+    let before = now - chrono_dur(retention);
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT part, action FROM ferry_drop_event_partitions(
+             $1, (SELECT coalesce(min(last_seq), 0) FROM rollup_state), $2,
+             make_interval(secs => $3))",
+    )
+    .bind(before)
+    .bind(mode == RetentionMode::Detach)
+    .bind(lock_wait.as_secs_f64())
+    .fetch_all(pool)
+    .await?;
+    for (part, action) in rows {
+        if action == "dropped" || action.starts_with("detached") {
+            report.removed.push(part);
+        } else {
+            report.kept.push((part, action));
+        }
+    }
+    Ok(report)
+}
+
+/// Retention of operational rows.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    /// Ledger rows (`ingest_ledger`, `blob_objects`): must outlast the longest redelivery
+    /// window of the queues (SQS keeps messages up to 14 days), or a very late redelivery would
+    /// be applied again.
+    pub ledger: Duration,
+    pub quarantine: Duration,
+    pub job_runs: Duration,
+    pub anomalies: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        let day = 86_400;
+        Retention {
+            ledger: Duration::from_secs(15 * day),
+            quarantine: Duration::from_secs(30 * day),
+            job_runs: Duration::from_secs(7 * day),
+            anomalies: Duration::from_secs(90 * day),
+        }
+    }
+}
+
+/// Rows deleted per statement, so no single delete holds locks or bloats WAL for long.
+const BATCH: i64 = 10_000;
+
+/// Deletes expired rows in batches. Returns (table, rows deleted) per table.
+pub async fn housekeeping(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    retention: &Retention,
+) -> Result<Vec<(&'static str, u64)>, Error> {
+    let plan: [(&'static str, &str, Duration); 5] = [
+        ("ingest_ledger", "applied_at", retention.ledger),
+        ("blob_objects", "applied_at", retention.ledger),
+        ("quarantine", "received_at", retention.quarantine),
+        ("job_runs", "started_at", retention.job_runs),
+        ("anomalies", "detected_at", retention.anomalies),
+    ];
+    let mut out = Vec::new();
+    for (table, column, keep) in plan {
+        let cutoff = now - chrono_dur(keep);
+        let sql = format!(
+            "DELETE FROM {table} WHERE ctid = ANY(ARRAY(
+                 SELECT ctid FROM {table} WHERE {column} < $1 LIMIT {BATCH}))"
+        );
+        let mut total = 0;
+        loop {
+            let n = sqlx::query(&sql)
+                .bind(cutoff)
+                .execute(pool)
+                .await?
+                .rows_affected();
+            total += n;
+            if n < BATCH as u64 {
+                break;
+            }
+        }
+        out.push((table, total));
+    }
+    Ok(out)
+}

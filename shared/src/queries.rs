@@ -1,0 +1,450 @@
+//! Read functions over the rollups: what the API and dashboards ask for.
+//!
+//! Every query names one tenant (so on Citus it is routed to that tenant's shard) and reads
+//! rollup rows, never raw events. A range `[from, to)` is aligned outward to 5 minutes and
+//! covered by the coarsest buckets that fit: whole UTC days from the daily rows, whole hours
+//! from the hourly rows, the ragged edges from the 5-minute rows. So "unique visitors over any
+//! range" merges at most a few dozen hll sketches, however long the range.
+//!
+//! | function | answers |
+//! |---|---|
+//! | [`time_series`] | one metric per bucket of a grain, gaps filled with 0 |
+//! | [`unique_users`] | distinct users (hll) over any range, optionally of one event type |
+//! | [`top_pages`] | most viewed pages over a range |
+//! | [`top_products`] | products by views, with add-to-cart and purchases |
+//! | [`revenue`] | revenue per currency over a range |
+//! | [`source_days`] | events per source per day (data quality) |
+//! | [`recent_anomalies`] | findings of the anomaly and data-quality checks |
+
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::PgPool;
+
+use crate::error::Error;
+
+/// Bucket width of a rollup row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grain {
+    FiveMinutes,
+    Hour,
+    Day,
+}
+
+impl Grain {
+    pub fn seconds(self) -> i64 {
+        match self {
+            Grain::FiveMinutes => 300,
+            Grain::Hour => 3_600,
+            Grain::Day => 86_400,
+        }
+    }
+}
+
+/// What a time series counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Metric {
+    /// Events, of every type or of one.
+    Events { event_type: Option<String> },
+    /// Distinct users per bucket (hll), of every type or of one.
+    Users { event_type: Option<String> },
+    /// Distinct sessions per bucket (hll).
+    Sessions,
+    /// Page views, of every page or of one.
+    PageViews { page: Option<String> },
+    /// Net revenue in minor units of one currency.
+    Revenue { currency: String },
+    /// Events from one source (hourly and daily grains only).
+    SourceEvents { source: String },
+}
+
+/// The buckets covering `[from, to)`: (grain seconds, first bucket, end) triples.
+pub fn cover(from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<(i32, DateTime<Utc>, DateTime<Utc>)> {
+    let five = 300;
+    let lo = from.timestamp().div_euclid(five) * five;
+    let hi = (to.timestamp() + five - 1).div_euclid(five) * five;
+    let mut out = Vec::new();
+    if hi <= lo {
+        return out;
+    }
+    let up = |t: i64, g: i64| (t + g - 1).div_euclid(g) * g;
+    let down = |t: i64, g: i64| t.div_euclid(g) * g;
+    let (d0, d1) = (up(lo, 86_400), down(hi, 86_400));
+    let (h0, h1) = (up(lo, 3_600), down(hi, 3_600));
+    let mut push = |g: i64, a: i64, b: i64| {
+        if a < b {
+            if let (Some(a), Some(b)) = (
+                Utc.timestamp_opt(a, 0).single(),
+                Utc.timestamp_opt(b, 0).single(),
+            ) {
+                out.push((g as i32, a, b));
+            }
+        }
+    };
+    if d0 < d1 {
+        push(86_400, d0, d1);
+        push(3_600, h0, d0);
+        push(3_600, d1, h1);
+        push(300, lo, h0.min(d0));
+        push(300, h1.max(d1), hi);
+    } else if h0 < h1 {
+        push(3_600, h0, h1);
+        push(300, lo, h0);
+        push(300, h1, hi);
+    } else {
+        push(300, lo, hi);
+    }
+    out
+}
+
+type Cover = (Vec<i32>, Vec<DateTime<Utc>>, Vec<DateTime<Utc>>);
+
+fn cover_arrays(from: DateTime<Utc>, to: DateTime<Utc>) -> Cover {
+    let mut g = Vec::new();
+    let mut a = Vec::new();
+    let mut b = Vec::new();
+    for (grain, lo, hi) in cover(from, to) {
+        g.push(grain);
+        a.push(lo);
+        b.push(hi);
+    }
+    (g, a, b)
+}
+
+/// Joins a rollup table `r` to the cover of a range given as $2, $3, $4.
+const COVER: &str =
+    "JOIN unnest($2::int[], $3::timestamptz[], $4::timestamptz[]) AS c(grain, lo, hi)
+     ON r.grain = c.grain AND r.bucket >= c.lo AND r.bucket < c.hi";
+
+/// One value per bucket of `grain` in `[from, to)` (aligned down to the grain), 0 where
+/// nothing happened.
+pub async fn time_series(
+    pool: &PgPool,
+    tenant: &str,
+    metric: &Metric,
+    grain: Grain,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<(DateTime<Utc>, f64)>, Error> {
+    let g = grain.seconds();
+    let start = from.timestamp().div_euclid(g) * g;
+    let (value, table, filter, arg): (&str, &str, &str, Option<&str>) = match metric {
+        Metric::Events { event_type } => (
+            "sum(events)::float8",
+            "rollup_events",
+            "($5::text IS NULL OR type = $5)",
+            event_type.as_deref(),
+        ),
+        Metric::Users { event_type } => (
+            "hll_cardinality(hll_union_agg(users))",
+            "rollup_events",
+            "($5::text IS NULL OR type = $5)",
+            event_type.as_deref(),
+        ),
+        Metric::Sessions => (
+            "hll_cardinality(hll_union_agg(sessions))",
+            "rollup_events",
+            "$5::text IS NULL",
+            None,
+        ),
+        Metric::PageViews { page } => (
+            "sum(views)::float8",
+            "rollup_pages",
+            "($5::text IS NULL OR page = $5)",
+            page.as_deref(),
+        ),
+        Metric::Revenue { currency } => (
+            "sum(amount)::float8",
+            "rollup_revenue",
+            "currency = $5",
+            Some(currency.as_str()),
+        ),
+        Metric::SourceEvents { source } => (
+            "sum(events)::float8",
+            "rollup_sources",
+            "source = $5",
+            Some(source.as_str()),
+        ),
+    };
+    let sql = format!(
+        "SELECT s.bucket, coalesce(v.value, 0)::float8
+         FROM generate_series($3::timestamptz, $4::timestamptz - interval '1 microsecond',
+                              make_interval(secs => $2)) AS s(bucket)
+         LEFT JOIN (
+             SELECT bucket, {value} AS value FROM {table}
+             WHERE tenant_id = $1 AND grain = $2 AND bucket >= $3 AND bucket < $4 AND {filter}
+             GROUP BY bucket
+         ) v ON v.bucket = s.bucket
+         ORDER BY 1"
+    );
+    let from = Utc.timestamp_opt(start, 0).single().unwrap_or(from);
+    Ok(sqlx::query_as(&sql)
+        .bind(tenant)
+        .bind(g as i32)
+        .bind(from)
+        .bind(to)
+        .bind(arg)
+        .fetch_all(pool)
+        .await?)
+}
+
+/// Distinct users over `[from, to)` by merging the covering hll sketches (about 0.8% standard
+/// error), optionally of one event type.
+pub async fn unique_users(
+    pool: &PgPool,
+    tenant: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    event_type: Option<&str>,
+) -> Result<f64, Error> {
+    let (g, a, b) = cover_arrays(from, to);
+    let sql = format!(
+        "SELECT coalesce(hll_cardinality(hll_union_agg(r.users)), 0)::float8
+         FROM rollup_events r {COVER}
+         WHERE r.tenant_id = $1 AND ($5::text IS NULL OR r.type = $5)"
+    );
+    Ok(sqlx::query_scalar(&sql)
+        .bind(tenant)
+        .bind(g)
+        .bind(a)
+        .bind(b)
+        .bind(event_type)
+        .fetch_one(pool)
+        .await?)
+}
+
+/// The `limit` most viewed pages over `[from, to)`.
+pub async fn top_pages(
+    pool: &PgPool,
+    tenant: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<(String, i64)>, Error> {
+    let (g, a, b) = cover_arrays(from, to);
+    let sql = format!(
+        "SELECT r.page, sum(r.views)::bigint FROM rollup_pages r {COVER}
+         WHERE r.tenant_id = $1 GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $5"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(tenant)
+        .bind(g)
+        .bind(a)
+        .bind(b)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?)
+}
+
+/// A product's activity over a range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductActivity {
+    pub product: String,
+    pub views: i64,
+    pub cart_adds: i64,
+    pub purchases: i64,
+}
+
+/// The `limit` most viewed products over `[from, to)`.
+pub async fn top_products(
+    pool: &PgPool,
+    tenant: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<ProductActivity>, Error> {
+    let (g, a, b) = cover_arrays(from, to);
+    let sql = format!(
+        "SELECT r.product, sum(r.views)::bigint, sum(r.cart_adds)::bigint, sum(r.purchases)::bigint
+         FROM rollup_products r {COVER}
+         WHERE r.tenant_id = $1 GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $5"
+    );
+    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(&sql)
+        .bind(tenant)
+        .bind(g)
+        .bind(a)
+        .bind(b)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(product, views, cart_adds, purchases)| ProductActivity {
+            product,
+            views,
+            cart_adds,
+            purchases,
+        })
+        .collect())
+}
+
+/// Revenue of one currency over a range, in minor units.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Revenue {
+    pub currency: String,
+    pub purchases: i64,
+    pub refunds: i64,
+    /// Purchases minus refunds.
+    pub net: f64,
+    pub refunded: f64,
+}
+
+/// Revenue per currency over `[from, to)`.
+pub async fn revenue(
+    pool: &PgPool,
+    tenant: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<Revenue>, Error> {
+    let (g, a, b) = cover_arrays(from, to);
+    let sql = format!(
+        "SELECT r.currency, sum(r.purchases)::bigint, sum(r.refunds)::bigint,
+                sum(r.amount)::float8, sum(r.refunded)::float8
+         FROM rollup_revenue r {COVER}
+         WHERE r.tenant_id = $1 GROUP BY 1 ORDER BY 1"
+    );
+    let rows: Vec<(String, i64, i64, f64, f64)> = sqlx::query_as(&sql)
+        .bind(tenant)
+        .bind(g)
+        .bind(a)
+        .bind(b)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(currency, purchases, refunds, net, refunded)| Revenue {
+            currency,
+            purchases,
+            refunds,
+            net,
+            refunded,
+        })
+        .collect())
+}
+
+/// Events per source per UTC day, for the days in `[from, to)`.
+pub async fn source_days(
+    pool: &PgPool,
+    tenant: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<(DateTime<Utc>, String, i64)>, Error> {
+    Ok(sqlx::query_as(
+        "SELECT bucket, source, events FROM rollup_sources
+         WHERE tenant_id = $1 AND grain = 86400 AND bucket >= date_bin('1 day', $2, TIMESTAMPTZ 'epoch')
+           AND bucket < $3
+         ORDER BY 1, 2",
+    )
+    .bind(tenant)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// A finding of the anomaly or data-quality checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Anomaly {
+    pub metric: String,
+    pub grain: i32,
+    pub bucket: DateTime<Utc>,
+    pub kind: String,
+    pub value: f64,
+    pub baseline: f64,
+    pub score: f64,
+    pub method: String,
+    pub detected_at: DateTime<Utc>,
+}
+
+/// Findings detected since `since`, newest bucket first.
+pub async fn recent_anomalies(
+    pool: &PgPool,
+    tenant: &str,
+    since: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Anomaly>, Error> {
+    type Row = (
+        String,
+        i32,
+        DateTime<Utc>,
+        String,
+        f64,
+        f64,
+        f64,
+        String,
+        DateTime<Utc>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT metric, grain, bucket, kind, value, baseline, score, method, detected_at
+         FROM anomalies WHERE tenant_id = $1 AND detected_at >= $2
+         ORDER BY bucket DESC, metric, kind LIMIT $3",
+    )
+    .bind(tenant)
+    .bind(since)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(metric, grain, bucket, kind, value, baseline, score, method, detected_at)| Anomaly {
+                metric,
+                grain,
+                bucket,
+                kind,
+                value,
+                baseline,
+                score,
+                method,
+                detected_at,
+            },
+        )
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn cover_uses_days_hours_and_five_minutes() {
+        let c = cover(t("2026-11-01T22:07:00Z"), t("2026-11-04T01:10:00Z"));
+        let fmt: Vec<(i32, String, String)> = c
+            .iter()
+            .map(|(g, a, b)| {
+                (
+                    *g,
+                    a.format("%d %H:%M").to_string(),
+                    b.format("%d %H:%M").to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            fmt,
+            vec![
+                (86_400, "02 00:00".into(), "04 00:00".into()),
+                (3_600, "01 23:00".into(), "02 00:00".into()),
+                (3_600, "04 00:00".into(), "04 01:00".into()),
+                (300, "01 22:05".into(), "01 23:00".into()),
+                (300, "04 01:00".into(), "04 01:10".into()),
+            ]
+        );
+        // Contiguous and without overlap: the spans add up to the aligned range.
+        let total: i64 = c.iter().map(|(_, a, b)| (*b - *a).num_seconds()).sum();
+        assert_eq!(
+            total,
+            (t("2026-11-04T01:10:00Z") - t("2026-11-01T22:05:00Z")).num_seconds()
+        );
+    }
+
+    #[test]
+    fn cover_within_one_hour_and_empty() {
+        let c = cover(t("2026-11-01T10:02:00Z"), t("2026-11-01T10:31:00Z"));
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].0, 300);
+        assert_eq!((c[0].2 - c[0].1).num_minutes(), 35);
+        assert!(cover(t("2026-11-01T10:00:00Z"), t("2026-11-01T10:00:00Z")).is_empty());
+    }
+}

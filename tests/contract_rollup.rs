@@ -1,0 +1,228 @@
+//! Contract tests of the real `rollup` binary: in Lambda mode against a loopback Runtime API
+//! with both scheduled payload shapes (an EventBridge rule's "Scheduled Event", and EventBridge
+//! Scheduler's, whose `detail` is a string), and in Azure mode with the `timerTrigger` envelope.
+
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use ferry_tests::{count, fresh_db, spawn_function, unreachable_database_url, RuntimeApi, TestDb};
+use serde_json::{json, Value};
+
+fn fill(name: &str, values: &[(&str, &str)]) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    for (k, v) in values {
+        text = text.replace(&format!("{{{{{k}}}}}"), v);
+    }
+    assert!(!text.contains("{{"), "{name}: unfilled placeholder");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// A database with `n` page views of tenant acme over the last half hour.
+async fn db_with_events(n: i64) -> TestDb {
+    let db = fresh_db().await;
+    ferry_shared::db::add_tenant(&db.pool, "acme", "Acme")
+        .await
+        .unwrap();
+    add_events(&db, n, "a").await;
+    db
+}
+
+async fn add_events(db: &TestDb, n: i64, tag: &str) {
+    let start = Utc::now() - chrono::Duration::minutes(30);
+    ferry_shared::db::ensure_partitions_ahead(&db.pool, start, Duration::from_secs(3600), 300)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO events (tenant_id, source, event_id, type, time, received_at, user_id, data)
+         SELECT 'acme', '/web', $1 || g, 'page.viewed', $2 + (g % 1800) * interval '1 second',
+                now(), 'u' || (g % 17), jsonb_build_object('path', '/p' || (g % 3))
+         FROM generate_series(1, $3) AS g",
+    )
+    .bind(tag)
+    .bind(start)
+    .bind(n)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+async fn ticks(db: &TestDb) -> Vec<(DateTime<Utc>, String, String)> {
+    sqlx::query_as("SELECT tick, job, outcome FROM job_runs ORDER BY run_id")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+}
+
+fn lambda(api: &RuntimeApi, database_url: &str) -> tokio::process::Child {
+    let env: Vec<(&str, String)> = api.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    spawn_function("rollup", database_url, &env)
+}
+
+#[tokio::test]
+async fn lambda_mode_runs_the_jobs_on_a_rule_tick_and_a_scheduler_tick() {
+    let db = db_with_events(300).await;
+    let mut api = RuntimeApi::start().await;
+    let _f = lambda(&api, &db.url);
+
+    let rule_time = Utc::now() - chrono::Duration::seconds(20);
+    let (kind, body) = api
+        .invoke(fill(
+            "eventbridge_scheduled_rule.json",
+            &[("time", &rfc3339(rule_time))],
+        ))
+        .await;
+    assert_eq!((kind, &body), ("response", &json!({"status": "done"})));
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT sum(events)::bigint FROM rollup_events WHERE grain = 86400"
+        )
+        .await,
+        300
+    );
+    let runs = ticks(&db).await;
+    let jobs: Vec<&str> = runs.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(
+        jobs,
+        [
+            "partitions",
+            "rollup",
+            "anomalies",
+            "data_quality",
+            "housekeeping"
+        ]
+    );
+    assert!(
+        runs.iter()
+            .all(|r| r.0.timestamp() == rule_time.timestamp() && r.2 == "ok"),
+        "{runs:?}"
+    );
+
+    // Scheduler: `detail` is the string "{}"; the payload is still read, its time recorded.
+    add_events(&db, 45, "b").await;
+    let scheduler_time = Utc::now() - chrono::Duration::seconds(5);
+    let (kind, _) = api
+        .invoke(fill(
+            "eventbridge_scheduler.json",
+            &[("time", &rfc3339(scheduler_time))],
+        ))
+        .await;
+    assert_eq!(kind, "response");
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT sum(events)::bigint FROM rollup_events WHERE grain = 86400"
+        )
+        .await,
+        345
+    );
+    let runs = ticks(&db).await;
+    assert_eq!(runs.len(), 5 + 4, "housekeeping is hourly: {runs:?}");
+    assert!(runs[5..]
+        .iter()
+        .all(|r| r.0.timestamp() == scheduler_time.timestamp() && r.2 == "ok"));
+}
+
+#[tokio::test]
+async fn lambda_mode_reports_a_function_error_when_the_database_is_down() {
+    let mut api = RuntimeApi::start().await;
+    let _f = lambda(&api, &unreachable_database_url());
+    let (kind, body) = api
+        .invoke(fill(
+            "eventbridge_scheduled_rule.json",
+            &[("time", &rfc3339(Utc::now()))],
+        ))
+        .await;
+    assert_eq!(kind, "error", "{body}");
+    assert!(body.to_string().contains("rollup"), "{body}");
+}
+
+async fn azure(database_url: &str) -> (tokio::process::Child, String) {
+    let port = ferry_local::postgres::free_port().unwrap();
+    let port_s = port.to_string();
+    let env = [
+        ("FUNCTIONS_CUSTOMHANDLER_PORT", port_s.as_str()),
+        ("FERRY_FUNCTION_NAME", "rollup"),
+    ];
+    let child = spawn_function("rollup", database_url, &env);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    for _ in 0..100 {
+        if client.get(&base).send().await.is_ok() {
+            return (child, base);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("rollup did not start listening");
+}
+
+fn timer(now: DateTime<Utc>) -> Value {
+    fill(
+        "azure_timer.json",
+        &[
+            ("last", &rfc3339(now - chrono::Duration::minutes(1))),
+            ("next", &rfc3339(now + chrono::Duration::minutes(1))),
+            ("now", &now.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        ],
+    )
+}
+
+#[tokio::test]
+async fn azure_mode_runs_the_jobs_on_the_timer_envelope() {
+    let db = db_with_events(120).await;
+    let (_f, base) = azure(&db.url).await;
+    let now = Utc::now() - chrono::Duration::seconds(3);
+    let r = reqwest::Client::new()
+        .post(format!("{base}/rollup"))
+        .json(&timer(now))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT sum(events)::bigint FROM rollup_events WHERE grain = 300"
+        )
+        .await,
+        120
+    );
+    let runs = ticks(&db).await;
+    assert_eq!(runs.len(), 5);
+    assert!(
+        runs.iter()
+            .all(|r| r.0.timestamp_millis() == now.timestamp_millis() && r.2 == "ok"),
+        "{runs:?}"
+    );
+
+    // An envelope without a timer object is refused, and nothing runs.
+    let r = reqwest::Client::new()
+        .post(format!("{base}/rollup"))
+        .json(&json!({"Data": {}, "Metadata": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(ticks(&db).await.len(), 5);
+}
+
+#[tokio::test]
+async fn azure_mode_answers_500_while_the_database_is_down() {
+    let (_f, base) = azure(&unreachable_database_url()).await;
+    let r = reqwest::Client::new()
+        .post(format!("{base}/rollup"))
+        .json(&timer(Utc::now()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    assert!(r.text().await.unwrap().contains("rollup"));
+}
