@@ -179,9 +179,11 @@ BEGIN
                 RAISE EXCEPTION 'not rolled up' USING ERRCODE = 'FR001';
             END IF;
             IF detach_only THEN
-                -- Renamed so that a late event for this slot gets a fresh partition.
-                EXECUTE format('ALTER TABLE %I RENAME TO %I', r.name, 'archived_' || r.name);
-                action := 'detached as archived_' || r.name;
+                -- Renamed so that a late event for this slot gets a fresh partition (which may
+                -- be archived in turn: the suffix keeps the names apart).
+                action := 'archived_' || r.name || '_' || extract(epoch FROM clock_timestamp())::bigint;
+                EXECUTE format('ALTER TABLE %I RENAME TO %I', r.name, action);
+                action := 'detached as ' || action;
             ELSE
                 EXECUTE format('DROP TABLE %I', r.name);
                 action := 'dropped';
@@ -189,6 +191,8 @@ BEGIN
         EXCEPTION
             WHEN lock_not_available THEN
                 action := 'busy: retry next run';
+            WHEN duplicate_table THEN
+                action := 'kept: archive name taken, retry next run';
             WHEN SQLSTATE 'FR001' THEN
                 action := 'kept: not rolled up yet';
         END;

@@ -90,18 +90,22 @@ WHERE seq > {from} AND seq <= {to}
 GROUP BY 1, 2, 3";
 
 /// The 5-minute delta by source and business role. Roles come from `event_roles` through
-/// one-time subqueries (init plans), not a join per row.
+/// one-time subqueries (init plans), not a join per row. Nothing in `data` can make it fail:
+/// `->>` yields NULL on any shape, amounts are summed only when they are JSON numbers below
+/// 10^15, and pages are cut to 512 characters (at most 2,048 bytes, under the btree key limit
+/// of the `rollup_pages` primary key).
 const DELTA_DIMS: &str = "\
 CREATE TEMP TABLE rollup_delta_dims ON COMMIT DROP AS
 SELECT tenant_id, bucket, source, role,
        CASE WHEN role = 'page_view'
-            THEN left(coalesce(data->>'path', data->>'page', subject, ''), 1024) END AS page,
+            THEN left(coalesce(data->>'path', data->>'page', subject, ''), 512) END AS page,
        CASE WHEN role IN ('product_view', 'cart_add', 'purchase')
             THEN left(coalesce(data->>'sku', data->>'product_id', subject), 256) END AS product,
        CASE WHEN role IN ('purchase', 'refund')
             THEN left(coalesce(data->>'currency', ''), 16) END AS currency,
        count(*) AS events,
        sum(CASE WHEN role IN ('purchase', 'refund') AND jsonb_typeof(data->'amount_cents') = 'number'
+                     AND abs((data->>'amount_cents')::numeric) < 1e15
                 THEN (data->>'amount_cents')::numeric END) AS amount
 FROM (
     SELECT tenant_id, source, subject, data,
@@ -285,13 +289,18 @@ pub async fn step(
         return Err(Error::InjectedCrash(CrashPoint::AfterLoad));
     }
 
+    // `advanced_at` says "everything that had committed by then is counted"; a capped window
+    // leaves a backlog, so it does not move (the anomaly checks would read gaps as drops).
+    let capped = to < newest;
     sqlx::query(
-        "UPDATE rollup_state SET last_seq = $1, events = events + $2, advanced_at = $3
+        "UPDATE rollup_state SET last_seq = $1, events = events + $2,
+             advanced_at = CASE WHEN $4 THEN advanced_at ELSE $3 END
          WHERE name = 'events'",
     )
     .bind(to)
     .bind(events)
     .bind(settled_at)
+    .bind(capped)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -299,7 +308,7 @@ pub async fn step(
         from,
         to,
         events,
-        capped: to < newest,
+        capped,
     })
 }
 

@@ -230,8 +230,7 @@ pub async fn closed_before(
     let Some(settled) = settled.flatten() else {
         return Ok(None);
     };
-    let grace = chrono::Duration::from_std(grace).unwrap_or_default();
-    Ok(Some(now.min(settled) - grace))
+    Ok(Some(crate::upkeep::before(now.min(settled), grace)))
 }
 
 /// A finding to upsert.

@@ -53,7 +53,7 @@ impl Default for RollupConfig {
             aggregate: AggregateOptions::default(),
             budget: Duration::from_secs(40),
             partitions_ahead: Duration::from_secs(2 * 3600),
-            events_retention: Duration::from_secs(7 * 86_400),
+            events_retention: Duration::from_secs(30 * 86_400),
             retention_mode: RetentionMode::Drop,
             retention: Retention::default(),
             housekeeping_every: Duration::from_secs(3600),
@@ -233,6 +233,20 @@ pub struct Rollup {
 impl Rollup {
     /// From the environment: pool and settings.
     pub fn from_config(cfg: &Config, rcfg: RollupConfig) -> anyhow::Result<Rollup> {
+        // Dropping a partition drops the unique key that deduplicates its events: one that
+        // ingest still accepts could then be loaded, and counted, a second time.
+        if rcfg.events_retention < cfg.limits.max_event_age {
+            return Err(bad(
+                "FERRY_EVENTS_RETENTION",
+                &humantime::format_duration(rcfg.events_retention).to_string(),
+                format!(
+                    "must be at least FERRY_MAX_EVENT_AGE ({}): a producer's resend of an older \
+                     event would otherwise be loaded and counted again; lower both together",
+                    humantime::format_duration(cfg.limits.max_event_age)
+                ),
+            )
+            .into());
+        }
         let name = cfg.function_name.clone().unwrap_or_else(|| "rollup".into());
         let pool = ferry_shared::db::pool(&cfg.db, cfg.database_url()?, &name)?;
         Ok(Rollup::with_pool(cfg, rcfg, pool, &name))

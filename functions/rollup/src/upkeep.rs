@@ -24,8 +24,12 @@ pub struct PartitionReport {
     pub kept: Vec<(String, String)>,
 }
 
-fn chrono_dur(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+/// `now - d`, saturating at the earliest representable time (a retention of "forever").
+pub(crate) fn before(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_sub_signed(d))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 /// Creates the partitions for `[now, now + ahead]` and removes those that ended more than
@@ -44,13 +48,13 @@ pub async fn partitions(
             .await?,
         ..PartitionReport::default()
     };
-    let before = now - chrono_dur(retention);
+    let cutoff = before(now, retention);
     let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT part, action FROM ferry_drop_event_partitions(
              $1, (SELECT coalesce(min(last_seq), 0) FROM rollup_state), $2,
              make_interval(secs => $3))",
     )
-    .bind(before)
+    .bind(cutoff)
     .bind(mode == RetentionMode::Detach)
     .bind(lock_wait.as_secs_f64())
     .fetch_all(pool)
@@ -107,7 +111,7 @@ pub async fn housekeeping(
     ];
     let mut out = Vec::new();
     for (table, column, keep) in plan {
-        let cutoff = now - chrono_dur(keep);
+        let cutoff = before(now, keep);
         let sql = format!(
             "DELETE FROM {table} WHERE ctid = ANY(ARRAY(
                  SELECT ctid FROM {table} WHERE {column} < $1 LIMIT {BATCH}))"

@@ -393,3 +393,201 @@ pub async fn transform(
     std::fs::remove_file(&file)?;
     Ok(())
 }
+
+/// Options of the rollup benchmark.
+#[derive(Debug, Clone)]
+pub struct RollupBench {
+    /// Fresh events rolled up in one bulk run.
+    pub events: i64,
+    /// Events already in the table (and rolled up) before the incremental run.
+    pub base: i64,
+    /// New events the incremental run rolls up.
+    pub increment: i64,
+}
+
+/// Inserts `[first, last]` synthetic events shaped like the demo stream (3 tenants, page and
+/// product views, carts, catalog updates, payments) spread over the `spread_secs` before `end`.
+async fn insert_synthetic(
+    pool: &PgPool,
+    first: i64,
+    last: i64,
+    end: chrono::DateTime<Utc>,
+    spread_secs: i64,
+) -> anyhow::Result<()> {
+    const CHUNK: i64 = 250_000;
+    let mut lo = first;
+    while lo <= last {
+        let hi = (lo + CHUNK - 1).min(last);
+        sqlx::query(
+            "INSERT INTO events (tenant_id, source, event_id, type, time, received_at, user_id,
+                                 session_id, data)
+             SELECT t,
+                    CASE WHEN r < 85 THEN '/web/tracker' WHEN r < 92 THEN '/erp/catalog'
+                         ELSE '/payments/psp' END,
+                    'bench-' || g,
+                    CASE WHEN r < 55 THEN 'page.viewed' WHEN r < 75 THEN 'product.viewed'
+                         WHEN r < 85 THEN 'cart.item_added' WHEN r < 92 THEN 'product.updated'
+                         WHEN r < 99 THEN 'payment.captured' ELSE 'payment.refunded' END,
+                    $1::timestamptz - ((g * 7919) % $2) * interval '1 second',
+                    now(), 'u' || (g * 31 % 2000), 's' || (g * 17 % 5000),
+                    CASE WHEN r < 55 THEN jsonb_build_object(
+                             'path', (ARRAY['/', '/search', '/cart', '/checkout', '/help'])[1 + g % 5],
+                             'referrer', 'https://search.example/')
+                         WHEN r < 92 THEN jsonb_build_object('sku', 'sku-' || lpad((g % 500)::text, 4, '0'))
+                         ELSE jsonb_build_object('amount_cents', 500 + g % 250000, 'currency', 'EUR',
+                                                 'order', 'o-' || g) END
+             FROM (SELECT g, (g * 2654435761) % 100 AS r,
+                          (ARRAY['acme', 'globex', 'initech'])[1 + (g % 3)::int] AS t
+                   FROM generate_series($3::bigint, $4::bigint) AS g) s",
+        )
+        .bind(end)
+        .bind(spread_secs.max(1))
+        .bind(lo)
+        .bind(hi)
+        .execute(pool)
+        .await?;
+        lo = hi + 1;
+    }
+    Ok(())
+}
+
+/// The cheapest possible rollup of a `seq` window, as the baseline: one count per tenant,
+/// 5-minute bucket and type; no sketches, no dimensions, no merge, nothing written.
+async fn baseline_aggregate(
+    pool: &PgPool,
+    from: i64,
+    to: i64,
+    work_mem_mb: u32,
+) -> anyhow::Result<Duration> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
+    sqlx::query(&format!("SET LOCAL work_mem = '{work_mem_mb}MB'"))
+        .execute(&mut *tx)
+        .await?;
+    let t = Instant::now();
+    sqlx::query(
+        "SELECT tenant_id, date_bin('5 minutes', time, TIMESTAMPTZ 'epoch'), type, count(*)
+         FROM events WHERE seq > $1 AND seq <= $2 GROUP BY 1, 2, 3",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(&mut *tx)
+    .await?;
+    let elapsed = t.elapsed();
+    tx.rollback().await?;
+    Ok(elapsed)
+}
+
+/// `VACUUM ANALYZE events` (as autovacuum would after a load), without the pool's statement
+/// timeout.
+async fn vacuum(pool: &PgPool) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await?;
+    sqlx::query("SET statement_timeout = 0")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("VACUUM ANALYZE events")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("RESET statement_timeout")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Runs the rollup benchmark and prints its figures.
+#[allow(clippy::print_stdout)]
+pub async fn rollup(admin_url: &str, cfg: &Config, opts: &RollupBench) -> anyhow::Result<()> {
+    use ferry_rollup::{Rollup, RollupConfig, Step};
+    let admin = PgPool::connect(admin_url).await?;
+    let pool = prepare(&admin, admin_url, "bench_rollup", cfg).await?;
+    let width = cfg.partition_interval.as_secs() as i64;
+    let now = Utc::now();
+    let mut rcfg = RollupConfig::default();
+    rcfg.aggregate.max_events = opts.events.max(opts.base).max(1);
+    let work_mem = rcfg.aggregate.work_mem_mb;
+    let r = Rollup::with_pool(cfg, rcfg, pool.clone(), "bench-rollup");
+
+    // 1. Bulk: `events` fresh events over the last 2 hours, rolled up in one run.
+    println!("loading {} events (last 2 hours)", opts.events);
+    insert_synthetic(&pool, 1, opts.events, now, 7_200).await?;
+    vacuum(&pool).await?;
+    let base_time = baseline_aggregate(&pool, 0, i64::MAX, work_mem).await?;
+    let t = Instant::now();
+    let step = r.step().await?;
+    let bulk = t.elapsed();
+    let Step::Merged { events, .. } = step else {
+        anyhow::bail!("bulk run did not merge: {step:?}");
+    };
+    let rate = events as f64 / bulk.as_secs_f64();
+    let base_rate = opts.events as f64 / base_time.as_secs_f64();
+    println!(
+        "bulk rollup: {events} events in {:.2} s = {:.0} events/s",
+        bulk.as_secs_f64(),
+        rate
+    );
+    println!(
+        "  baseline (count per tenant/bucket/type, no hll, no dimensions, no merge): {:.2} s = {:.0} events/s",
+        base_time.as_secs_f64(),
+        base_rate
+    );
+    println!("  ratio rollup/baseline: {:.2}", rate / base_rate);
+    let rows: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM rollup_events) + (SELECT count(*) FROM rollup_pages)
+              + (SELECT count(*) FROM rollup_products) + (SELECT count(*) FROM rollup_revenue)
+              + (SELECT count(*) FROM rollup_sources)",
+    )
+    .fetch_one(&pool)
+    .await?;
+    println!("  rollup rows written: {rows}");
+
+    // 2. Incremental: grow the table to `base` events over two days, roll them up, then add
+    //    `increment` new ones and time the one run that picks them up.
+    let more = opts.base - opts.events;
+    if more > 0 {
+        println!("loading {more} more events (over 2 days) and rolling them up");
+        db::ensure_partitions_ahead(
+            &pool,
+            now - chrono::Duration::days(2),
+            Duration::from_secs(2 * 86_400 + 3_600),
+            width,
+        )
+        .await?;
+        insert_synthetic(&pool, opts.events + 1, opts.base, now, 2 * 86_400).await?;
+        vacuum(&pool).await?;
+        let (n, _) = r.catch_up().await?;
+        println!("  rolled up {n}");
+    }
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await?;
+    let parts: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_inherits WHERE inhparent = 'events'::regclass")
+            .fetch_one(&pool)
+            .await?;
+    insert_synthetic(
+        &pool,
+        opts.base + 1,
+        opts.base + opts.increment,
+        Utc::now(),
+        300,
+    )
+    .await?;
+    let from: i64 = sqlx::query_scalar("SELECT last_seq FROM rollup_state WHERE name = 'events'")
+        .fetch_one(&pool)
+        .await?;
+    let base_time = baseline_aggregate(&pool, from, i64::MAX, work_mem).await?;
+    let t = Instant::now();
+    let step = r.step().await?;
+    let inc = t.elapsed();
+    println!(
+        "incremental rollup: {step:?} on top of {total} events in {parts} partitions: {:.0} ms \
+         (baseline count over the same window: {:.0} ms; one tick is 60,000 ms)",
+        inc.as_secs_f64() * 1000.0,
+        base_time.as_secs_f64() * 1000.0
+    );
+    pool.close().await;
+    sqlx::query("DROP DATABASE IF EXISTS bench_rollup")
+        .execute(&admin)
+        .await?;
+    Ok(())
+}

@@ -478,6 +478,91 @@ pub async fn files(
     Ok(())
 }
 
+/// Runs one tick of the rollup function over what the demo loaded and prints, per tenant, the
+/// last two hours from the rollups (events, distinct users from hll next to the exact count,
+/// top pages, revenue) and any anomalies found.
+#[allow(clippy::print_stdout)]
+pub async fn rollups(rollup: &ferry_rollup::Rollup) -> anyhow::Result<()> {
+    use ferry_shared::queries;
+    let now = Utc::now();
+    let t = std::time::Instant::now();
+    let reports = rollup.run_at(now, now).await;
+    println!("\nrollup tick ({:.2} s)", t.elapsed().as_secs_f64());
+    for r in &reports {
+        println!(
+            "  {:<13} {:<7} {:>8} rows  {}{}",
+            r.job,
+            format!("{:?}", r.outcome).to_lowercase(),
+            r.rows,
+            r.detail,
+            r.error
+                .as_deref()
+                .map(|e| format!(" error: {e}"))
+                .unwrap_or_default()
+        );
+    }
+    let pool = rollup.pool();
+    let (from, to) = (
+        now - chrono::Duration::hours(2),
+        now + chrono::Duration::minutes(5),
+    );
+    for tenant in TENANTS {
+        let events = queries::time_series(
+            pool,
+            tenant,
+            &queries::Metric::Events { event_type: None },
+            queries::Grain::Hour,
+            from,
+            to,
+        )
+        .await?;
+        let total: f64 = events.iter().map(|(_, v)| v).sum();
+        let users = queries::unique_users(pool, tenant, from, to, None).await?;
+        let exact: i64 = sqlx::query_scalar(
+            "SELECT count(DISTINCT user_id) FROM events
+             WHERE tenant_id = $1 AND time >= date_bin('5 minutes', $2, TIMESTAMPTZ 'epoch') AND time < $3",
+        )
+        .bind(tenant)
+        .bind(from)
+        .bind(to)
+        .fetch_one(pool)
+        .await?;
+        let pages = queries::top_pages(pool, tenant, from, to, 3).await?;
+        let revenue = queries::revenue(pool, tenant, from, to).await?;
+        println!(
+            "{tenant}: {total:.0} events in 2 h; distinct users {users:.0} (hll) vs {exact} (exact)"
+        );
+        let pages: Vec<String> = pages.iter().map(|(p, n)| format!("{p} {n}")).collect();
+        println!("  top pages: {}", pages.join(", "));
+        for r in revenue {
+            println!(
+                "  revenue {}: {:.2} net ({} purchases, {} refunds)",
+                r.currency,
+                r.net / 100.0,
+                r.purchases,
+                r.refunds
+            );
+        }
+        let found =
+            queries::recent_anomalies(pool, tenant, now - chrono::Duration::hours(1), 5).await?;
+        if found.is_empty() {
+            println!("  anomalies: none (a steady stream)");
+        }
+        for a in found {
+            println!(
+                "  anomaly {} {} at {}: {:.0} vs baseline {:.0} (score {:.1})",
+                a.kind,
+                a.metric,
+                a.bucket.format("%H:%M"),
+                a.value,
+                a.baseline,
+                a.score
+            );
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

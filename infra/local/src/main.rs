@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ferry_ingest::Ingest;
 use ferry_local::{blobs, demo, stack};
+use ferry_rollup::{Rollup, RollupConfig};
 use ferry_shared::{config::Config, db, telemetry};
 use ferry_transform::{Outcome, Transform, TransformConfig};
 
@@ -50,6 +51,16 @@ enum Command {
         /// Seconds between scans.
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
+    },
+    /// The rollup function's timer, locally: partition upkeep, rollups, anomaly and
+    /// data-quality checks, housekeeping — one tick every `--every` seconds, or `--once`.
+    Rollup {
+        /// Seconds between ticks.
+        #[arg(long, default_value_t = 60.0)]
+        every: f64,
+        /// Run one tick, print its jobs and exit.
+        #[arg(long)]
+        once: bool,
     },
     /// Apply the embedded migrations and create partitions for the next hour.
     Migrate,
@@ -118,10 +129,16 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
             if file_events > 0 {
-                let t =
-                    Transform::with_pool(&cfg, TransformConfig::from_env()?, pool, "transform")?;
+                let t = Transform::with_pool(
+                    &cfg,
+                    TransformConfig::from_env()?,
+                    pool.clone(),
+                    "transform",
+                )?;
                 demo::files(&t, &blobs::bucket_dir()?, file_events, seed).await?;
             }
+            let rollup = Rollup::with_pool(&cfg, RollupConfig::from_env()?, pool.clone(), "rollup");
+            demo::rollups(&rollup).await?;
         }
         Command::Backfill { store_url } => {
             let stack = stack::open(&cfg).await?;
@@ -196,6 +213,35 @@ async fn main() -> anyhow::Result<()> {
                     },
                 )
                 .await?;
+        }
+        Command::Rollup { every, once } => {
+            let stack = stack::open(&cfg).await?;
+            let pool = db::pool(&cfg.db, &stack.url, "ferry-rollup")?;
+            let rollup = Rollup::with_pool(&cfg, RollupConfig::from_env()?, pool, "rollup");
+            let mut timer =
+                tokio::time::interval(std::time::Duration::from_secs_f64(every.max(1.0)));
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = timer.tick() => {}
+                    _ = tokio::signal::ctrl_c() => break,
+                }
+                let now = chrono::Utc::now();
+                for r in rollup.run_at(now, now).await {
+                    println!(
+                        "{} {:<13} {:<7} {:>8} rows  {}{}",
+                        now.format("%H:%M:%S"),
+                        r.job,
+                        format!("{:?}", r.outcome).to_lowercase(),
+                        r.rows,
+                        r.detail,
+                        r.error.map(|e| format!(" error: {e}")).unwrap_or_default()
+                    );
+                }
+                if once {
+                    break;
+                }
+            }
         }
         Command::Migrate => {
             let stack = stack::open(&cfg).await?;

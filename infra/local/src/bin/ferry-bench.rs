@@ -35,6 +35,16 @@ enum Command {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
+    /// A bulk rollup of fresh events vs the cheapest aggregate of the same rows, and one
+    /// incremental run on top of a large table.
+    Rollup {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: i64,
+        #[arg(long, default_value_t = 10_000_000)]
+        base: i64,
+        #[arg(long, default_value_t = 10_000)]
+        increment: i64,
+    },
     /// (Internal) the handler side of `transform`, in its own process.
     #[command(hide = true)]
     TransformRun {
@@ -83,6 +93,18 @@ async fn main() -> anyhow::Result<()> {
             let opts = bench::TransformBench { events, dir };
             let exe = std::env::current_exe()?;
             bench::transform(&admin_url, &cfg, &opts, &exe).await?;
+        }
+        Command::Rollup {
+            events,
+            base,
+            increment,
+        } => {
+            let opts = bench::RollupBench {
+                events,
+                base,
+                increment,
+            };
+            bench::rollup(&admin_url, &cfg, &opts).await?;
         }
         Command::TransformRun { dir, key } => {
             let run = bench::transform_run(&admin_url, &cfg, &dir, &key).await?;
