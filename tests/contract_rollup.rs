@@ -5,20 +5,10 @@
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use ferry_tests::{count, fresh_db, spawn_function, unreachable_database_url, RuntimeApi, TestDb};
+use ferry_tests::{
+    count, fill, fresh_db, spawn_function, unreachable_database_url, RuntimeApi, TestDb,
+};
 use serde_json::{json, Value};
-
-fn fill(name: &str, values: &[(&str, &str)]) -> Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name);
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    for (k, v) in values {
-        text = text.replace(&format!("{{{{{k}}}}}"), v);
-    }
-    assert!(!text.contains("{{"), "{name}: unfilled placeholder");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
 
 /// A database with `n` page views of tenant acme over the last half hour.
 async fn db_with_events(n: i64) -> TestDb {
@@ -60,8 +50,13 @@ async fn ticks(db: &TestDb) -> Vec<(DateTime<Utc>, String, String)> {
         .unwrap()
 }
 
+/// The harness widens `FERRY_MAX_EVENT_AGE` for fixtures with fixed times; the rollup refuses
+/// to start with a raw retention shorter than that (tested below), so it is set back.
+const RETENTION: &[(&str, &str)] = &[("FERRY_MAX_EVENT_AGE", "30d")];
+
 fn lambda(api: &RuntimeApi, database_url: &str) -> tokio::process::Child {
-    let env: Vec<(&str, String)> = api.env();
+    let mut env: Vec<(&str, String)> = api.env();
+    env.extend(RETENTION.iter().map(|(k, v)| (*k, v.to_string())));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     spawn_function("rollup", database_url, &env)
 }
@@ -151,6 +146,7 @@ async fn azure(database_url: &str) -> (tokio::process::Child, String) {
     let env = [
         ("FUNCTIONS_CUSTOMHANDLER_PORT", port_s.as_str()),
         ("FERRY_FUNCTION_NAME", "rollup"),
+        RETENTION[0],
     ];
     let child = spawn_function("rollup", database_url, &env);
     let base = format!("http://127.0.0.1:{port}");
@@ -225,4 +221,34 @@ async fn azure_mode_answers_500_while_the_database_is_down() {
         .unwrap();
     assert_eq!(r.status(), 500);
     assert!(r.text().await.unwrap().contains("rollup"));
+}
+
+#[tokio::test]
+async fn refuses_to_start_with_a_retention_shorter_than_the_accepted_event_age() {
+    let db = fresh_db().await;
+    let mut child = tokio::process::Command::new(ferry_tests::bin("rollup"))
+        .env("DATABASE_URL", &db.url)
+        .env("FERRY_MAX_EVENT_AGE", "30d")
+        .env("FERRY_EVENTS_RETENTION", "7d")
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", "1")
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    assert!(!status.success());
+    let mut err = String::new();
+    use tokio::io::AsyncReadExt;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .await
+        .unwrap();
+    assert!(err.contains("FERRY_EVENTS_RETENTION"), "{err}");
 }

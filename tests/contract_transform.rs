@@ -6,25 +6,12 @@
 use std::time::Duration;
 
 use ferry_tests::{
-    az_container, count, fresh_db, s3_bucket, spawn_function, store_env, store_options,
+    az_container, count, fill, fresh_db, s3_bucket, spawn_function, store_env, store_options,
     unreachable_database_url, RuntimeApi, TestDb,
 };
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
-use serde_json::{json, Value};
-
-/// A fixture with `{{name}}` placeholders filled in.
-fn fill(name: &str, values: &[(&str, &str)]) -> Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name);
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    for (k, v) in values {
-        text = text.replace(&format!("{{{{{k}}}}}"), v);
-    }
-    assert!(!text.contains("{{"), "{name}: unfilled placeholder");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
+use serde_json::json;
 
 fn lines(tag: &str, n: usize) -> Vec<u8> {
     let mut out = String::new();

@@ -193,6 +193,20 @@ pub fn fixture(name: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// Reads a fixture with `{{name}}` placeholders filled in (every placeholder must be).
+pub fn fill(name: &str, values: &[(&str, &str)]) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name);
+    let mut text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for (k, v) in values {
+        text = text.replace(&format!("{{{{{k}}}}}"), v);
+    }
+    assert!(!text.contains("{{"), "{name}: unfilled placeholder");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
 /// Environment every function binary gets in contract tests: the fixtures carry fixed event
 /// times, so the accepted window is widened; lock waits are short.
 pub const FUNCTION_ENV: &[(&str, &str)] = &[
