@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use ferry_tests::{
-    count, fill, fresh_db, spawn_function, unreachable_database_url, RuntimeApi, TestDb,
+    count, fill, fresh_db, spawn_azure, spawn_function, unreachable_database_url, RuntimeApi,
+    TestDb,
 };
 use serde_json::{json, Value};
 
@@ -141,23 +142,7 @@ async fn lambda_mode_reports_a_function_error_when_the_database_is_down() {
 }
 
 async fn azure(database_url: &str) -> (tokio::process::Child, String) {
-    let port = ferry_local::postgres::free_port().unwrap();
-    let port_s = port.to_string();
-    let env = [
-        ("FUNCTIONS_CUSTOMHANDLER_PORT", port_s.as_str()),
-        ("FERRY_FUNCTION_NAME", "rollup"),
-        RETENTION[0],
-    ];
-    let child = spawn_function("rollup", database_url, &env);
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    for _ in 0..100 {
-        if client.get(&base).send().await.is_ok() {
-            return (child, base);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("rollup did not start listening");
+    spawn_azure("rollup", database_url, RETENTION).await
 }
 
 fn timer(now: DateTime<Utc>) -> Value {

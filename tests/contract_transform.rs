@@ -3,11 +3,9 @@
 //! `Object Created`), and in Azure mode with host-shaped envelopes (Event Grid through a storage
 //! queue, the EventGrid-sourced blob trigger). Objects live on moto (S3) and Azurite (Azure).
 
-use std::time::Duration;
-
 use ferry_tests::{
-    az_container, count, fill, fresh_db, s3_bucket, spawn_function, store_env, store_options,
-    unreachable_database_url, RuntimeApi, TestDb,
+    az_container, count, fill, fresh_db, s3_bucket, spawn_azure, spawn_function, store_env,
+    store_options, unreachable_database_url, RuntimeApi, TestDb,
 };
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
@@ -172,21 +170,9 @@ async fn lambda_mode_reports_failures_when_the_database_is_down() {
 }
 
 async fn azure(database_url: &str) -> (tokio::process::Child, String) {
-    let port = ferry_local::postgres::free_port().unwrap();
-    let mut env = store_env();
-    env.push(("FUNCTIONS_CUSTOMHANDLER_PORT".into(), port.to_string()));
-    env.push(("FERRY_FUNCTION_NAME".into(), "transform".into()));
+    let env = store_env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let child = spawn_function("transform", database_url, &env);
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    for _ in 0..100 {
-        if client.get(&base).send().await.is_ok() {
-            return (child, base);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("transform did not start listening");
+    spawn_azure("transform", database_url, &env).await
 }
 
 #[tokio::test]

@@ -95,10 +95,15 @@ impl Config {
         };
         let limits = Limits {
             max_event_bytes: number(&get, "FERRY_MAX_EVENT_BYTES", 256 * 1024)?,
-            max_event_age: duration(&get, "FERRY_MAX_EVENT_AGE", "30d")?,
-            max_future_skew: duration(&get, "FERRY_MAX_FUTURE_SKEW", "5m")?,
+            max_event_age: duration(
+                &get,
+                "FERRY_MAX_EVENT_AGE",
+                Duration::from_secs(30 * 86_400),
+            )?,
+            max_future_skew: duration(&get, "FERRY_MAX_FUTURE_SKEW", Duration::from_secs(300))?,
         };
-        let partition_interval = duration(&get, "FERRY_PARTITION_INTERVAL", "5m")?;
+        let partition_interval =
+            duration(&get, "FERRY_PARTITION_INTERVAL", Duration::from_secs(300))?;
         if partition_interval < Duration::from_secs(60) || partition_interval.as_secs() % 60 != 0 {
             let v = humantime::format_duration(partition_interval).to_string();
             return Err(bad(
@@ -119,9 +124,17 @@ impl Config {
             db: DbConfig {
                 url: get("DATABASE_URL"),
                 max_connections: number(&get, "FERRY_DB_MAX_CONNECTIONS", 4)?,
-                connect_timeout: duration(&get, "FERRY_DB_CONNECT_TIMEOUT", "5s")?,
-                lock_timeout: duration(&get, "FERRY_DB_LOCK_TIMEOUT", "5s")?,
-                statement_timeout: duration(&get, "FERRY_DB_STATEMENT_TIMEOUT", "60s")?,
+                connect_timeout: duration(
+                    &get,
+                    "FERRY_DB_CONNECT_TIMEOUT",
+                    Duration::from_secs(5),
+                )?,
+                lock_timeout: duration(&get, "FERRY_DB_LOCK_TIMEOUT", Duration::from_secs(5))?,
+                statement_timeout: duration(
+                    &get,
+                    "FERRY_DB_STATEMENT_TIMEOUT",
+                    Duration::from_secs(60),
+                )?,
             },
             limits,
             partition_interval,
@@ -142,7 +155,8 @@ impl Config {
     }
 }
 
-fn bad(var: &'static str, value: &str, problem: &str) -> ConfigError {
+/// A configuration error naming `var` (for the function-specific settings too).
+pub fn bad(var: &'static str, value: &str, problem: &str) -> ConfigError {
     ConfigError {
         var,
         value: value.to_owned(),
@@ -150,7 +164,8 @@ fn bad(var: &'static str, value: &str, problem: &str) -> ConfigError {
     }
 }
 
-fn number<T: std::str::FromStr>(
+/// Reads `var` as a number, or `default` when unset.
+pub fn number<T: std::str::FromStr>(
     get: &impl Fn(&str) -> Option<String>,
     var: &'static str,
     default: T,
@@ -160,16 +175,19 @@ fn number<T: std::str::FromStr>(
         Some(v) => v
             .trim()
             .parse()
-            .map_err(|_| bad(var, &v, "expected a whole number")),
+            .map_err(|_| bad(var, &v, "expected a number")),
     }
 }
 
-fn duration(
+/// Reads `var` as a duration (`30s`, `5m`, `2h`, `7d`), or `default` when unset.
+pub fn duration(
     get: &impl Fn(&str) -> Option<String>,
     var: &'static str,
-    default: &str,
+    default: Duration,
 ) -> Result<Duration, ConfigError> {
-    let v = get(var).unwrap_or_else(|| default.to_owned());
+    let Some(v) = get(var) else {
+        return Ok(default);
+    };
     humantime::parse_duration(v.trim()).map_err(|e| {
         bad(
             var,

@@ -17,7 +17,9 @@
 //! | [`recent_anomalies`] | findings of the anomaly and data-quality checks |
 
 use chrono::{DateTime, TimeZone, Utc};
-use sqlx::PgPool;
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::QueryAs;
+use sqlx::{PgPool, Postgres};
 
 use crate::error::Error;
 
@@ -95,24 +97,36 @@ pub fn cover(from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<(i32, DateTime<Utc>,
     out
 }
 
-type Cover = (Vec<i32>, Vec<DateTime<Utc>>, Vec<DateTime<Utc>>);
-
-fn cover_arrays(from: DateTime<Utc>, to: DateTime<Utc>) -> Cover {
-    let mut g = Vec::new();
-    let mut a = Vec::new();
-    let mut b = Vec::new();
-    for (grain, lo, hi) in cover(from, to) {
-        g.push(grain);
-        a.push(lo);
-        b.push(hi);
-    }
-    (g, a, b)
-}
-
 /// Joins a rollup table `r` to the cover of a range given as $2, $3, $4.
 const COVER: &str =
     "JOIN unnest($2::int[], $3::timestamptz[], $4::timestamptz[]) AS c(grain, lo, hi)
      ON r.grain = c.grain AND r.bucket >= c.lo AND r.bucket < c.hi";
+
+/// `sql` (which joins its rollup table `r` with [`COVER`]) with the tenant bound as $1 and the
+/// cover of `[from, to)` as $2–$4; further parameters are bound by the caller.
+fn covered<'q, O>(
+    sql: &'q str,
+    tenant: &'q str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> QueryAs<'q, Postgres, O, PgArguments>
+where
+    O: for<'r> sqlx::FromRow<'r, PgRow>,
+{
+    let mut grains = Vec::new();
+    let mut lows = Vec::new();
+    let mut highs = Vec::new();
+    for (grain, lo, hi) in cover(from, to) {
+        grains.push(grain);
+        lows.push(lo);
+        highs.push(hi);
+    }
+    sqlx::query_as(sql)
+        .bind(tenant)
+        .bind(grains)
+        .bind(lows)
+        .bind(highs)
+}
 
 /// One value per bucket of `grain` in `[from, to)` (aligned down to the grain), 0 where
 /// nothing happened.
@@ -195,20 +209,16 @@ pub async fn unique_users(
     to: DateTime<Utc>,
     event_type: Option<&str>,
 ) -> Result<f64, Error> {
-    let (g, a, b) = cover_arrays(from, to);
     let sql = format!(
         "SELECT coalesce(hll_cardinality(hll_union_agg(r.users)), 0)::float8
          FROM rollup_events r {COVER}
          WHERE r.tenant_id = $1 AND ($5::text IS NULL OR r.type = $5)"
     );
-    Ok(sqlx::query_scalar(&sql)
-        .bind(tenant)
-        .bind(g)
-        .bind(a)
-        .bind(b)
+    let (users,): (f64,) = covered(&sql, tenant, from, to)
         .bind(event_type)
         .fetch_one(pool)
-        .await?)
+        .await?;
+    Ok(users)
 }
 
 /// The `limit` most viewed pages over `[from, to)`.
@@ -219,16 +229,11 @@ pub async fn top_pages(
     to: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<(String, i64)>, Error> {
-    let (g, a, b) = cover_arrays(from, to);
     let sql = format!(
         "SELECT r.page, sum(r.views)::bigint FROM rollup_pages r {COVER}
          WHERE r.tenant_id = $1 GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $5"
     );
-    Ok(sqlx::query_as(&sql)
-        .bind(tenant)
-        .bind(g)
-        .bind(a)
-        .bind(b)
+    Ok(covered(&sql, tenant, from, to)
         .bind(limit)
         .fetch_all(pool)
         .await?)
@@ -251,17 +256,12 @@ pub async fn top_products(
     to: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<ProductActivity>, Error> {
-    let (g, a, b) = cover_arrays(from, to);
     let sql = format!(
         "SELECT r.product, sum(r.views)::bigint, sum(r.cart_adds)::bigint, sum(r.purchases)::bigint
          FROM rollup_products r {COVER}
          WHERE r.tenant_id = $1 GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $5"
     );
-    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(&sql)
-        .bind(tenant)
-        .bind(g)
-        .bind(a)
-        .bind(b)
+    let rows: Vec<(String, i64, i64, i64)> = covered(&sql, tenant, from, to)
         .bind(limit)
         .fetch_all(pool)
         .await?;
@@ -294,20 +294,14 @@ pub async fn revenue(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<Revenue>, Error> {
-    let (g, a, b) = cover_arrays(from, to);
     let sql = format!(
         "SELECT r.currency, sum(r.purchases)::bigint, sum(r.refunds)::bigint,
                 sum(r.amount)::float8, sum(r.refunded)::float8
          FROM rollup_revenue r {COVER}
          WHERE r.tenant_id = $1 GROUP BY 1 ORDER BY 1"
     );
-    let rows: Vec<(String, i64, i64, f64, f64)> = sqlx::query_as(&sql)
-        .bind(tenant)
-        .bind(g)
-        .bind(a)
-        .bind(b)
-        .fetch_all(pool)
-        .await?;
+    let rows: Vec<(String, i64, i64, f64, f64)> =
+        covered(&sql, tenant, from, to).fetch_all(pool).await?;
     Ok(rows
         .into_iter()
         .map(|(currency, purchases, refunds, net, refunded)| Revenue {

@@ -241,6 +241,31 @@ pub fn spawn_function(
     cmd.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"))
 }
 
+/// Starts a real function binary in Azure custom-handler mode (`FERRY_FUNCTION_NAME` =
+/// `name`, on a free port) and waits until it answers; returns the process and its base URL.
+pub async fn spawn_azure(
+    name: &str,
+    database_url: &str,
+    env: &[(&str, &str)],
+) -> (tokio::process::Child, String) {
+    let port = free_port().expect("free port").to_string();
+    let mut all = vec![
+        ("FUNCTIONS_CUSTOMHANDLER_PORT", port.as_str()),
+        ("FERRY_FUNCTION_NAME", name),
+    ];
+    all.extend_from_slice(env);
+    let child = spawn_function(name, database_url, &all);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    for _ in 0..100 {
+        if client.get(&base).send().await.is_ok() {
+            return (child, base);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{name} did not start listening");
+}
+
 /// A URL on which no PostgreSQL listens (for "database down" tests).
 pub fn unreachable_database_url() -> String {
     let port = free_port().expect("free port");

@@ -20,7 +20,7 @@ pub mod upkeep;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use ferry_shared::config::{Config, ConfigError};
+use ferry_shared::config::{bad, duration, number, Config, ConfigError};
 use ferry_shared::error::Error;
 use ferry_shared::trigger::{Retry, Tick, TickHandler};
 use sqlx::PgPool;
@@ -62,14 +62,6 @@ impl Default for RollupConfig {
     }
 }
 
-fn bad(var: &'static str, value: &str, problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        var,
-        value: value.to_owned(),
-        problem: problem.into(),
-    }
-}
-
 impl RollupConfig {
     pub fn from_env() -> Result<RollupConfig, ConfigError> {
         RollupConfig::from_lookup(|k| std::env::var(k).ok())
@@ -77,36 +69,22 @@ impl RollupConfig {
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<RollupConfig, ConfigError> {
         let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
-        let dur = |var: &'static str, default: Duration| -> Result<Duration, ConfigError> {
-            match get(var) {
-                None => Ok(default),
-                Some(v) => humantime::parse_duration(v.trim()).map_err(|e| {
-                    bad(
-                        var,
-                        &v,
-                        format!("expected a duration like 30s, 5m, 7d ({e})"),
-                    )
-                }),
-            }
-        };
-        fn num<T: std::str::FromStr>(
-            v: Option<String>,
+        // A number that must also pass `ok`.
+        fn checked<T: std::str::FromStr + std::fmt::Display>(
+            get: &impl Fn(&str) -> Option<String>,
             var: &'static str,
             default: T,
             ok: impl Fn(&T) -> bool,
         ) -> Result<T, ConfigError> {
-            match v {
-                None => Ok(default),
-                Some(v) => v
-                    .trim()
-                    .parse()
-                    .ok()
-                    .filter(|n| ok(n))
-                    .ok_or_else(|| bad(var, &v, "out of range or not a number")),
+            let n = number(get, var, default)?;
+            if ok(&n) {
+                Ok(n)
+            } else {
+                Err(bad(var, &n.to_string(), "out of range"))
             }
         }
         let d = RollupConfig::default();
-        let partitions_ahead = dur("FERRY_PARTITIONS_AHEAD", d.partitions_ahead)?;
+        let partitions_ahead = duration(&get, "FERRY_PARTITIONS_AHEAD", d.partitions_ahead)?;
         if partitions_ahead < Duration::from_secs(3600) {
             return Err(bad(
                 "FERRY_PARTITIONS_AHEAD",
@@ -121,55 +99,53 @@ impl RollupConfig {
         };
         Ok(RollupConfig {
             aggregate: AggregateOptions {
-                lock_wait: dur("FERRY_ROLLUP_LOCK_WAIT", d.aggregate.lock_wait)?,
-                max_events: num(
-                    get("FERRY_ROLLUP_MAX_EVENTS"),
+                lock_wait: duration(&get, "FERRY_ROLLUP_LOCK_WAIT", d.aggregate.lock_wait)?,
+                max_events: checked(
+                    &get,
                     "FERRY_ROLLUP_MAX_EVENTS",
                     d.aggregate.max_events,
                     |n| *n > 0,
                 )?,
-                work_mem_mb: num(
-                    get("FERRY_ROLLUP_WORK_MEM_MB"),
+                work_mem_mb: checked(
+                    &get,
                     "FERRY_ROLLUP_WORK_MEM_MB",
                     d.aggregate.work_mem_mb,
                     |n| (4..=65_536).contains(n),
                 )?,
-                statement_timeout: dur(
+                statement_timeout: duration(
+                    &get,
                     "FERRY_ROLLUP_STATEMENT_TIMEOUT",
                     d.aggregate.statement_timeout,
                 )?,
             },
-            budget: dur("FERRY_ROLLUP_BUDGET", d.budget)?,
+            budget: duration(&get, "FERRY_ROLLUP_BUDGET", d.budget)?,
             partitions_ahead,
-            events_retention: dur("FERRY_EVENTS_RETENTION", d.events_retention)?,
+            events_retention: duration(&get, "FERRY_EVENTS_RETENTION", d.events_retention)?,
             retention_mode,
             retention: Retention {
-                ledger: dur("FERRY_LEDGER_RETENTION", d.retention.ledger)?,
-                quarantine: dur("FERRY_QUARANTINE_RETENTION", d.retention.quarantine)?,
-                job_runs: dur("FERRY_JOB_RUNS_RETENTION", d.retention.job_runs)?,
-                anomalies: dur("FERRY_ANOMALY_RETENTION", d.retention.anomalies)?,
+                ledger: duration(&get, "FERRY_LEDGER_RETENTION", d.retention.ledger)?,
+                quarantine: duration(&get, "FERRY_QUARANTINE_RETENTION", d.retention.quarantine)?,
+                job_runs: duration(&get, "FERRY_JOB_RUNS_RETENTION", d.retention.job_runs)?,
+                anomalies: duration(&get, "FERRY_ANOMALY_RETENTION", d.retention.anomalies)?,
             },
-            housekeeping_every: dur("FERRY_HOUSEKEEPING_EVERY", d.housekeeping_every)?,
+            housekeeping_every: duration(&get, "FERRY_HOUSEKEEPING_EVERY", d.housekeeping_every)?,
             anomaly: AnomalySettings {
-                threshold: num(
-                    get("FERRY_ANOMALY_THRESHOLD"),
-                    "FERRY_ANOMALY_THRESHOLD",
-                    d.anomaly.threshold,
-                    |n: &f64| *n > 0.0,
-                )?,
-                min_volume: num(
-                    get("FERRY_ANOMALY_MIN_VOLUME"),
+                threshold: checked(&get, "FERRY_ANOMALY_THRESHOLD", d.anomaly.threshold, |n| {
+                    *n > 0.0
+                })?,
+                min_volume: checked(
+                    &get,
                     "FERRY_ANOMALY_MIN_VOLUME",
                     d.anomaly.min_volume,
-                    |n: &f64| *n >= 0.0,
+                    |n| *n >= 0.0,
                 )?,
-                consecutive: num(
-                    get("FERRY_ANOMALY_CONSECUTIVE"),
+                consecutive: checked(
+                    &get,
                     "FERRY_ANOMALY_CONSECUTIVE",
                     d.anomaly.consecutive,
                     |n| *n >= 1,
                 )?,
-                grace: dur("FERRY_ANOMALY_GRACE", d.anomaly.grace)?,
+                grace: duration(&get, "FERRY_ANOMALY_GRACE", d.anomaly.grace)?,
                 rescore: d.anomaly.rescore,
             },
         })
@@ -239,7 +215,7 @@ impl Rollup {
             return Err(bad(
                 "FERRY_EVENTS_RETENTION",
                 &humantime::format_duration(rcfg.events_retention).to_string(),
-                format!(
+                &format!(
                     "must be at least FERRY_MAX_EVENT_AGE ({}): a producer's resend of an older \
                      event would otherwise be loaded and counted again; lower both together",
                     humantime::format_duration(cfg.limits.max_event_age)
