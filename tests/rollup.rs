@@ -574,10 +574,116 @@ async fn an_in_flight_writer_makes_the_run_skip_without_blocking_other_writers()
         0
     );
 
+    // The skipped run held its window: seq (0, 100], waiting for the open writer only.
+    let held: (Option<i64>, i64) = sqlx::query_as(
+        "SELECT pending_end, cardinality(pending_lockers)::bigint FROM rollup_state",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(held, (Some(100), 1));
+
     open.commit().await.unwrap();
-    let step = rollup(&db.pool, |_| {}).step().await.unwrap();
-    assert!(matches!(step, Step::Merged { events: 200, .. }), "{step:?}");
+    let r = rollup(&db.pool, |_| {});
+    let step = r.step().await.unwrap();
+    assert_eq!(
+        step,
+        Step::Merged {
+            from: 0,
+            to: 100,
+            events: 100,
+            capped: false,
+            held: true
+        }
+    );
+    let step = r.step().await.unwrap();
+    assert!(
+        matches!(
+            step,
+            Step::Merged {
+                from: 100,
+                to: 200,
+                events: 100,
+                held: false,
+                ..
+            }
+        ),
+        "{step:?}"
+    );
     assert_rollups_match_raw(&db.pool).await;
+}
+
+/// Long writers that overlap one another (whole-file transforms) never leave a moment with no
+/// writer in flight. A held window waits only for the writers it was read with, so each run
+/// makes progress as soon as those have ended, while newer writers are still running.
+#[tokio::test]
+async fn overlapping_long_writers_delay_the_rollup_by_one_writer_not_forever() {
+    let db = db_with(&["acme"]).await;
+    let now = Utc::now();
+    ensure(&db.pool, now - chrono::Duration::hours(1), 2 * 3600).await;
+    fn batch(now: DateTime<Utc>, tag: &str) -> Batch<'_> {
+        Batch {
+            tenant: "acme",
+            source: "/files",
+            ty: "page.viewed",
+            start: now - chrono::Duration::minutes(30),
+            span: 600,
+            n: 100,
+            users: 10,
+            tag,
+        }
+    }
+    let wait = Duration::from_millis(300);
+    let r = rollup(&db.pool, |c| c.aggregate.lock_wait = wait);
+
+    // Writer 1 is open; the run skips and holds seq (0, 100].
+    let mut current = db.pool.begin().await.unwrap();
+    batch(now, "w1").insert_in(&mut current).await;
+    let step = r.step().await.unwrap();
+    assert!(
+        matches!(&step, Step::Skipped(why) if why.contains("held")),
+        "{step:?}"
+    );
+
+    for k in 2..=4_i64 {
+        // The next writer starts before the previous one commits: never a gap.
+        let mut next = db.pool.begin().await.unwrap();
+        batch(now, &format!("w{k}")).insert_in(&mut next).await;
+        current.commit().await.unwrap();
+        // The held window's writer has ended: merged at once, although writer k is running.
+        let t = Instant::now();
+        let step = r.step().await.unwrap();
+        assert!(
+            t.elapsed() < wait,
+            "waited {:?} for a newer writer",
+            t.elapsed()
+        );
+        assert_eq!(
+            step,
+            Step::Merged {
+                from: (k - 2) * 100,
+                to: (k - 1) * 100,
+                events: 100,
+                capped: false,
+                held: true
+            }
+        );
+        // The next window waits for writer k, gives up, and is held.
+        let step = r.step().await.unwrap();
+        assert!(
+            matches!(&step, Step::Skipped(why) if why.contains("held")),
+            "{step:?}"
+        );
+        current = next;
+    }
+    current.commit().await.unwrap();
+    let (events, steps) = r.catch_up().await.unwrap();
+    assert_eq!(events, 100, "{steps:?}");
+    assert_rollups_match_raw(&db.pool).await;
+    assert_eq!(
+        count(&db.pool, "SELECT events FROM rollup_state").await,
+        400
+    );
 }
 
 /// 120,000 distinct users over one day: the daily sketch (merged from 5-minute ones) and an
@@ -800,6 +906,54 @@ async fn anomalies_find_spikes_drops_and_silent_sources_but_not_noise_or_the_ope
         && a.baseline > 80.0
         && a.method == "trailing"));
     assert_eq!(recent[0].bucket, closed[1]);
+
+    // Late events restate the dropped buckets to normal volume: re-scored, the drops no longer
+    // qualify and are withdrawn (kept, marked), and the read function no longer lists them.
+    for (k, bucket) in closed.iter().enumerate() {
+        let tag = format!("droppy-late-{k}");
+        Batch {
+            tenant: "droppy",
+            source: "/web",
+            ty: "page.viewed",
+            start: *bucket,
+            span: 300,
+            n: 90,
+            users: 50,
+            tag: &tag,
+        }
+        .insert(&db.pool)
+        .await;
+    }
+    let reports = r.run_at(now, now).await;
+    let rep = reports.iter().find(|x| x.job == "anomalies").unwrap();
+    assert!(rep.detail.ends_with("0 new, 4 withdrawn"), "{rep:?}");
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM anomalies").await,
+        before
+    );
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM anomalies
+             WHERE withdrawn_at IS NOT NULL AND tenant_id = 'droppy' AND kind = 'drop'"
+        )
+        .await,
+        4
+    );
+    assert!(
+        queries::recent_anomalies(&db.pool, "droppy", now - chrono::Duration::hours(1), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The spikes, found again, stand.
+    assert_eq!(
+        queries::recent_anomalies(&db.pool, "spiky", now - chrono::Duration::hours(1), 10)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
 }
 
 /// Partitions are kept ahead; past retention they are dropped (or detached), but only once
@@ -905,7 +1059,8 @@ async fn exists(pool: &PgPool, table: &str) -> bool {
         .unwrap()
 }
 
-/// Expired ledger, blob, quarantine and job rows go, in an hourly job; recent ones stay.
+/// Expired ledger, blob, quarantine, job and rollup rows go, in an hourly job; recent ones
+/// stay.
 #[tokio::test]
 async fn housekeeping_deletes_expired_rows_hourly() {
     let db = db_with(&["acme"]).await;
@@ -925,6 +1080,34 @@ async fn housekeeping_deletes_expired_rows_hourly() {
     .execute(&db.pool)
     .await
     .unwrap();
+    // Rollup rows: one per day for 5,000 days at every grain (and a tenant's series entry).
+    for (table, grains) in [
+        ("rollup_events", "300, 3600, 86400"),
+        ("rollup_sources", "3600, 86400"),
+    ] {
+        let (cols, vals) = if table == "rollup_events" {
+            ("type, events", "'page.viewed', 1")
+        } else {
+            ("source, events", "'/web', 1")
+        };
+        sqlx::query(&format!(
+            "INSERT INTO {table} (tenant_id, grain, bucket, {cols})
+             SELECT 'acme', grain, date_bin(make_interval(secs => grain), $1, TIMESTAMPTZ 'epoch')
+                               - (g || ' days')::interval, {vals}
+             FROM generate_series(1, 5000) g, unnest(ARRAY[{grains}]) AS grain"
+        ))
+        .bind(now)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO rollup_series (tenant_id, metric, first_seen, last_seen)
+         VALUES ('acme', 'events', now() - interval '5000 days', now())",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
     let r = rollup(&db.pool, |_| {});
     let reports = r.run_at(now, now).await;
     let h = reports
@@ -938,7 +1121,32 @@ async fn housekeeping_deletes_expired_rows_hourly() {
         15
     );
     assert_eq!(count(&db.pool, "SELECT count(*) FROM quarantine").await, 30);
-    assert_eq!(h.rows, 25 + 10);
+    // Rollups keep 35 days at 5 minutes, 400 days hourly, 3,650 days daily: the bucket that
+    // started exactly that many days before the current one began before the cutoff.
+    for (table, grain, kept) in [
+        ("rollup_events", 300, 34),
+        ("rollup_events", 3600, 399),
+        ("rollup_events", 86400, 3649),
+        ("rollup_sources", 3600, 399),
+        ("rollup_sources", 86400, 3649),
+    ] {
+        assert_eq!(
+            count(
+                &db.pool,
+                &format!("SELECT count(*) FROM {table} WHERE grain = {grain}")
+            )
+            .await,
+            kept,
+            "{table} at {grain}"
+        );
+    }
+    let rollup_rows = (5000 - 34) + (5000 - 399) * 2 + (5000 - 3649) * 2;
+    assert_eq!(h.rows, 25 + 10 + rollup_rows);
+    let events_rows = (5000 - 34) + (5000 - 399) + (5000 - 3649);
+    assert!(
+        h.detail.contains(&format!("rollup_events {events_rows}")),
+        "{h:?}"
+    );
     // Not due again within the hour; every other job ran and was recorded both times.
     let again = r.run_at(now, now + chrono::Duration::minutes(1)).await;
     assert!(again.iter().all(|x| x.job != "housekeeping"));
@@ -978,8 +1186,8 @@ async fn a_failing_job_does_not_stop_the_others_and_is_retried_next_tick() {
     }
     .insert(&db.pool)
     .await;
-    // Housekeeping deletes from `anomalies`; without the table it fails.
-    sqlx::query("ALTER TABLE anomalies RENAME TO anomalies_away")
+    // Housekeeping deletes from `quarantine` (no other job touches it); without it, it fails.
+    sqlx::query("ALTER TABLE quarantine RENAME TO quarantine_away")
         .execute(&db.pool)
         .await
         .unwrap();
@@ -990,7 +1198,7 @@ async fn a_failing_job_does_not_stop_the_others_and_is_retried_next_tick() {
     };
     let err = r.tick(tick).await.unwrap_err();
     assert!(
-        err.0.starts_with("housekeeping:") && err.0.contains("anomalies"),
+        err.0.starts_with("housekeeping:") && err.0.contains("quarantine"),
         "{}",
         err.0
     );
@@ -1010,7 +1218,7 @@ async fn a_failing_job_does_not_stop_the_others_and_is_retried_next_tick() {
             ("housekeeping", "failed"),
         ]
     );
-    assert!(runs[4].2.as_deref().unwrap().contains("anomalies"));
+    assert!(runs[4].2.as_deref().unwrap().contains("quarantine"));
     assert_eq!(
         count(
             &db.pool,
@@ -1021,7 +1229,7 @@ async fn a_failing_job_does_not_stop_the_others_and_is_retried_next_tick() {
     );
 
     // The failed job is due again on the next tick, and succeeds once the cause is gone.
-    sqlx::query("ALTER TABLE anomalies_away RENAME TO anomalies")
+    sqlx::query("ALTER TABLE quarantine_away RENAME TO quarantine")
         .execute(&db.pool)
         .await
         .unwrap();

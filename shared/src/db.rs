@@ -31,6 +31,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0003_attach_partitions.sql"),
     ),
     (4, "rollups", include_str!("../migrations/0004_rollups.sql")),
+    (
+        5,
+        "rollup_windows",
+        include_str!("../migrations/0005_rollup_windows.sql"),
+    ),
 ];
 
 #[derive(Debug)]

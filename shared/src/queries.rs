@@ -348,7 +348,7 @@ pub struct Anomaly {
     pub detected_at: DateTime<Utc>,
 }
 
-/// Findings detected since `since`, newest bucket first.
+/// Findings detected since `since` and not withdrawn, newest bucket first.
 pub async fn recent_anomalies(
     pool: &PgPool,
     tenant: &str,
@@ -368,7 +368,7 @@ pub async fn recent_anomalies(
     );
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT metric, grain, bucket, kind, value, baseline, score, method, detected_at
-         FROM anomalies WHERE tenant_id = $1 AND detected_at >= $2
+         FROM anomalies WHERE tenant_id = $1 AND detected_at >= $2 AND withdrawn_at IS NULL
          ORDER BY bucket DESC, metric, kind LIMIT $3",
     )
     .bind(tenant)

@@ -2,18 +2,20 @@
 //!
 //! One run, in one READ COMMITTED transaction:
 //! 1. lock the watermark row (`FOR UPDATE NOWAIT`: a concurrent run is skipped, not queued);
-//! 2. read the end of the window, `pg_sequence_last_value` of `events.seq`, capped at
-//!    `max_events` past the watermark;
+//! 2. read the end of the window, `pg_sequence_last_value` of `events.seq` (or take the end an
+//!    earlier run held, see 3), capped at `max_events` past the watermark;
 //! 3. wait until no writer that may hold a `seq` in the window is still in flight: every insert
 //!    into `events` holds ROW EXCLUSIVE on it from before it draws a `seq` until it ends, so
 //!    once every transaction holding that lock *after* the window's end was read has ended,
 //!    each row with a `seq` in the window is committed or gone. The rollup reads those
 //!    transactions from `pg_locks` and polls until they have ended (never taking a lock on
-//!    `events` itself, so ingest is never queued behind it); past `lock_wait` the run is
-//!    skipped and the next tick retries;
-//! 4. aggregate `seq in (last, end]` into two temporary deltas at 5-minute buckets (one scan
-//!    each; the planner may run them in parallel): by type with hll sketches of users and
-//!    sessions, and by source/role/page/product/currency with counts and amounts;
+//!    `events` itself, so ingest is never queued behind it). Past `lock_wait` the run stores
+//!    the window's end and the writers still running in `rollup_state` and ends; the next run
+//!    waits for those writers only, so long overlapping writers (whole-file transforms) delay
+//!    the rollup by one writer's length rather than starving it;
+//! 4. aggregate `seq in (last, end]` into two temporary deltas at 5-minute buckets (one
+//!    parallel scan each): by type with hll sketches of users and sessions, and by
+//!    source/role/page/product/currency with counts and amounts;
 //! 5. merge the deltas into the 5-minute, hourly and daily rows with `ON CONFLICT DO UPDATE`
 //!    (counts add, sketches `hll_union`), so late events fold into their old buckets;
 //! 6. advance the watermark, and commit. A crash anywhere before the commit leaves nothing.
@@ -61,6 +63,8 @@ pub enum Step {
         events: i64,
         /// The window was cut at `max_events`: more is waiting.
         capped: bool,
+        /// The window's end was read by an earlier, skipped run (newer events may be waiting).
+        held: bool,
     },
     /// Nothing new since the watermark.
     UpToDate { at: i64 },
@@ -89,37 +93,43 @@ FROM events
 WHERE seq > {from} AND seq <= {to}
 GROUP BY 1, 2, 3";
 
-/// The 5-minute delta by source and business role. Roles come from `event_roles` through
-/// one-time subqueries (init plans), not a join per row. Nothing in `data` can make it fail:
-/// `->>` yields NULL on any shape, amounts are summed only when they are JSON numbers below
-/// 10^15, and pages are cut to 512 characters (at most 2,048 bytes, under the btree key limit
-/// of the `rollup_pages` primary key).
+/// The 5-minute delta by source and business role. Nothing in `data` can make it fail: `->>`
+/// yields NULL on any shape, amounts are summed only when they are JSON numbers below 10^15, and
+/// pages are cut to 512 characters (at most 2,048 bytes, under the btree key limit of the
+/// `rollup_pages` primary key).
+///
+/// Rows are grouped by `type`, and the type's role is joined on the (small) grouped result: a
+/// role computed per row would be evaluated once per expression that uses it, since the planner
+/// inlines it. The type lists of each role are one-time subqueries (init plans) of the same
+/// statement, so the extraction and the role agree on one snapshot of `event_roles`.
 const DELTA_DIMS: &str = "\
 CREATE TEMP TABLE rollup_delta_dims ON COMMIT DROP AS
-SELECT tenant_id, bucket, source, role,
-       CASE WHEN role = 'page_view'
-            THEN left(coalesce(data->>'path', data->>'page', subject, ''), 512) END AS page,
-       CASE WHEN role IN ('product_view', 'cart_add', 'purchase')
-            THEN left(coalesce(data->>'sku', data->>'product_id', subject), 256) END AS product,
-       CASE WHEN role IN ('purchase', 'refund')
-            THEN left(coalesce(data->>'currency', ''), 16) END AS currency,
-       count(*) AS events,
-       sum(CASE WHEN role IN ('purchase', 'refund') AND jsonb_typeof(data->'amount_cents') = 'number'
-                     AND abs((data->>'amount_cents')::numeric) < 1e15
-                THEN (data->>'amount_cents')::numeric END) AS amount
+SELECT d.tenant_id, d.bucket, d.source, r.role, d.page, d.product, d.currency, d.events, d.amount
 FROM (
-    SELECT tenant_id, source, subject, data,
-           date_bin('5 minutes', time, TIMESTAMPTZ 'epoch') AS bucket,
-           CASE WHEN type = ANY ((SELECT coalesce(array_agg(type), '{}') FROM event_roles WHERE role = 'page_view')::text[]) THEN 'page_view'
-                WHEN type = ANY ((SELECT coalesce(array_agg(type), '{}') FROM event_roles WHERE role = 'product_view')::text[]) THEN 'product_view'
-                WHEN type = ANY ((SELECT coalesce(array_agg(type), '{}') FROM event_roles WHERE role = 'cart_add')::text[]) THEN 'cart_add'
-                WHEN type = ANY ((SELECT coalesce(array_agg(type), '{}') FROM event_roles WHERE role = 'purchase')::text[]) THEN 'purchase'
-                WHEN type = ANY ((SELECT coalesce(array_agg(type), '{}') FROM event_roles WHERE role = 'refund')::text[]) THEN 'refund'
-           END AS role
+    SELECT tenant_id, date_bin('5 minutes', time, TIMESTAMPTZ 'epoch') AS bucket, source, type,
+           CASE WHEN type = ANY ({page_types})
+                THEN left(coalesce(data->>'path', data->>'page', subject, ''), 512) END AS page,
+           CASE WHEN type = ANY ({product_types})
+                THEN left(coalesce(data->>'sku', data->>'product_id', subject), 256) END AS product,
+           CASE WHEN type = ANY ({money_types})
+                THEN left(coalesce(data->>'currency', ''), 16) END AS currency,
+           count(*) AS events,
+           sum(CASE WHEN type = ANY ({money_types})
+                         AND jsonb_typeof(data->'amount_cents') = 'number'
+                         AND abs((data->>'amount_cents')::numeric) < 1e15
+                    THEN (data->>'amount_cents')::numeric END) AS amount
     FROM events
     WHERE seq > {from} AND seq <= {to}
-) e
-GROUP BY 1, 2, 3, 4, 5, 6, 7";
+    GROUP BY 1, 2, 3, 4, 5, 6, 7
+) d
+LEFT JOIN event_roles r ON r.type = d.type";
+
+/// The types of some roles, as a one-time subquery.
+fn types_of(roles: &str) -> String {
+    format!(
+        "(SELECT coalesce(array_agg(type), '{{}}') FROM event_roles WHERE role IN ({roles}))::text[]"
+    )
+}
 
 const GRAINS: &str = "(VALUES (300), (3600), (86400)) AS g(grain)";
 
@@ -205,6 +215,15 @@ fn merges() -> [String; 6] {
     ]
 }
 
+/// A window whose end was read by an earlier run, with the writers it was waiting for.
+struct Window {
+    end: i64,
+    /// When `end` was read: every transaction that committed before then has `seq <= end`.
+    read_at: DateTime<Utc>,
+    lockers: Vec<String>,
+    held: bool,
+}
+
 /// Runs one rollup transaction.
 pub async fn step(
     pool: &PgPool,
@@ -224,8 +243,10 @@ pub async fn step(
         sqlx::query(&setting).execute(&mut *conn).await?;
     }
 
-    let last: Option<i64> = match sqlx::query_scalar(
-        "SELECT last_seq FROM rollup_state WHERE name = 'events' FOR UPDATE NOWAIT",
+    type State = (i64, Option<i64>, Vec<String>, Option<DateTime<Utc>>);
+    let state: Option<State> = match sqlx::query_as(
+        "SELECT last_seq, pending_end, pending_lockers, pending_at FROM rollup_state
+         WHERE name = 'events' FOR UPDATE NOWAIT",
     )
     .fetch_optional(&mut *conn)
     .await
@@ -236,45 +257,99 @@ pub async fn step(
         }
         Err(e) => return Err(classify(e)),
     };
-    let from = last.ok_or_else(|| {
+    let (from, pending_end, pending_lockers, pending_at) = state.ok_or_else(|| {
         Error::Transient(sqlx::Error::Protocol(
             "rollup_state has no 'events' row: run `ferry migrate`".into(),
         ))
     })?;
-    let newest: Option<i64> = sqlx::query_scalar(
-        "SELECT pg_sequence_last_value(pg_get_serial_sequence('events', 'seq')::regclass)",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    let newest = newest.unwrap_or(0);
-    if newest <= from {
-        // Every seq drawn so far is <= the watermark and was proven settled by an earlier run.
+
+    let window = match (pending_end, pending_at) {
+        // An earlier run read this end and gave up waiting for its writers: wait for those
+        // writers only, not for any that started since.
+        (Some(end), Some(read_at)) if end > from => Window {
+            end,
+            read_at,
+            lockers: pending_lockers,
+            held: true,
+        },
+        _ => {
+            let (newest, read_at): (Option<i64>, DateTime<Utc>) = sqlx::query_as(
+                "SELECT pg_sequence_last_value(pg_get_serial_sequence('events', 'seq')::regclass),
+                        clock_timestamp()",
+            )
+            .fetch_one(&mut *conn)
+            .await?;
+            let newest = newest.unwrap_or(0);
+            if newest <= from {
+                // Every seq drawn so far is <= the watermark and was proven settled by an
+                // earlier run.
+                sqlx::query(
+                    "UPDATE rollup_state SET advanced_at = $1, pending_end = NULL,
+                         pending_lockers = '{}', pending_at = NULL
+                     WHERE name = 'events'",
+                )
+                .bind(read_at)
+                .execute(&mut *conn)
+                .await?;
+                tx.commit().await?;
+                return Ok(Step::UpToDate { at: from });
+            }
+            // Read after the end: whoever may hold a seq <= end is among these.
+            let lockers = writers(&mut *conn).await?;
+            Window {
+                end: newest,
+                read_at,
+                lockers,
+                held: false,
+            }
+        }
+    };
+
+    let running = wait_for(&mut tx, &window.lockers, opts.lock_wait).await?;
+    if !running.is_empty() {
+        // Hold the window: the next run waits only for the writers still running now.
         sqlx::query(
-            "UPDATE rollup_state SET advanced_at = clock_timestamp() WHERE name = 'events'",
+            "UPDATE rollup_state SET pending_end = $1, pending_lockers = $2, pending_at = $3
+             WHERE name = 'events'",
         )
-        .execute(&mut *conn)
+        .bind(window.end)
+        .bind(&running)
+        .bind(window.read_at)
+        .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        return Ok(Step::UpToDate { at: from });
-    }
-    let to = newest.min(from.saturating_add(opts.max_events.max(1)));
-
-    if !wait_for_writers(&mut tx, opts.lock_wait).await? {
         return Ok(Step::Skipped(format!(
-            "writers still in flight after {}",
-            humantime::format_duration(opts.lock_wait)
+            "{} writer(s) still in flight after {}; seq ({from}, {}] is held for the next run",
+            running.len(),
+            humantime::format_duration(opts.lock_wait),
+            window.end
         )));
     }
-    let settled_at: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
-        .fetch_one(&mut *tx)
-        .await?;
+    let to = window.end.min(from.saturating_add(opts.max_events.max(1)));
 
-    for template in [DELTA_TYPES, DELTA_DIMS] {
-        let sql = template
+    let sql = |template: &str| {
+        template
             .replace("{from}", &from.to_string())
-            .replace("{to}", &to.to_string());
-        sqlx::query(&sql).execute(&mut *tx).await?;
-    }
+            .replace("{to}", &to.to_string())
+            .replace("{page_types}", &types_of("'page_view'"))
+            .replace(
+                "{product_types}",
+                &types_of("'product_view', 'cart_add', 'purchase'"),
+            )
+            .replace("{money_types}", &types_of("'purchase', 'refund'"))
+    };
+    // The sketches' aggregate states are large (about 128 KiB each), so the planner prefers
+    // sorting a window's rows to hashing its few groups, at twice the time. Hash aggregation
+    // stays within `work_mem` x `hash_mem_multiplier` (spilling past it), so this changes the
+    // plan, not the memory bound.
+    sqlx::query("SET LOCAL enable_sort = off")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(&sql(DELTA_TYPES)).execute(&mut *tx).await?;
+    sqlx::query("SET LOCAL enable_sort = on")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(&sql(DELTA_DIMS)).execute(&mut *tx).await?;
     let events: i64 =
         sqlx::query_scalar("SELECT coalesce(sum(events), 0)::bigint FROM rollup_delta_types")
             .fetch_one(&mut *tx)
@@ -285,22 +360,31 @@ pub async fn step(
 
     #[cfg(all(feature = "fault-injection", debug_assertions))]
     if faults.is_some_and(|hook| hook(CrashPoint::AfterLoad)) {
-        drop(tx);
+        // As the server does when the process dies: nothing of the transaction stays. (A
+        // dropped transaction would roll back only when its connection is next used, so the
+        // test's immediate re-run could find the watermark still locked.)
+        tx.rollback().await?;
         return Err(Error::InjectedCrash(CrashPoint::AfterLoad));
     }
 
-    // `advanced_at` says "everything that had committed by then is counted"; a capped window
-    // leaves a backlog, so it does not move (the anomaly checks would read gaps as drops).
-    let capped = to < newest;
+    // `advanced_at` says "everything that had committed by then is counted": the time the
+    // window's end was read. A capped window leaves a backlog, so it does not move (the anomaly
+    // checks would read the gap as a drop); its settled remainder stays held, with no writers
+    // left to wait for.
+    let capped = to < window.end;
     sqlx::query(
         "UPDATE rollup_state SET last_seq = $1, events = events + $2,
-             advanced_at = CASE WHEN $4 THEN advanced_at ELSE $3 END
+             advanced_at = CASE WHEN $4 THEN advanced_at ELSE $3 END,
+             pending_end = CASE WHEN $4 THEN $5 END,
+             pending_lockers = '{}',
+             pending_at = CASE WHEN $4 THEN $3 END
          WHERE name = 'events'",
     )
     .bind(to)
     .bind(events)
-    .bind(settled_at)
+    .bind(window.read_at)
     .bind(capped)
+    .bind(window.end)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -309,40 +393,49 @@ pub async fn step(
         to,
         events,
         capped,
+        held: window.held,
     })
 }
 
-/// Waits until every transaction that held a write lock on `events` when called has ended;
-/// `false` when `wait` passed first. This is the "wait for lockers" step of `CREATE INDEX
-/// CONCURRENTLY`, done from `pg_locks`: it never takes a lock on `events`, so it neither waits
-/// for a gap between writers (which a busy stream may never leave) nor queues new writers.
-async fn wait_for_writers(conn: &mut PgConnection, wait: Duration) -> Result<bool, Error> {
-    let lockers: Vec<String> = sqlx::query_scalar(
+/// The transactions (virtualxids) holding a write lock on `events` now. Every insert holds
+/// ROW EXCLUSIVE on it from before it draws a `seq` until it ends.
+async fn writers(conn: &mut PgConnection) -> Result<Vec<String>, Error> {
+    Ok(sqlx::query_scalar(
         "SELECT virtualtransaction FROM pg_locks
          WHERE locktype = 'relation' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
            AND relation = 'events'::regclass AND granted AND pid <> pg_backend_pid()
            AND mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')",
     )
     .fetch_all(&mut *conn)
-    .await?;
+    .await?)
+}
+
+/// Waits up to `wait` until every transaction of `lockers` has ended; returns those still
+/// running (none: the window is settled). This is the "wait for lockers" step of `CREATE
+/// INDEX CONCURRENTLY`, done from `pg_locks`: it never takes a lock on `events`, so it neither
+/// waits for a gap between writers (which a busy stream may never leave) nor queues new
+/// writers. A virtualxid is never reused soon (PostgreSQL keeps each backend slot's next local
+/// id across sessions), and a reused one could only make the run wait longer.
+async fn wait_for(
+    conn: &mut PgConnection,
+    lockers: &[String],
+    wait: Duration,
+) -> Result<Vec<String>, Error> {
     if lockers.is_empty() {
-        return Ok(true);
+        return Ok(Vec::new());
     }
     let deadline = Instant::now() + wait;
     let mut pause = Duration::from_millis(2);
     loop {
-        let running: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_locks
+        let running: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT virtualxid FROM pg_locks
              WHERE locktype = 'virtualxid' AND granted AND virtualxid = ANY($1)",
         )
-        .bind(&lockers)
-        .fetch_one(&mut *conn)
+        .bind(lockers)
+        .fetch_all(&mut *conn)
         .await?;
-        if running == 0 {
-            return Ok(true);
-        }
-        if Instant::now() >= deadline {
-            return Ok(false);
+        if running.is_empty() || Instant::now() >= deadline {
+            return Ok(running);
         }
         tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
         pause = (pause * 2).min(Duration::from_millis(25));

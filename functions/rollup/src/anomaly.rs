@@ -233,6 +233,23 @@ pub async fn closed_before(
     Ok(Some(crate::upkeep::before(now.min(settled), grace)))
 }
 
+/// What one check re-scored: a tenant's buckets of one grain, for some kinds of finding.
+/// Findings in it that were not found again are withdrawn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scope {
+    pub tenant_id: String,
+    pub grain: i64,
+    pub buckets: Vec<i64>,
+    pub kinds: &'static [&'static str],
+}
+
+/// The result of one check.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Detection {
+    pub findings: Vec<Finding>,
+    pub scopes: Vec<Scope>,
+}
+
 /// A finding to upsert.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finding {
@@ -283,13 +300,27 @@ pub async fn detect_volume(
     pool: &PgPool,
     settings: &Settings,
     closed_before: DateTime<Utc>,
-) -> Result<Vec<Finding>, Error> {
+) -> Result<Detection, Error> {
     const GRAIN: i64 = 300;
-    let scored = closed_buckets(closed_before, GRAIN, settings.rescore);
+    // The re-scored window, plus the buckets before it that a run of consecutive buckets
+    // reaching into the window may start from (so a finding at the window's edge stands).
+    let rescore = settings.rescore.max(1);
+    let scored = closed_buckets(
+        closed_before,
+        GRAIN,
+        rescore + settings.consecutive.max(1) - 1,
+    );
+    let window = scored[scored.len() - rescore..].to_vec();
     let buckets = needed_buckets(GRAIN, &scored);
     let since = buckets.first().copied().unwrap_or(closed_before);
-    let mut out = Vec::new();
+    let mut out = Detection::default();
     for tenant in tenants(pool).await? {
+        out.scopes.push(Scope {
+            tenant_id: tenant.clone(),
+            grain: GRAIN,
+            buckets: window.clone(),
+            kinds: &["spike", "drop"],
+        });
         let metrics = series_of(pool, &tenant, "events", since).await?;
         if metrics.is_empty() {
             continue;
@@ -330,7 +361,7 @@ pub async fn detect_volume(
                 &[Direction::Up, Direction::Down],
                 settings.consecutive,
             ) {
-                out.push(Finding {
+                out.findings.push(Finding {
                     tenant_id: tenant.clone(),
                     metric: metric.clone(),
                     grain: GRAIN,
@@ -352,14 +383,20 @@ pub async fn detect_sources(
     pool: &PgPool,
     settings: &Settings,
     closed_before: DateTime<Utc>,
-) -> Result<Vec<Finding>, Error> {
-    let mut out = Vec::new();
+) -> Result<Detection, Error> {
+    let mut out = Detection::default();
     let tenants = tenants(pool).await?;
     for grain in [3_600_i64, 86_400] {
         let scored = closed_buckets(closed_before, grain, 1);
         let buckets = needed_buckets(grain, &scored);
         let since = buckets.first().copied().unwrap_or(closed_before);
         for tenant in &tenants {
+            out.scopes.push(Scope {
+                tenant_id: tenant.clone(),
+                grain,
+                buckets: scored.clone(),
+                kinds: &["source_silent", "source_drop"],
+            });
             let metrics = series_of(pool, tenant, "source", since).await?;
             if metrics.is_empty() {
                 continue;
@@ -396,7 +433,7 @@ pub async fn detect_sources(
                     } else {
                         continue;
                     };
-                    out.push(Finding {
+                    out.findings.push(Finding {
                         tenant_id: tenant.clone(),
                         metric: metric.clone(),
                         grain,
@@ -410,11 +447,27 @@ pub async fn detect_sources(
     Ok(out)
 }
 
-/// Writes findings (re-scoring a bucket updates its row). Returns how many were new.
-pub async fn record(pool: &PgPool, findings: &[Finding]) -> Result<u64, Error> {
-    let mut new = 0;
-    for f in findings {
-        let Some(bucket) = Utc.timestamp_opt(f.score.bucket, 0).single() else {
+/// What [`record`] changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// Findings not recorded before.
+    pub new: u64,
+    /// Findings of re-scored buckets that no longer qualify.
+    pub withdrawn: u64,
+}
+
+fn at(bucket: i64) -> Option<DateTime<Utc>> {
+    Utc.timestamp_opt(bucket, 0).single()
+}
+
+/// Writes a check's result in one transaction: upserts its findings (re-scoring a bucket
+/// updates the row, and a withdrawn finding that qualifies again is restored) and withdraws
+/// the findings of its scopes that were not found again.
+pub async fn record(pool: &PgPool, detection: &Detection) -> Result<Recorded, Error> {
+    let mut tx = pool.begin().await?;
+    let mut out = Recorded::default();
+    for f in &detection.findings {
+        let Some(bucket) = at(f.score.bucket) else {
             continue;
         };
         let inserted: bool = sqlx::query_scalar(
@@ -423,7 +476,7 @@ pub async fn record(pool: &PgPool, findings: &[Finding]) -> Result<u64, Error> {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (tenant_id, metric, grain, bucket, kind) DO UPDATE SET
                  value = excluded.value, baseline = excluded.baseline, score = excluded.score,
-                 method = excluded.method, updated_at = now()
+                 method = excluded.method, updated_at = now(), withdrawn_at = NULL
              RETURNING (xmax = 0)",
         )
         .bind(&f.tenant_id)
@@ -435,11 +488,44 @@ pub async fn record(pool: &PgPool, findings: &[Finding]) -> Result<u64, Error> {
         .bind(f.score.baseline)
         .bind(f.score.z)
         .bind(f.score.method)
-        .fetch_one(pool)
+        .fetch_one(&mut *tx)
         .await?;
-        new += u64::from(inserted);
+        out.new += u64::from(inserted);
     }
-    Ok(new)
+    for scope in &detection.scopes {
+        let buckets: Vec<DateTime<Utc>> = scope.buckets.iter().filter_map(|b| at(*b)).collect();
+        let found: Vec<&Finding> = detection
+            .findings
+            .iter()
+            .filter(|f| f.tenant_id == scope.tenant_id && f.grain == scope.grain)
+            .collect();
+        let metrics: Vec<&str> = found.iter().map(|f| f.metric.as_str()).collect();
+        let found_at: Vec<DateTime<Utc>> = found
+            .iter()
+            .map(|f| at(f.score.bucket).unwrap_or(DateTime::<Utc>::MIN_UTC))
+            .collect();
+        let kinds: Vec<&str> = found.iter().map(|f| f.kind).collect();
+        out.withdrawn += sqlx::query(
+            "UPDATE anomalies a SET withdrawn_at = now(), updated_at = now()
+             WHERE tenant_id = $1 AND grain = $2 AND bucket = ANY($3) AND kind = ANY($4)
+               AND withdrawn_at IS NULL
+               AND NOT EXISTS (
+                   SELECT 1 FROM unnest($5::text[], $6::timestamptz[], $7::text[]) AS f(metric, bucket, kind)
+                   WHERE f.metric = a.metric AND f.bucket = a.bucket AND f.kind = a.kind)",
+        )
+        .bind(&scope.tenant_id)
+        .bind(scope.grain as i32)
+        .bind(&buckets)
+        .bind(scope.kinds)
+        .bind(&metrics)
+        .bind(&found_at)
+        .bind(&kinds)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    tx.commit().await?;
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 //! | `rollup` | yes | merges new events into the 5-minute, hourly and daily rollups |
 //! | `anomalies` | yes | scores closed 5-minute buckets of event volume |
 //! | `data_quality` | yes | finds sources gone silent or dropping, by hour and day |
-//! | `housekeeping` | hourly | deletes ledger, quarantine and job rows past retention |
+//! | `housekeeping` | hourly | deletes ledger, quarantine, job, anomaly and rollup rows past retention |
 
 pub mod aggregate;
 pub mod anomaly;
@@ -92,6 +92,28 @@ impl RollupConfig {
                 "must be at least 1h",
             ));
         }
+        let mut rollups = d.retention.rollups;
+        for (i, var) in [
+            "FERRY_ROLLUP_RETENTION_5M",
+            "FERRY_ROLLUP_RETENTION_1H",
+            "FERRY_ROLLUP_RETENTION_1D",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            rollups[i] = duration(&get, var, rollups[i])?;
+            let min = upkeep::MIN_ROLLUP_RETENTION[i];
+            if rollups[i] < min {
+                return Err(bad(
+                    var,
+                    &humantime::format_duration(rollups[i]).to_string(),
+                    &format!(
+                        "must be at least {} (the anomaly baselines read that far back)",
+                        humantime::format_duration(min)
+                    ),
+                ));
+            }
+        }
         let retention_mode = match get("FERRY_RETENTION_MODE").as_deref().map(str::trim) {
             None | Some("drop") => RetentionMode::Drop,
             Some("detach") => RetentionMode::Detach,
@@ -127,6 +149,7 @@ impl RollupConfig {
                 quarantine: duration(&get, "FERRY_QUARANTINE_RETENTION", d.retention.quarantine)?,
                 job_runs: duration(&get, "FERRY_JOB_RUNS_RETENTION", d.retention.job_runs)?,
                 anomalies: duration(&get, "FERRY_ANOMALY_RETENTION", d.retention.anomalies)?,
+                rollups,
             },
             housekeeping_every: duration(&get, "FERRY_HOUSEKEEPING_EVERY", d.housekeeping_every)?,
             anomaly: AnomalySettings {
@@ -271,7 +294,8 @@ impl Rollup {
         let mut steps = Vec::new();
         loop {
             let step = self.step().await?;
-            let more = matches!(step, Step::Merged { capped: true, .. });
+            // A capped window leaves a backlog; a held one was read a while ago.
+            let more = matches!(step, Step::Merged { capped, held, .. } if capped || held);
             if let Step::Merged { events, .. } = step {
                 total += events;
             }
@@ -434,18 +458,20 @@ impl Rollup {
                 detail: "no rollup has run yet".into(),
             });
         };
-        let findings = if sources {
+        let detection = if sources {
             anomaly::detect_sources(&self.pool, settings, closed).await?
         } else {
             anomaly::detect_volume(&self.pool, settings, closed).await?
         };
-        let new = anomaly::record(&self.pool, &findings).await?;
+        let recorded = anomaly::record(&self.pool, &detection).await?;
         Ok(ok(
-            new as i64,
+            recorded.new as i64,
             format!(
-                "closed before {}: {} findings, {new} new",
+                "closed before {}: {} findings, {} new, {} withdrawn",
                 closed.format("%Y-%m-%dT%H:%M:%SZ"),
-                findings.len()
+                detection.findings.len(),
+                recorded.new,
+                recorded.withdrawn
             ),
         ))
     }
@@ -512,6 +538,21 @@ mod tests {
             from(&[("FERRY_ANOMALY_THRESHOLD", "-1")]).unwrap_err().var,
             "FERRY_ANOMALY_THRESHOLD"
         );
+        // Shorter than the anomaly baselines read back.
+        assert_eq!(
+            from(&[("FERRY_ROLLUP_RETENTION_5M", "2d")])
+                .unwrap_err()
+                .var,
+            "FERRY_ROLLUP_RETENTION_5M"
+        );
+        assert_eq!(
+            from(&[("FERRY_ROLLUP_RETENTION_1D", "14d")])
+                .unwrap_err()
+                .var,
+            "FERRY_ROLLUP_RETENTION_1D"
+        );
+        let c = from(&[("FERRY_ROLLUP_RETENTION_1H", "90d")]).unwrap();
+        assert_eq!(c.retention.rollups[1], Duration::from_secs(90 * 86_400));
         let c = from(&[
             ("FERRY_RETENTION_MODE", "detach"),
             ("FERRY_EVENTS_RETENTION", "2d"),

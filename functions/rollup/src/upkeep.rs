@@ -1,4 +1,4 @@
-//! Partition upkeep and retention of operational tables.
+//! Partition upkeep and retention of operational and rollup tables.
 
 use std::time::Duration;
 
@@ -79,7 +79,20 @@ pub struct Retention {
     pub quarantine: Duration,
     pub job_runs: Duration,
     pub anomalies: Duration,
+    /// Rollup rows, by grain: 5-minute, hourly, daily. The anomaly checks read 7 days back at
+    /// 5 minutes and hourly and 4 weeks back daily, which bounds these from below.
+    pub rollups: [Duration; 3],
 }
+
+/// The grains of the rollup tables, in the order of [`Retention::rollups`].
+pub const GRAINS: [i32; 3] = [300, 3_600, 86_400];
+
+/// The shortest rollup retention per grain that the anomaly baselines allow.
+pub const MIN_ROLLUP_RETENTION: [Duration; 3] = [
+    Duration::from_secs(8 * 86_400),
+    Duration::from_secs(8 * 86_400),
+    Duration::from_secs(29 * 86_400),
+];
 
 impl Default for Retention {
     fn default() -> Self {
@@ -89,6 +102,11 @@ impl Default for Retention {
             quarantine: Duration::from_secs(30 * day),
             job_runs: Duration::from_secs(7 * day),
             anomalies: Duration::from_secs(90 * day),
+            rollups: [
+                Duration::from_secs(35 * day),
+                Duration::from_secs(400 * day),
+                Duration::from_secs(3_650 * day),
+            ],
         }
     }
 }
@@ -126,6 +144,45 @@ pub async fn housekeeping(
             total += n;
             if n < BATCH as u64 {
                 break;
+            }
+        }
+        out.push((table, total));
+    }
+
+    // Rollup rows, tenant by tenant (the primary keys lead with tenant, grain, bucket).
+    let tenants: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT tenant_id FROM rollup_series ORDER BY 1")
+            .fetch_all(pool)
+            .await?;
+    for table in [
+        "rollup_events",
+        "rollup_pages",
+        "rollup_products",
+        "rollup_revenue",
+        "rollup_sources",
+    ] {
+        let sql = format!(
+            "DELETE FROM {table} WHERE ctid = ANY(ARRAY(
+                 SELECT ctid FROM {table} WHERE tenant_id = $1 AND grain = $2 AND bucket < $3
+                 LIMIT {BATCH}))"
+        );
+        let mut total = 0;
+        for (grain, keep) in GRAINS.iter().zip(retention.rollups) {
+            let cutoff = before(now, keep);
+            for tenant in &tenants {
+                loop {
+                    let n = sqlx::query(&sql)
+                        .bind(tenant)
+                        .bind(grain)
+                        .bind(cutoff)
+                        .execute(pool)
+                        .await?
+                        .rows_affected();
+                    total += n;
+                    if n < BATCH as u64 {
+                        break;
+                    }
+                }
             }
         }
         out.push((table, total));

@@ -586,7 +586,7 @@ pub async fn rollup(admin_url: &str, cfg: &Config, opts: &RollupBench) -> anyhow
         base_time.as_secs_f64() * 1000.0
     );
     pool.close().await;
-    sqlx::query("DROP DATABASE IF EXISTS bench_rollup")
+    sqlx::query("DROP DATABASE IF EXISTS bench_rollup WITH (FORCE)")
         .execute(&admin)
         .await?;
     Ok(())
