@@ -119,6 +119,7 @@ async fn two_hundred_thousand_transactions_sum_to_zero_under_faults() {
         LoaderConfig {
             partition_secs: 300,
             copy_threshold: cfg.copy_threshold,
+            recently_viewed: 20,
         },
     )
     .with_faults(Arc::new(move |point| {

@@ -10,6 +10,9 @@ ALTER TABLE rollup_state
     -- when pending_end was read: everything committed before then has seq <= pending_end
     ADD COLUMN pending_at      timestamptz;
 
+COMMENT ON COLUMN rollup_state.advanced_at IS
+    'when the end of the last fully merged window was read: every event committed before then is counted';
+
 -- A finding whose bucket no longer qualifies once re-scored (late events restated it) is
 -- withdrawn, not deleted: partners may have been told about it. Qualifying again clears it.
 ALTER TABLE anomalies ADD COLUMN withdrawn_at timestamptz;

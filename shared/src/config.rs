@@ -62,6 +62,8 @@ pub struct Config {
     pub limits: Limits,
     pub partition_interval: Duration,
     pub copy_threshold: usize,
+    /// Products kept per user in `recently_viewed`.
+    pub recently_viewed: u32,
     pub function_name: Option<String>,
     pub log_format: LogFormat,
 }
@@ -139,6 +141,16 @@ impl Config {
             limits,
             partition_interval,
             copy_threshold: number(&get, "FERRY_COPY_THRESHOLD", 5000)?,
+            recently_viewed: match number(&get, "FERRY_RECENTLY_VIEWED", 20_u32)? {
+                n @ 1..=1000 => n,
+                n => {
+                    return Err(bad(
+                        "FERRY_RECENTLY_VIEWED",
+                        &n.to_string(),
+                        "must be between 1 and 1000",
+                    ))
+                }
+            },
             function_name: get("FERRY_FUNCTION_NAME"),
             log_format,
         })

@@ -36,6 +36,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "rollup_windows",
         include_str!("../migrations/0005_rollup_windows.sql"),
     ),
+    (
+        6,
+        "webhooks",
+        include_str!("../migrations/0006_webhooks.sql"),
+    ),
 ];
 
 #[derive(Debug)]

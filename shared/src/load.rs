@@ -10,7 +10,9 @@
 //! 3. insert each unit's events: `INSERT … SELECT FROM unnest(…)` for small units, binary COPY
 //!    into a temporary staging table and one merge for large ones, both `ON CONFLICT DO NOTHING`
 //!    on `(tenant_id, source, event_id, time)`;
-//! 4. insert quarantine rows, record per-unit counts in the ledger, commit.
+//! 4. insert quarantine rows; apply the derived state of the events that were new (products,
+//!    recently viewed, webhook outbox: [`derive`]); record per-unit counts in the ledger;
+//!    commit, then nudge the fanout function if deliveries were enqueued.
 //!
 //! Partitions are created before the transaction, in their own short one, so partition DDL
 //! never holds locks for the length of a load.
@@ -78,7 +80,23 @@ pub struct LoaderConfig {
     pub partition_secs: i64,
     /// A unit with at least this many events is loaded with binary COPY.
     pub copy_threshold: usize,
+    /// Products kept per user in `recently_viewed`.
+    pub recently_viewed: u32,
 }
+
+impl LoaderConfig {
+    pub fn from_config(cfg: &crate::config::Config) -> LoaderConfig {
+        LoaderConfig {
+            partition_secs: cfg.partition_interval.as_secs() as i64,
+            copy_threshold: cfg.copy_threshold,
+            recently_viewed: cfg.recently_viewed,
+        }
+    }
+}
+
+/// Called after a commit that enqueued webhook deliveries (with their number): sends the
+/// fanout function a nudge. Best effort: the fanout's timer sweep is the safety net.
+pub type Nudge = std::sync::Arc<dyn Fn(u64) + Send + Sync>;
 
 /// Loads delivery units into PostgreSQL. Cheap to share; build once per process.
 pub struct Loader {
@@ -86,6 +104,7 @@ pub struct Loader {
     cfg: LoaderConfig,
     /// Partition slots known to exist, so the common case costs no round trip.
     known_partitions: Mutex<HashSet<i64>>,
+    nudge: Option<Nudge>,
     #[cfg(all(feature = "fault-injection", debug_assertions))]
     faults: Option<FaultHook>,
 }
@@ -104,9 +123,30 @@ impl Loader {
             pool,
             cfg,
             known_partitions: Mutex::new(HashSet::new()),
+            nudge: None,
             #[cfg(all(feature = "fault-injection", debug_assertions))]
             faults: None,
         }
+    }
+
+    pub fn config(&self) -> &LoaderConfig {
+        &self.cfg
+    }
+
+    /// Tells the fanout function that `deliveries` were enqueued (after the commit; no-op
+    /// without a nudge or deliveries).
+    pub fn nudge(&self, deliveries: u64) {
+        if deliveries > 0 {
+            if let Some(nudge) = &self.nudge {
+                nudge(deliveries);
+            }
+        }
+    }
+
+    /// Sends a nudge after every commit that enqueued deliveries.
+    pub fn with_nudge(mut self, nudge: Nudge) -> Loader {
+        self.nudge = Some(nudge);
+        self
     }
 
     /// Installs a crash-point hook (tests only).
@@ -186,6 +226,7 @@ impl Loader {
 
         let mut reports = Vec::with_capacity(units.len());
         let mut quarantine: Vec<(&str, Rejection)> = Vec::new();
+        let mut fresh = Fresh::default();
         // Units in order of their smallest event key, so two transactions holding copies of the
         // same events (producer retries) insert them in the same order and cannot deadlock.
         let mut ordered: Vec<&Unit> = units.iter().collect();
@@ -208,10 +249,11 @@ impl Loader {
                 .iter()
                 .partition(|e| active.contains(&e.tenant_id));
             let (loaded, refused) = if isolate {
-                insert_each(&mut tx, &good, received_at).await?
+                insert_each(&mut tx, &good, received_at, &mut fresh).await?
             } else {
                 (
-                    self.insert_events(&mut tx, &good, received_at).await?,
+                    self.insert_events(&mut tx, &good, received_at, &mut fresh)
+                        .await?,
                     Vec::new(),
                 )
             };
@@ -234,10 +276,12 @@ impl Loader {
             });
         }
         insert_quarantine(&mut tx, &quarantine, received_at).await?;
+        let derived = derive(&mut tx, &fresh, self.cfg.recently_viewed).await?;
         record_counts(&mut tx, &reports).await?;
         crash_point!(self, AfterLoad);
         tx.commit().await?;
         crash_point!(self, AfterCommit);
+        self.nudge(derived.deliveries);
         for r in reports.iter().filter(|r| r.applied) {
             debug!(unit = %r.key, loaded = r.loaded, duplicates = r.duplicates,
                    quarantined = r.quarantined.values().sum::<u32>(), "unit applied");
@@ -324,6 +368,7 @@ impl Loader {
         tx: &mut Transaction<'_, Postgres>,
         events: &[&Event],
         received_at: DateTime<Utc>,
+        fresh: &mut Fresh,
     ) -> Result<u64, Error> {
         // Concurrent loads of overlapping events (producer retries in different batches) wait
         // on each other's uncommitted keys; inserting in key order keeps them from deadlocking.
@@ -333,9 +378,9 @@ impl Loader {
         if events.is_empty() {
             Ok(0)
         } else if events.len() >= self.cfg.copy_threshold {
-            insert_copy(tx, events, received_at).await
+            insert_copy(tx, events, received_at, fresh).await
         } else {
-            insert_unnest(tx, events, received_at).await
+            insert_unnest(tx, events, received_at, fresh).await
         }
     }
 }
@@ -348,6 +393,7 @@ pub async fn insert_unnest(
     conn: &mut PgConnection,
     events: &[&Event],
     received_at: DateTime<Utc>,
+    fresh: &mut Fresh,
 ) -> Result<u64, Error> {
     fn col<'e, T: ?Sized>(events: &[&'e Event], f: impl Fn(&'e Event) -> &'e T) -> Vec<&'e T> {
         events.iter().map(|e| f(e)).collect()
@@ -358,7 +404,7 @@ pub async fn insert_unnest(
     ) -> Vec<Option<&'e str>> {
         events.iter().map(|e| f(e)).collect()
     }
-    let sql = format!(
+    let sql = returning_fresh(&format!(
         "INSERT INTO events ({EVENT_COLUMNS})
          SELECT t, s, i, ty, sub, tm, $14, u, se, dct, ds, ext::jsonb, d::jsonb, db
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
@@ -366,9 +412,9 @@ pub async fn insert_unnest(
                      $11::text[], $12::text[], $13::text[])
               AS x(t, s, i, ty, sub, tm, u, se, dct, ds, ext, d, db)
          ON CONFLICT DO NOTHING"
-    );
+    ));
     let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.time).collect();
-    let done = sqlx::query(&sql)
+    let row: FreshRow = sqlx::query_as(&sql)
         .bind(col(events, |e| e.tenant_id.as_str()))
         .bind(col(events, |e| e.source.as_str()))
         .bind(col(events, |e| e.id.as_str()))
@@ -383,9 +429,9 @@ pub async fn insert_unnest(
         .bind(opt(events, |e| e.data.as_deref().map(|d| d.get())))
         .bind(opt(events, |e| e.data_base64.as_deref()))
         .bind(received_at)
-        .execute(&mut *conn)
+        .fetch_one(&mut *conn)
         .await?;
-    Ok(done.rows_affected())
+    Ok(fresh.absorb(row))
 }
 
 /// Large units: binary COPY into a per-connection temporary staging table, then one merge.
@@ -393,10 +439,11 @@ pub async fn insert_copy(
     conn: &mut PgConnection,
     events: &[&Event],
     received_at: DateTime<Utc>,
+    fresh: &mut Fresh,
 ) -> Result<u64, Error> {
     create_staging(conn).await?;
     copy_to_staging(conn, events).await?;
-    merge_staging(conn, received_at).await
+    merge_staging(conn, received_at, fresh).await
 }
 
 /// Creates the connection's temporary staging table `ferry_staging`, if needed.
@@ -450,22 +497,23 @@ pub async fn copy_to_staging(conn: &mut PgConnection, events: &[&Event]) -> Resu
 pub async fn merge_staging(
     conn: &mut PgConnection,
     received_at: DateTime<Utc>,
+    fresh: &mut Fresh,
 ) -> Result<u64, Error> {
-    let sql = format!(
+    let sql = returning_fresh(&format!(
         "INSERT INTO events ({EVENT_COLUMNS})
          SELECT tenant_id, source, event_id, type, subject, time, $1, user_id, session_id,
                 datacontenttype, dataschema, extensions::jsonb, data::jsonb, data_base64
          FROM ferry_staging
          ON CONFLICT DO NOTHING"
-    );
-    let done = sqlx::query(&sql)
+    ));
+    let row: FreshRow = sqlx::query_as(&sql)
         .bind(received_at)
-        .execute(&mut *conn)
+        .fetch_one(&mut *conn)
         .await?;
     sqlx::query("TRUNCATE ferry_staging")
         .execute(&mut *conn)
         .await?;
-    Ok(done.rows_affected())
+    Ok(fresh.absorb(row))
 }
 
 /// Inserts events one by one under savepoints (inside a transaction); events the database
@@ -474,6 +522,7 @@ pub async fn insert_each(
     tx: &mut PgConnection,
     events: &[&Event],
     received_at: DateTime<Utc>,
+    fresh: &mut Fresh,
 ) -> Result<(u64, Vec<Rejection>), Error> {
     let mut loaded = 0;
     let mut refused = Vec::new();
@@ -481,8 +530,11 @@ pub async fn insert_each(
         sqlx::query("SAVEPOINT ferry_event")
             .execute(&mut *tx)
             .await?;
-        match insert_unnest(tx, std::slice::from_ref(e), received_at).await {
+        // Only an event that stays may feed derived state.
+        let mut one = Fresh::default();
+        match insert_unnest(tx, std::slice::from_ref(e), received_at, &mut one).await {
             Ok(n) => {
+                fresh.extend(one);
                 loaded += n;
                 sqlx::query("RELEASE SAVEPOINT ferry_event")
                     .execute(&mut *tx)
@@ -614,4 +666,154 @@ async fn record_counts(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// The columns a statement returns about the events it stored that feed derived state: the
+/// number stored, then one array per column of those events (NULL when there are none).
+type FreshRow = (
+    i64,
+    Option<Vec<String>>,
+    Option<Vec<String>>,
+    Option<Vec<String>>,
+    Option<Vec<String>>,
+    Option<Vec<Option<String>>>,
+    Option<Vec<DateTime<Utc>>>,
+    Option<Vec<Option<String>>>,
+    Option<Vec<Option<String>>>,
+    Option<Vec<Option<String>>>,
+    Option<Vec<Option<String>>>,
+    Option<Vec<Option<String>>>,
+    Option<Vec<Option<String>>>,
+);
+
+/// Wraps an `INSERT INTO events … ON CONFLICT DO NOTHING` so that it returns how many rows it
+/// stored plus, as arrays, the stored events that feed derived state: product changes and
+/// views (by `event_roles`), and any event of a tenant with an active endpoint. Duplicates are
+/// not returned, so derived state sees each event once.
+fn returning_fresh(insert: &str) -> String {
+    format!(
+        "WITH ins AS ({insert}
+             RETURNING tenant_id, source, event_id, type, subject, time, user_id,
+                       datacontenttype, dataschema, extensions, data, data_base64),
+         fresh AS (
+             SELECT * FROM ins
+             WHERE type IN (SELECT type FROM event_roles
+                            WHERE role IN ('product_view', 'product_upsert', 'product_delete'))
+                OR tenant_id IN (SELECT tenant_id FROM endpoints WHERE status = 'active'))
+         SELECT (SELECT count(*) FROM ins),
+                array_agg(tenant_id), array_agg(source), array_agg(event_id), array_agg(type),
+                array_agg(subject), array_agg(time), array_agg(user_id),
+                array_agg(datacontenttype), array_agg(dataschema), array_agg(extensions::text),
+                array_agg(data::text), array_agg(data_base64)
+         FROM fresh"
+    )
+}
+
+/// Newly stored events that feed derived state, gathered over a transaction's statements.
+#[derive(Debug, Default, Clone)]
+pub struct Fresh {
+    tenant_id: Vec<String>,
+    source: Vec<String>,
+    event_id: Vec<String>,
+    ty: Vec<String>,
+    subject: Vec<Option<String>>,
+    time: Vec<DateTime<Utc>>,
+    user_id: Vec<Option<String>>,
+    datacontenttype: Vec<Option<String>>,
+    dataschema: Vec<Option<String>>,
+    extensions: Vec<Option<String>>,
+    data: Vec<Option<String>>,
+    data_base64: Vec<Option<String>>,
+}
+
+impl Fresh {
+    pub fn len(&self) -> usize {
+        self.event_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.event_id.is_empty()
+    }
+
+    /// Appends a statement's result; returns the number of events it stored.
+    fn absorb(&mut self, row: FreshRow) -> u64 {
+        let (stored, t, s, i, ty, sub, tm, u, dct, ds, ext, d, db) = row;
+        self.tenant_id.extend(t.unwrap_or_default());
+        self.source.extend(s.unwrap_or_default());
+        self.event_id.extend(i.unwrap_or_default());
+        self.ty.extend(ty.unwrap_or_default());
+        self.subject.extend(sub.unwrap_or_default());
+        self.time.extend(tm.unwrap_or_default());
+        self.user_id.extend(u.unwrap_or_default());
+        self.datacontenttype.extend(dct.unwrap_or_default());
+        self.dataschema.extend(ds.unwrap_or_default());
+        self.extensions.extend(ext.unwrap_or_default());
+        self.data.extend(d.unwrap_or_default());
+        self.data_base64.extend(db.unwrap_or_default());
+        u64::try_from(stored).unwrap_or(0)
+    }
+
+    fn extend(&mut self, other: Fresh) {
+        self.tenant_id.extend(other.tenant_id);
+        self.source.extend(other.source);
+        self.event_id.extend(other.event_id);
+        self.ty.extend(other.ty);
+        self.subject.extend(other.subject);
+        self.time.extend(other.time);
+        self.user_id.extend(other.user_id);
+        self.datacontenttype.extend(other.datacontenttype);
+        self.dataschema.extend(other.dataschema);
+        self.extensions.extend(other.extensions);
+        self.data.extend(other.data);
+        self.data_base64.extend(other.data_base64);
+    }
+}
+
+/// What [`derive`] wrote.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Derived {
+    /// Product rows created or replaced by a newer change.
+    pub products: u64,
+    /// (user, product) views recorded.
+    pub views: u64,
+    /// Webhook deliveries enqueued.
+    pub deliveries: u64,
+}
+
+/// Writes the derived state of `fresh` (products, recently viewed, webhook outbox) inside the
+/// caller's transaction, in one round trip (`ferry_derive`, migration 0006). Nothing to do
+/// costs nothing.
+pub async fn derive(
+    conn: &mut PgConnection,
+    fresh: &Fresh,
+    recently_viewed: u32,
+) -> Result<Derived, Error> {
+    if fresh.is_empty() {
+        return Ok(Derived::default());
+    }
+    let (products, views, deliveries): (i32, i32, i32) = sqlx::query_as(
+        "SELECT products, views, deliveries FROM ferry_derive(
+             $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(&fresh.tenant_id)
+    .bind(&fresh.source)
+    .bind(&fresh.event_id)
+    .bind(&fresh.ty)
+    .bind(&fresh.subject)
+    .bind(&fresh.time)
+    .bind(&fresh.user_id)
+    .bind(&fresh.datacontenttype)
+    .bind(&fresh.dataschema)
+    .bind(&fresh.extensions)
+    .bind(&fresh.data)
+    .bind(&fresh.data_base64)
+    .bind(i32::try_from(recently_viewed).unwrap_or(i32::MAX))
+    .fetch_one(&mut *conn)
+    .await?;
+    let n = |v: i32| u64::try_from(v).unwrap_or(0);
+    Ok(Derived {
+        products: n(products),
+        views: n(views),
+        deliveries: n(deliveries),
+    })
 }

@@ -58,13 +58,7 @@ impl Ingest {
     /// [`ferry_shared::db::pool`] (it sets the lock and statement timeouts the handler relies on
     /// to turn a stuck load into a retry).
     pub fn with_pool(cfg: &Config, pool: PgPool, function: impl Into<String>) -> Ingest {
-        let loader = Loader::new(
-            pool,
-            LoaderConfig {
-                partition_secs: cfg.partition_interval.as_secs() as i64,
-                copy_threshold: cfg.copy_threshold,
-            },
-        );
+        let loader = Loader::new(pool, LoaderConfig::from_config(cfg));
         Ingest::new(loader, cfg.limits.clone(), function)
     }
 

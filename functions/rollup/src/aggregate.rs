@@ -63,7 +63,8 @@ pub enum Step {
         events: i64,
         /// The window was cut at `max_events`: more is waiting.
         capped: bool,
-        /// The window's end was read by an earlier, skipped run (newer events may be waiting).
+        /// The window's end was read by an earlier run (one that gave up waiting, or the rest
+        /// of a capped window): newer events may be waiting.
         held: bool,
     },
     /// Nothing new since the watermark.
@@ -273,9 +274,10 @@ pub async fn step(
             held: true,
         },
         _ => {
-            let (newest, read_at): (Option<i64>, DateTime<Utc>) = sqlx::query_as(
-                "SELECT pg_sequence_last_value(pg_get_serial_sequence('events', 'seq')::regclass),
-                        clock_timestamp()",
+            // The clock first: whatever committed before `read_at` has a seq <= the end.
+            let (read_at, newest): (DateTime<Utc>, Option<i64>) = sqlx::query_as(
+                "SELECT clock_timestamp(),
+                        pg_sequence_last_value(pg_get_serial_sequence('events', 'seq')::regclass)",
             )
             .fetch_one(&mut *conn)
             .await?;
@@ -346,7 +348,7 @@ pub async fn step(
         .execute(&mut *tx)
         .await?;
     sqlx::query(&sql(DELTA_TYPES)).execute(&mut *tx).await?;
-    sqlx::query("SET LOCAL enable_sort = on")
+    sqlx::query("SET LOCAL enable_sort TO DEFAULT")
         .execute(&mut *tx)
         .await?;
     sqlx::query(&sql(DELTA_DIMS)).execute(&mut *tx).await?;

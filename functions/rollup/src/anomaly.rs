@@ -3,8 +3,9 @@
 //! A series is one metric of one tenant at one grain: `events` and `events:<type>` at 5
 //! minutes (spikes and drops), `source:<source>` by hour and by day (silence and sharp drops).
 //! Only *closed* buckets are scored: a bucket is closed when it ended at least `grace` before
-//! both now and the moment the rollup last proved its watermark settled, so an incomplete
-//! bucket (still open, or not rolled up yet because a run was skipped) is never read as a drop.
+//! both now and `rollup_state.advanced_at` (every event committed before then is counted), so
+//! an incomplete bucket (still open, or not rolled up yet because a run was skipped) is never
+//! read as a drop.
 //!
 //! For each of the last `rescore` closed buckets (late events restate them) the baseline is:
 //! - **seasonal**: the same slot on previous days (7 for 5-minute and hourly series) or weeks
@@ -33,7 +34,7 @@ pub struct Settings {
     pub min_volume: f64,
     /// Flagged buckets in a row (same direction) needed for a 5-minute finding.
     pub consecutive: usize,
-    /// A bucket must have ended this long ago (and before the rollup watermark settled).
+    /// A bucket must have ended this long before now and before `advanced_at`.
     pub grace: Duration,
     /// Closed buckets re-scored on every run.
     pub rescore: usize,
@@ -248,6 +249,15 @@ pub struct Scope {
 pub struct Detection {
     pub findings: Vec<Finding>,
     pub scopes: Vec<Scope>,
+    /// When the check started reading (database clock): a finding row written after this by
+    /// an overlapping, newer check is neither overwritten nor withdrawn by this one.
+    pub started: Option<DateTime<Utc>>,
+}
+
+async fn clock(pool: &PgPool) -> Result<DateTime<Utc>, Error> {
+    Ok(sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(pool)
+        .await?)
 }
 
 /// A finding to upsert.
@@ -313,7 +323,10 @@ pub async fn detect_volume(
     let window = scored[scored.len() - rescore..].to_vec();
     let buckets = needed_buckets(GRAIN, &scored);
     let since = buckets.first().copied().unwrap_or(closed_before);
-    let mut out = Detection::default();
+    let mut out = Detection {
+        started: Some(clock(pool).await?),
+        ..Detection::default()
+    };
     for tenant in tenants(pool).await? {
         out.scopes.push(Scope {
             tenant_id: tenant.clone(),
@@ -361,6 +374,11 @@ pub async fn detect_volume(
                 &[Direction::Up, Direction::Down],
                 settings.consecutive,
             ) {
+                // Buckets before the window only complete a run; they were recorded (or
+                // withdrawn) while they were in it.
+                if !window.contains(&score.bucket) {
+                    continue;
+                }
                 out.findings.push(Finding {
                     tenant_id: tenant.clone(),
                     metric: metric.clone(),
@@ -384,7 +402,10 @@ pub async fn detect_sources(
     settings: &Settings,
     closed_before: DateTime<Utc>,
 ) -> Result<Detection, Error> {
-    let mut out = Detection::default();
+    let mut out = Detection {
+        started: Some(clock(pool).await?),
+        ..Detection::default()
+    };
     let tenants = tenants(pool).await?;
     for grain in [3_600_i64, 86_400] {
         let scored = closed_buckets(closed_before, grain, 1);
@@ -466,17 +487,19 @@ fn at(bucket: i64) -> Option<DateTime<Utc>> {
 pub async fn record(pool: &PgPool, detection: &Detection) -> Result<Recorded, Error> {
     let mut tx = pool.begin().await?;
     let mut out = Recorded::default();
+    let started = detection.started.unwrap_or(DateTime::<Utc>::MAX_UTC);
     for f in &detection.findings {
         let Some(bucket) = at(f.score.bucket) else {
             continue;
         };
-        let inserted: bool = sqlx::query_scalar(
+        let inserted: Option<bool> = sqlx::query_scalar(
             "INSERT INTO anomalies AS a
                  (tenant_id, metric, grain, bucket, kind, value, baseline, score, method)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (tenant_id, metric, grain, bucket, kind) DO UPDATE SET
                  value = excluded.value, baseline = excluded.baseline, score = excluded.score,
                  method = excluded.method, updated_at = now(), withdrawn_at = NULL
+             WHERE a.updated_at < $10
              RETURNING (xmax = 0)",
         )
         .bind(&f.tenant_id)
@@ -488,9 +511,10 @@ pub async fn record(pool: &PgPool, detection: &Detection) -> Result<Recorded, Er
         .bind(f.score.baseline)
         .bind(f.score.z)
         .bind(f.score.method)
-        .fetch_one(&mut *tx)
+        .bind(started)
+        .fetch_optional(&mut *tx)
         .await?;
-        out.new += u64::from(inserted);
+        out.new += u64::from(inserted == Some(true));
     }
     for scope in &detection.scopes {
         let buckets: Vec<DateTime<Utc>> = scope.buckets.iter().filter_map(|b| at(*b)).collect();
@@ -508,7 +532,7 @@ pub async fn record(pool: &PgPool, detection: &Detection) -> Result<Recorded, Er
         out.withdrawn += sqlx::query(
             "UPDATE anomalies a SET withdrawn_at = now(), updated_at = now()
              WHERE tenant_id = $1 AND grain = $2 AND bucket = ANY($3) AND kind = ANY($4)
-               AND withdrawn_at IS NULL
+               AND withdrawn_at IS NULL AND updated_at < $8
                AND NOT EXISTS (
                    SELECT 1 FROM unnest($5::text[], $6::timestamptz[], $7::text[]) AS f(metric, bucket, kind)
                    WHERE f.metric = a.metric AND f.bucket = a.bucket AND f.kind = a.kind)",
@@ -520,6 +544,7 @@ pub async fn record(pool: &PgPool, detection: &Detection) -> Result<Recorded, Er
         .bind(&metrics)
         .bind(&found_at)
         .bind(&kinds)
+        .bind(started)
         .execute(&mut *tx)
         .await?
         .rows_affected();

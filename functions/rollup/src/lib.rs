@@ -546,7 +546,7 @@ mod tests {
             "FERRY_ROLLUP_RETENTION_5M"
         );
         assert_eq!(
-            from(&[("FERRY_ROLLUP_RETENTION_1D", "14d")])
+            from(&[("FERRY_ROLLUP_RETENTION_1D", "30d")])
                 .unwrap_err()
                 .var,
             "FERRY_ROLLUP_RETENTION_1D"

@@ -87,11 +87,13 @@ pub struct Retention {
 /// The grains of the rollup tables, in the order of [`Retention::rollups`].
 pub const GRAINS: [i32; 3] = [300, 3_600, 86_400];
 
-/// The shortest rollup retention per grain that the anomaly baselines allow.
+/// The shortest rollup retention per grain that the anomaly baselines allow: the oldest
+/// seasonal slot (7 days back; 4 weeks back for days) of the newest closed bucket, which ends a
+/// grain plus the grace before now, with a day of margin.
 pub const MIN_ROLLUP_RETENTION: [Duration; 3] = [
     Duration::from_secs(8 * 86_400),
     Duration::from_secs(8 * 86_400),
-    Duration::from_secs(29 * 86_400),
+    Duration::from_secs(31 * 86_400),
 ];
 
 impl Default for Retention {
@@ -154,12 +156,12 @@ pub async fn housekeeping(
         sqlx::query_scalar("SELECT DISTINCT tenant_id FROM rollup_series ORDER BY 1")
             .fetch_all(pool)
             .await?;
-    for table in [
-        "rollup_events",
-        "rollup_pages",
-        "rollup_products",
-        "rollup_revenue",
-        "rollup_sources",
+    for (table, grains) in [
+        ("rollup_events", &GRAINS[..]),
+        ("rollup_pages", &GRAINS[..]),
+        ("rollup_products", &GRAINS[..]),
+        ("rollup_revenue", &GRAINS[..]),
+        ("rollup_sources", &GRAINS[1..]),
     ] {
         let sql = format!(
             "DELETE FROM {table} WHERE ctid = ANY(ARRAY(
@@ -167,7 +169,11 @@ pub async fn housekeeping(
                  LIMIT {BATCH}))"
         );
         let mut total = 0;
-        for (grain, keep) in GRAINS.iter().zip(retention.rollups) {
+        for (grain, keep) in grains
+            .iter()
+            .zip(&retention.rollups[GRAINS.len() - grains.len()..])
+        {
+            let keep = *keep;
             let cutoff = before(now, keep);
             for tenant in &tenants {
                 loop {

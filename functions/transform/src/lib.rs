@@ -35,8 +35,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use ferry_shared::config::Config;
 use ferry_shared::load::{
-    active_tenant_ids, copy_to_staging, create_staging, insert_each, insert_quarantine,
-    merge_staging, unknown_tenant,
+    active_tenant_ids, copy_to_staging, create_staging, derive, insert_each, insert_quarantine,
+    merge_staging, unknown_tenant, Fresh,
 };
 use ferry_shared::{
     BlobCreated, BlobHandler, Error, Event, Limits, Loader, LoaderConfig, RejectReason, Rejection,
@@ -130,6 +130,8 @@ pub struct ObjectReport {
     pub quarantined: BTreeMap<RejectReason, u64>,
     /// Records dropped, by drop rule.
     pub dropped: BTreeMap<String, u64>,
+    /// Webhook deliveries enqueued for the object's events.
+    pub deliveries: u64,
 }
 
 impl ObjectReport {
@@ -142,6 +144,7 @@ impl ObjectReport {
             duplicates: 0,
             quarantined: BTreeMap::new(),
             dropped: BTreeMap::new(),
+            deliveries: 0,
         }
     }
 
@@ -215,13 +218,7 @@ impl Transform {
         function: impl Into<String>,
     ) -> anyhow::Result<Transform> {
         let sources = Sources::load(tcfg.sources_file.as_deref())?;
-        let loader = Loader::new(
-            pool.clone(),
-            LoaderConfig {
-                partition_secs: cfg.partition_interval.as_secs() as i64,
-                copy_threshold: cfg.copy_threshold,
-            },
-        );
+        let loader = Loader::new(pool.clone(), LoaderConfig::from_config(cfg));
         let in_flight = (cfg.db.max_connections as usize).saturating_sub(1).max(1);
         Ok(Transform {
             pool,
@@ -532,6 +529,7 @@ impl Transform {
         )
         .await?;
         tx.commit().await.map_err(Error::from)?;
+        self.loader.nudge(report.deliveries);
         Ok(report)
     }
 
@@ -580,8 +578,9 @@ impl Transform {
         good.sort_unstable_by(|a, b| a.key().cmp(&b.key()));
         let mut rejected = chunk.rejected;
         let mut offered = good.len() as u64;
+        let mut fresh = Fresh::default();
         if isolate {
-            let (loaded, refused) = insert_each(tx, &good, received_at).await?;
+            let (loaded, refused) = insert_each(tx, &good, received_at, &mut fresh).await?;
             report.loaded += loaded;
             offered -= refused.len() as u64;
             rejected.extend(refused);
@@ -589,8 +588,12 @@ impl Transform {
             copy_to_staging(tx, &good).await?;
             // Merged chunk by chunk: PostgreSQL merges while the reader parses the next
             // chunk. (Partitions attach without conflicting with this transaction's inserts.)
-            report.loaded += merge_staging(tx, received_at).await?;
+            report.loaded += merge_staging(tx, received_at, &mut fresh).await?;
         }
+        // Products, recently viewed and webhooks, chunk by chunk in the object's transaction.
+        report.deliveries += derive(tx, &fresh, self.loader.config().recently_viewed)
+            .await?
+            .deliveries;
         rejected.extend(unknown.iter().map(|e| unknown_tenant(e)));
         for r in &rejected {
             *report.quarantined.entry(r.reason).or_default() += 1;

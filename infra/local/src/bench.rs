@@ -100,7 +100,9 @@ pub async fn ingest(admin_url: &str, cfg: &Config, opts: &IngestBench) -> anyhow
     let mut conn = copy_pool.acquire().await?;
     let started = Instant::now();
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let loaded = insert_copy(&mut tx, &refs, now).await?;
+    ferry_shared::load::create_staging(&mut tx).await?;
+    ferry_shared::load::copy_to_staging(&mut tx, &refs).await?;
+    let loaded = baseline_merge(&mut tx, now).await?;
     tx.commit().await?;
     let copy_secs = started.elapsed().as_secs_f64();
     drop(conn);
@@ -202,9 +204,9 @@ async fn strategy_sweep(admin: &PgPool, admin_url: &str, cfg: &Config) -> anyhow
                 let refs: Vec<&Event> = chunk.iter().collect();
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 if copy {
-                    insert_copy(&mut tx, &refs, now).await?;
+                    insert_copy(&mut tx, &refs, now, &mut Default::default()).await?;
                 } else {
-                    insert_unnest(&mut tx, &refs, now).await?;
+                    insert_unnest(&mut tx, &refs, now, &mut Default::default()).await?;
                 }
                 tx.commit().await?;
             }
@@ -347,7 +349,7 @@ pub async fn transform(
         let refs: Vec<&Event> = chunk.iter().collect();
         ferry_shared::load::copy_to_staging(&mut tx, &refs).await?;
     }
-    let loaded = ferry_shared::load::merge_staging(&mut tx, now).await?;
+    let loaded = baseline_merge(&mut tx, now).await?;
     tx.commit().await?;
     let copy_secs = started.elapsed().as_secs_f64();
     drop(conn);
@@ -392,6 +394,30 @@ pub async fn transform(
     }
     std::fs::remove_file(&file)?;
     Ok(())
+}
+
+/// The baseline's merge: staging rows into `events`, deduplicated, and nothing else (the
+/// loader's merge also returns the new rows that feed derived state).
+async fn baseline_merge(
+    conn: &mut sqlx::PgConnection,
+    received_at: chrono::DateTime<Utc>,
+) -> anyhow::Result<u64> {
+    let done = sqlx::query(
+        "INSERT INTO events (tenant_id, source, event_id, type, subject, time, received_at,
+                             user_id, session_id, datacontenttype, dataschema, extensions, data,
+                             data_base64)
+         SELECT tenant_id, source, event_id, type, subject, time, $1, user_id, session_id,
+                datacontenttype, dataschema, extensions::jsonb, data::jsonb, data_base64
+         FROM ferry_staging
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(received_at)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("TRUNCATE ferry_staging")
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected())
 }
 
 /// Options of the rollup benchmark.
