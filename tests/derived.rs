@@ -11,18 +11,12 @@ use chrono::{DateTime, Duration, Utc};
 use ferry_ingest::Ingest;
 use ferry_shared::load::{Loader, LoaderConfig};
 use ferry_shared::QueueBatch;
-use ferry_tests::{config, count, fresh_db, message, TestDb};
+use ferry_tests::{config, count, ingest_db, message, TestDb};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 async fn setup(overrides: &[(&str, &str)]) -> (TestDb, Ingest) {
-    let db = fresh_db().await;
-    for t in ["acme", "beta"] {
-        ferry_shared::db::add_tenant(&db.pool, t, t).await.unwrap();
-    }
-    let cfg = config(overrides);
-    let pool = ferry_shared::db::pool(&cfg.db, &db.url, "ingest").unwrap();
-    (db, Ingest::with_pool(&cfg, pool, "ingest"))
+    ingest_db(overrides).await
 }
 
 #[allow(clippy::too_many_arguments)]

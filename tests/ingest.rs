@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use ferry_ingest::Ingest;
 use ferry_shared::QueueBatch;
-use ferry_tests::{config, count, event, fresh_db, message, with_database, TestDb};
+use ferry_tests::{config, count, event, fresh_db, ingest_db, message, with_database, TestDb};
 use serde_json::{json, Value};
 
 /// tenant, source, type, subject, user, session, extensions, data
@@ -22,14 +22,7 @@ type StoredRow = (
 );
 
 async fn setup(overrides: &[(&str, &str)]) -> (TestDb, Ingest) {
-    let db = fresh_db().await;
-    for t in ["acme", "beta"] {
-        ferry_shared::db::add_tenant(&db.pool, t, t).await.unwrap();
-    }
-    let cfg = config(overrides);
-    // The handler's pool is built as in production, with lock and statement timeouts.
-    let pool = ferry_shared::db::pool(&cfg.db, &db.url, "ingest").unwrap();
-    (db, Ingest::with_pool(&cfg, pool, "ingest"))
+    ingest_db(overrides).await
 }
 
 fn batch(messages: &[(&str, String)]) -> QueueBatch {

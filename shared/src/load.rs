@@ -738,18 +738,20 @@ impl Fresh {
     /// Appends a statement's result; returns the number of events it stored.
     fn absorb(&mut self, row: FreshRow) -> u64 {
         let (stored, t, s, i, ty, sub, tm, u, dct, ds, ext, d, db) = row;
-        self.tenant_id.extend(t.unwrap_or_default());
-        self.source.extend(s.unwrap_or_default());
-        self.event_id.extend(i.unwrap_or_default());
-        self.ty.extend(ty.unwrap_or_default());
-        self.subject.extend(sub.unwrap_or_default());
-        self.time.extend(tm.unwrap_or_default());
-        self.user_id.extend(u.unwrap_or_default());
-        self.datacontenttype.extend(dct.unwrap_or_default());
-        self.dataschema.extend(ds.unwrap_or_default());
-        self.extensions.extend(ext.unwrap_or_default());
-        self.data.extend(d.unwrap_or_default());
-        self.data_base64.extend(db.unwrap_or_default());
+        self.extend(Fresh {
+            tenant_id: t.unwrap_or_default(),
+            source: s.unwrap_or_default(),
+            event_id: i.unwrap_or_default(),
+            ty: ty.unwrap_or_default(),
+            subject: sub.unwrap_or_default(),
+            time: tm.unwrap_or_default(),
+            user_id: u.unwrap_or_default(),
+            datacontenttype: dct.unwrap_or_default(),
+            dataschema: ds.unwrap_or_default(),
+            extensions: ext.unwrap_or_default(),
+            data: d.unwrap_or_default(),
+            data_base64: db.unwrap_or_default(),
+        });
         u64::try_from(stored).unwrap_or(0)
     }
 

@@ -184,6 +184,18 @@ pub fn message(id: &str, body: impl Into<Vec<u8>>) -> ferry_shared::QueueMessage
     }
 }
 
+/// A fresh database with tenants `acme` and `beta`, and the ingest handler on a pool built as
+/// in production (lock and statement timeouts), configured with `overrides`.
+pub async fn ingest_db(overrides: &[(&str, &str)]) -> (TestDb, ferry_ingest::Ingest) {
+    let db = fresh_db().await;
+    for t in ["acme", "beta"] {
+        ferry_shared::db::add_tenant(&db.pool, t, t).await.unwrap();
+    }
+    let cfg = config(overrides);
+    let pool = ferry_shared::db::pool(&cfg.db, &db.url, "ingest").unwrap();
+    (db, ferry_ingest::Ingest::with_pool(&cfg, pool, "ingest"))
+}
+
 /// Reads a fixture file from `tests/fixtures`.
 pub fn fixture(name: &str) -> serde_json::Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -116,6 +116,25 @@ impl Default for Retention {
 /// Rows deleted per statement, so no single delete holds locks or bloats WAL for long.
 const BATCH: i64 = 10_000;
 
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Runs a `DELETE … LIMIT BATCH` statement (its parameters bound by `bind`) until it deletes
+/// fewer than a batch; returns the rows deleted.
+async fn delete_batched(
+    pool: &PgPool,
+    sql: &str,
+    bind: impl for<'q> Fn(PgQuery<'q>) -> PgQuery<'q>,
+) -> Result<u64, Error> {
+    let mut total = 0;
+    loop {
+        let n = bind(sqlx::query(sql)).execute(pool).await?.rows_affected();
+        total += n;
+        if n < BATCH as u64 {
+            return Ok(total);
+        }
+    }
+}
+
 /// Deletes expired rows in batches. Returns (table, rows deleted) per table.
 pub async fn housekeeping(
     pool: &PgPool,
@@ -136,19 +155,7 @@ pub async fn housekeeping(
             "DELETE FROM {table} WHERE ctid = ANY(ARRAY(
                  SELECT ctid FROM {table} WHERE {column} < $1 LIMIT {BATCH}))"
         );
-        let mut total = 0;
-        loop {
-            let n = sqlx::query(&sql)
-                .bind(cutoff)
-                .execute(pool)
-                .await?
-                .rows_affected();
-            total += n;
-            if n < BATCH as u64 {
-                break;
-            }
-        }
-        out.push((table, total));
+        out.push((table, delete_batched(pool, &sql, |q| q.bind(cutoff)).await?));
     }
 
     // Rollup rows, tenant by tenant (the primary keys lead with tenant, grain, bucket).
@@ -156,12 +163,12 @@ pub async fn housekeeping(
         sqlx::query_scalar("SELECT DISTINCT tenant_id FROM rollup_series ORDER BY 1")
             .fetch_all(pool)
             .await?;
-    for (table, grains) in [
-        ("rollup_events", &GRAINS[..]),
-        ("rollup_pages", &GRAINS[..]),
-        ("rollup_products", &GRAINS[..]),
-        ("rollup_revenue", &GRAINS[..]),
-        ("rollup_sources", &GRAINS[1..]),
+    for table in [
+        "rollup_events",
+        "rollup_pages",
+        "rollup_products",
+        "rollup_revenue",
+        "rollup_sources",
     ] {
         let sql = format!(
             "DELETE FROM {table} WHERE ctid = ANY(ARRAY(
@@ -169,26 +176,16 @@ pub async fn housekeeping(
                  LIMIT {BATCH}))"
         );
         let mut total = 0;
-        for (grain, keep) in grains
-            .iter()
-            .zip(&retention.rollups[GRAINS.len() - grains.len()..])
-        {
-            let keep = *keep;
+        for (grain, keep) in GRAINS.into_iter().zip(retention.rollups) {
+            if table == "rollup_sources" && grain == GRAINS[0] {
+                continue; // hourly and daily only
+            }
             let cutoff = before(now, keep);
             for tenant in &tenants {
-                loop {
-                    let n = sqlx::query(&sql)
-                        .bind(tenant)
-                        .bind(grain)
-                        .bind(cutoff)
-                        .execute(pool)
-                        .await?
-                        .rows_affected();
-                    total += n;
-                    if n < BATCH as u64 {
-                        break;
-                    }
-                }
+                total += delete_batched(pool, &sql, |q| {
+                    q.bind(tenant.clone()).bind(grain).bind(cutoff)
+                })
+                .await?;
             }
         }
         out.push((table, total));
