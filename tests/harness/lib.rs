@@ -5,9 +5,11 @@
 //!   machine's binaries for this test process (stopped and deleted when the process exits).
 //! - [`private_cluster`]: a server of the test's own, for tests that restart it.
 //! - [`bin`]: path of a real function binary built by the same `cargo test` run.
+//! - [`receiver::Receiver`]: a partner's webhook receiver on loopback, answering from a script.
 
 mod emulators;
 mod lambda_api;
+pub mod receiver;
 
 pub use emulators::{az_container, azurite, moto, s3_bucket, store_env, store_options, Emulator};
 pub use lambda_api::RuntimeApi;

@@ -119,11 +119,70 @@ pub async fn run_tick<H: TickHandler>(
     .await
 }
 
+/// Serves a function with a queue trigger on `POST /{function}` and a timer trigger on
+/// `POST /{function}-timer`.
+pub async fn run_queue_and_tick<H: QueueHandler + TickHandler>(
+    port: u16,
+    function: &str,
+    handler: Arc<H>,
+) -> Result<(), RuntimeError> {
+    let timer_route = format!("{function}-timer");
+    let routes = vec![function.to_owned(), timer_route.clone()];
+    serve_named(port, routes, move |name, body| {
+        let handler = Arc::clone(&handler);
+        let is_timer = name == timer_route;
+        async move {
+            if is_timer {
+                let envelope = match parse_envelope(&body) {
+                    Ok(v) => v,
+                    Err(problem) => return unreadable_envelope(problem),
+                };
+                let tick = match azure_tick(&envelope, chrono::Utc::now()) {
+                    Ok(t) => t,
+                    Err(problem) => return unreadable_envelope(problem),
+                };
+                return match handler.tick(tick).await {
+                    Ok(()) => (StatusCode::OK, "done".into()),
+                    Err(retry) => (StatusCode::INTERNAL_SERVER_ERROR, retry.0),
+                };
+            }
+            let message = match queue_message(&body) {
+                Ok(m) => m,
+                Err(problem) => return unreadable_envelope(problem),
+            };
+            let id = message.id.clone();
+            let outcome = QueueHandler::handle(
+                &*handler,
+                QueueBatch {
+                    messages: vec![message],
+                },
+            )
+            .await;
+            if outcome.failed.contains(&id) {
+                warn!(message_id = %id, "transient failure; the host will redeliver");
+                retry_later()
+            } else {
+                (StatusCode::OK, "processed".into())
+            }
+        }
+    })
+    .await
+}
+
 /// The HTTP server shared by every trigger: readiness on `GET /`, invocations on
 /// `POST /{route}` for each route name, 404 for any other name.
 async fn serve<F, Fut>(port: u16, routes: Vec<String>, call: F) -> Result<(), RuntimeError>
 where
     F: Fn(Bytes) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = (StatusCode, String)> + Send,
+{
+    serve_named(port, routes, move |_, body| call(body)).await
+}
+
+/// [`serve`], telling the handler which route was called.
+async fn serve_named<F, Fut>(port: u16, routes: Vec<String>, call: F) -> Result<(), RuntimeError>
+where
+    F: Fn(String, Bytes) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = (StatusCode, String)> + Send,
 {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
@@ -140,7 +199,7 @@ where
             let known = routes.contains(&name);
             async move {
                 let (status, log) = if known {
-                    call(body).await
+                    call(name, body).await
                 } else {
                     (StatusCode::NOT_FOUND, format!("no function named {name:?}"))
                 };

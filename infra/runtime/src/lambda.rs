@@ -83,6 +83,35 @@ pub async fn run_tick<H: TickHandler>(handler: Arc<H>) -> Result<(), RuntimeErro
     .map_err(|e| RuntimeError::Lambda(e.to_string()))
 }
 
+/// Runs the Lambda Runtime API loop for a function with an SQS event source mapping and a
+/// schedule: SQS batches go to the queue handler, anything else is a timer tick.
+pub async fn run_queue_and_tick<H: QueueHandler + TickHandler>(
+    handler: Arc<H>,
+) -> Result<(), RuntimeError> {
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let handler = Arc::clone(&handler);
+        async move {
+            let from_sqs = event
+                .payload
+                .pointer("/Records/0/eventSource")
+                .and_then(Value::as_str)
+                == Some("aws:sqs");
+            if from_sqs {
+                let batch = sqs_batch(serde_json::from_value(event.payload)?);
+                let outcome = QueueHandler::handle(&*handler, batch).await;
+                return Ok::<_, lambda_runtime::Error>(serde_json::to_value(sqs_response(
+                    outcome,
+                ))?);
+            }
+            let tick = aws_tick(&event.payload, chrono::Utc::now());
+            handler.tick(tick).await.map_err(|retry| retry.0)?;
+            Ok(json!({"status": "done"}))
+        }
+    }))
+    .await
+    .map_err(|e| RuntimeError::Lambda(e.to_string()))
+}
+
 /// Maps an SQS event onto the trigger contract.
 pub fn sqs_batch(event: SqsEvent) -> QueueBatch {
     let messages = event

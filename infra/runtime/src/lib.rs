@@ -1,5 +1,5 @@
-//! Platform adapters. A function's `main` hands its handler to [`serve_queue`], [`serve_blob`]
-//! or [`serve_tick`], which pick the platform from the environment at start-up:
+//! Platform adapters. A function's `main` hands its handler to [`serve_queue`], [`serve_blob`],
+//! [`serve_tick`] or [`serve_queue_and_tick`], which pick the platform from the environment at start-up:
 //!
 //! - `AWS_LAMBDA_RUNTIME_API` set → AWS Lambda ([`lambda`]);
 //! - `FUNCTIONS_CUSTOMHANDLER_PORT` set → Azure Functions custom handler ([`azure`]);
@@ -94,6 +94,23 @@ pub async fn serve_tick<H: TickHandler>(function: &str, handler: H) -> Result<()
         function,
         || lambda::run_tick(handler),
         |port| azure::run_tick(port, function, azure_handler),
+    )
+    .await
+}
+
+/// Serves a function triggered both by a queue and by a timer (the fanout: nudges and the
+/// sweep). On Lambda one handler takes either payload (an `SqsEvent`, or a scheduled event);
+/// on Azure the queue binding calls `/{function}` and the timer `/{function}-timer`.
+pub async fn serve_queue_and_tick<H: QueueHandler + TickHandler>(
+    function: &str,
+    handler: H,
+) -> Result<(), RuntimeError> {
+    let handler = Arc::new(handler);
+    let azure_handler = Arc::clone(&handler);
+    serve(
+        function,
+        || lambda::run_queue_and_tick(handler),
+        |port| azure::run_queue_and_tick(port, function, azure_handler),
     )
     .await
 }

@@ -1,0 +1,291 @@
+//! Partner endpoints: add (checked by the SSRF guard), list, rotate secrets, disable, enable,
+//! replay. The `ferry endpoint` and `ferry replay` commands call these.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use thiserror::Error;
+
+use crate::guard::{Lookup, Policy, Refused};
+use crate::sign::Secret;
+
+/// Why an endpoint command failed.
+#[derive(Debug, Error)]
+pub enum EndpointError {
+    #[error("endpoint refused: {0}")]
+    Refused(#[from] Refused),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no endpoint {0}")]
+    NotFound(i64),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// A new endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct NewEndpoint {
+    pub tenant_id: String,
+    pub url: String,
+    /// Exact types or prefixes ending in `*` (`product.*`, `*`).
+    pub event_types: Vec<String>,
+    /// Only events with this subject (exact, or a prefix ending in `*`).
+    pub subject: Option<String>,
+    /// Requests per second.
+    pub rate_limit: Option<i32>,
+    pub description: String,
+}
+
+/// An endpoint as listed.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub endpoint_id: i64,
+    pub tenant_id: String,
+    pub url: String,
+    pub event_types: Vec<String>,
+    pub subject: Option<String>,
+    pub status: String,
+    pub disabled_reason: Option<String>,
+    pub rate_limit: Option<i32>,
+    pub description: String,
+    pub failing_since: Option<DateTime<Utc>>,
+    pub secrets: i64,
+    pub pending: i64,
+    pub failed: i64,
+}
+
+/// Adds an endpoint after checking its URL and current DNS answer; returns its id and its
+/// first signing secret (shown once: only its bytes are stored).
+pub async fn add(
+    pool: &PgPool,
+    policy: &Policy,
+    lookup: &dyn Lookup,
+    new: &NewEndpoint,
+) -> Result<(i64, Secret), EndpointError> {
+    if new.event_types.is_empty() || new.event_types.iter().any(|t| t.trim().is_empty()) {
+        return Err(EndpointError::Invalid(
+            "at least one event type filter is needed (e.g. product.* or *)".into(),
+        ));
+    }
+    if new.rate_limit.is_some_and(|r| r <= 0) {
+        return Err(EndpointError::Invalid(
+            "the rate limit is a positive number of requests per second".into(),
+        ));
+    }
+    policy.check_endpoint(lookup, &new.url).await?;
+    let secret = Secret::generate();
+    let mut tx = pool.begin().await?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO endpoints (tenant_id, url, event_types, subject, rate_limit, description)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING endpoint_id",
+    )
+    .bind(&new.tenant_id)
+    .bind(&new.url)
+    .bind(&new.event_types)
+    .bind(&new.subject)
+    .bind(new.rate_limit)
+    .bind(&new.description)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query("INSERT INTO endpoint_secrets (endpoint_id, secret_id, secret) VALUES ($1, 1, $2)")
+        .bind(id)
+        .bind(secret.bytes())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok((id, secret))
+}
+
+/// Endpoints of one tenant, or of all.
+pub async fn list(pool: &PgPool, tenant: Option<&str>) -> Result<Vec<Endpoint>, EndpointError> {
+    type Row = (
+        i64,
+        String,
+        String,
+        Vec<String>,
+        Option<String>,
+        String,
+        Option<String>,
+        Option<i32>,
+        String,
+        Option<DateTime<Utc>>,
+        i64,
+        i64,
+        i64,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT e.endpoint_id, e.tenant_id, e.url, e.event_types, e.subject, e.status,
+                e.disabled_reason, e.rate_limit, e.description, e.failing_since,
+                (SELECT count(*) FROM endpoint_secrets s WHERE s.endpoint_id = e.endpoint_id
+                   AND (s.expires_at IS NULL OR s.expires_at > now())) AS secrets,
+                (SELECT count(*) FROM deliveries d WHERE d.endpoint_id = e.endpoint_id
+                   AND d.status = 'pending') AS pending,
+                (SELECT count(*) FROM deliveries d WHERE d.endpoint_id = e.endpoint_id
+                   AND d.status = 'failed') AS failed
+         FROM endpoints e
+         WHERE $1::text IS NULL OR e.tenant_id = $1
+         ORDER BY e.tenant_id, e.endpoint_id",
+    )
+    .bind(tenant)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Endpoint {
+            endpoint_id: r.0,
+            tenant_id: r.1,
+            url: r.2,
+            event_types: r.3,
+            subject: r.4,
+            status: r.5,
+            disabled_reason: r.6,
+            rate_limit: r.7,
+            description: r.8,
+            failing_since: r.9,
+            secrets: r.10,
+            pending: r.11,
+            failed: r.12,
+        })
+        .collect())
+}
+
+/// A new secret that signs from now on; the live ones keep signing for `overlap` (then
+/// expire), so partners can switch without a gap. Returns the new secret.
+pub async fn rotate_secret(
+    pool: &PgPool,
+    endpoint: i64,
+    overlap: Duration,
+) -> Result<Secret, EndpointError> {
+    let secret = Secret::generate();
+    let mut tx = pool.begin().await?;
+    let exists: Option<i64> =
+        sqlx::query_scalar("SELECT endpoint_id FROM endpoints WHERE endpoint_id = $1 FOR UPDATE")
+            .bind(endpoint)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if exists.is_none() {
+        return Err(EndpointError::NotFound(endpoint));
+    }
+    sqlx::query(
+        "UPDATE endpoint_secrets
+         SET expires_at = least(coalesce(expires_at, 'infinity'),
+                                now() + $2 * interval '1 millisecond')
+         WHERE endpoint_id = $1",
+    )
+    .bind(endpoint)
+    .bind(overlap.as_millis() as i64)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO endpoint_secrets (endpoint_id, secret_id, secret)
+         SELECT $1, coalesce(max(secret_id), 0) + 1, $2 FROM endpoint_secrets WHERE endpoint_id = $1",
+    )
+    .bind(endpoint)
+    .bind(secret.bytes())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(secret)
+}
+
+/// Disables an endpoint: nothing is sent to it, its pending deliveries wait.
+pub async fn disable(pool: &PgPool, endpoint: i64, reason: &str) -> Result<(), EndpointError> {
+    let n = sqlx::query(
+        "UPDATE endpoints SET status = 'disabled', disabled_reason = $2, updated_at = now()
+         WHERE endpoint_id = $1",
+    )
+    .bind(endpoint)
+    .bind(reason)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    if n == 0 {
+        return Err(EndpointError::NotFound(endpoint));
+    }
+    Ok(())
+}
+
+/// Enables an endpoint again: its waiting deliveries fall due now, and its failure clock
+/// starts afresh. Returns how many deliveries were waiting.
+pub async fn enable(pool: &PgPool, endpoint: i64) -> Result<u64, EndpointError> {
+    let mut tx = pool.begin().await?;
+    let n = sqlx::query(
+        "UPDATE endpoints SET status = 'active', disabled_reason = NULL, failing_since = NULL,
+                updated_at = now()
+         WHERE endpoint_id = $1",
+    )
+    .bind(endpoint)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if n == 0 {
+        return Err(EndpointError::NotFound(endpoint));
+    }
+    let waiting = sqlx::query(
+        "UPDATE deliveries SET next_attempt_at = now()
+         WHERE endpoint_id = $1 AND status = 'pending' AND next_attempt_at > now()",
+    )
+    .bind(endpoint)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(waiting)
+}
+
+/// What a replay queued.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Replayed {
+    /// Failed deliveries queued again (attempts start afresh).
+    pub requeued: u64,
+    /// Messages the endpoint matches but never had a delivery for (sent while it was
+    /// disabled, or before it existed), now queued.
+    pub added: u64,
+}
+
+/// Queues again every message since `since` for one endpoint: failed deliveries start over,
+/// and matching messages it never received get a delivery. Delivered ones are left alone.
+pub async fn replay(
+    pool: &PgPool,
+    endpoint: i64,
+    since: DateTime<Utc>,
+) -> Result<Replayed, EndpointError> {
+    let mut tx = pool.begin().await?;
+    let exists: Option<i64> =
+        sqlx::query_scalar("SELECT endpoint_id FROM endpoints WHERE endpoint_id = $1")
+            .bind(endpoint)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if exists.is_none() {
+        return Err(EndpointError::NotFound(endpoint));
+    }
+    let requeued = sqlx::query(
+        "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = now(),
+                lease_until = NULL
+         WHERE endpoint_id = $1 AND status = 'failed' AND created_at >= $2",
+    )
+    .bind(endpoint)
+    .bind(since)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let added = sqlx::query(
+        "INSERT INTO deliveries (message_id, endpoint_id, tenant_id)
+         SELECT m.message_id, e.endpoint_id, e.tenant_id
+         FROM endpoints e
+         JOIN webhook_messages m ON m.tenant_id = e.tenant_id AND m.created_at >= $2
+              AND ferry_matches(e.event_types, m.event_type)
+              AND (e.subject IS NULL OR ferry_matches(ARRAY[e.subject], m.subject))
+         WHERE e.endpoint_id = $1
+         ORDER BY m.created_at
+         ON CONFLICT (message_id, endpoint_id) DO NOTHING",
+    )
+    .bind(endpoint)
+    .bind(since)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(Replayed { requeued, added })
+}

@@ -1,0 +1,534 @@
+//! The fanout function: sends the webhook outbox to partner endpoints.
+//!
+//! Triggered by queue nudges (sent after a load commits deliveries; best effort) and by a
+//! timer sweep (the safety net for lost nudges, and the clock for retries). Either trigger
+//! drains: claim due deliveries under a lease, send them concurrently (at most
+//! `FERRY_FANOUT_PER_ENDPOINT` at once per endpoint, and no faster than an endpoint's rate
+//! limit), record every attempt, and repeat until nothing is due, or until the next retry is
+//! further away than `FERRY_FANOUT_LINGER`, or the budget is spent.
+//!
+//! Each request is a structured CloudEvent signed as Standard Webhooks ([`sign`]), sent only
+//! to addresses that pass the SSRF guard ([`guard`]). What an answer means is in [`send`];
+//! what is written, in [`store`].
+
+pub mod endpoints;
+pub mod guard;
+pub mod send;
+pub mod sign;
+pub mod store;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use ferry_shared::config::{bad, duration, number, Config, ConfigError};
+use ferry_shared::error::Error;
+use ferry_shared::trigger::{QueueBatch, QueueHandler, QueueOutcome, Retry, Tick, TickHandler};
+use sqlx::PgPool;
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use crate::guard::{GuardedResolver, Lookup, Policy, SystemLookup};
+use crate::send::{Outgoing, Verdict};
+use crate::sign::Secret;
+use crate::store::{Claimed, Done};
+
+/// Settings of the fanout function (environment variables in the README).
+#[derive(Debug, Clone)]
+pub struct FanoutConfig {
+    pub policy: Policy,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Delay before each retry: attempt `n + 1` follows attempt `n` after `schedule[n - 1]`
+    /// (±20%); after the last, the delivery is marked failed.
+    pub schedule: Vec<Duration>,
+    /// Upper bound on a receiver's `Retry-After`.
+    pub retry_after_max: Duration,
+    /// An endpoint failing for this long without a success is disabled.
+    pub disable_after: Duration,
+    /// Requests in flight per instance.
+    pub concurrency: usize,
+    /// Requests in flight per endpoint per instance.
+    pub per_endpoint: usize,
+    /// How long one invocation keeps draining.
+    pub budget: Duration,
+    /// How long an invocation waits for a retry that falls due soon, rather than leaving it
+    /// to the next sweep.
+    pub linger: Duration,
+}
+
+impl Default for FanoutConfig {
+    fn default() -> Self {
+        FanoutConfig {
+            policy: Policy::default(),
+            timeout: Duration::from_secs(15),
+            schedule: DEFAULT_SCHEDULE
+                .iter()
+                .map(|s| Duration::from_secs(*s))
+                .collect(),
+            retry_after_max: Duration::from_secs(3600),
+            disable_after: Duration::from_secs(5 * 86_400),
+            concurrency: 64,
+            per_endpoint: 8,
+            budget: Duration::from_secs(50),
+            linger: Duration::from_secs(10),
+        }
+    }
+}
+
+/// 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h: ten attempts over about 3.3 days.
+pub const DEFAULT_SCHEDULE: [u64; 9] = [5, 300, 1800, 7200, 18_000, 36_000, 50_400, 72_000, 86_400];
+
+impl FanoutConfig {
+    pub fn from_env() -> Result<FanoutConfig, ConfigError> {
+        FanoutConfig::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<FanoutConfig, ConfigError> {
+        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let d = FanoutConfig::default();
+        let allow_http = match get("FERRY_WEBHOOK_ALLOW_HTTP").as_deref().map(str::trim) {
+            None | Some("false") | Some("0") => false,
+            Some("true") | Some("1") => true,
+            Some(v) => return Err(bad("FERRY_WEBHOOK_ALLOW_HTTP", v, "expected true or false")),
+        };
+        let allow = match get("FERRY_WEBHOOK_ALLOW_NETS") {
+            None => Vec::new(),
+            Some(v) => v
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(|n| {
+                    n.parse().map_err(|_| {
+                        bad(
+                            "FERRY_WEBHOOK_ALLOW_NETS",
+                            &v,
+                            "expected networks like 127.0.0.0/8,::1/128",
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let schedule = match get("FERRY_WEBHOOK_RETRY_SCHEDULE") {
+            None => d.schedule,
+            Some(v) => v
+                .split(',')
+                .map(|s| humantime::parse_duration(s.trim()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| {
+                    bad(
+                        "FERRY_WEBHOOK_RETRY_SCHEDULE",
+                        &v,
+                        &format!("expected durations like 5s,5m,30m ({e})"),
+                    )
+                })?,
+        };
+        let positive = |var: &'static str, default: usize| -> Result<usize, ConfigError> {
+            let n = number(&get, var, default)?;
+            if n == 0 {
+                return Err(bad(var, "0", "must be at least 1"));
+            }
+            Ok(n)
+        };
+        let timeout = duration(&get, "FERRY_WEBHOOK_TIMEOUT", d.timeout)?;
+        if timeout.is_zero() || timeout > Duration::from_secs(60) {
+            return Err(bad(
+                "FERRY_WEBHOOK_TIMEOUT",
+                &humantime::format_duration(timeout).to_string(),
+                "must be between 1ms and 60s",
+            ));
+        }
+        Ok(FanoutConfig {
+            policy: Policy { allow_http, allow },
+            timeout,
+            schedule,
+            retry_after_max: duration(&get, "FERRY_WEBHOOK_RETRY_AFTER_MAX", d.retry_after_max)?,
+            disable_after: duration(&get, "FERRY_WEBHOOK_DISABLE_AFTER", d.disable_after)?,
+            concurrency: positive("FERRY_FANOUT_CONCURRENCY", d.concurrency)?,
+            per_endpoint: positive("FERRY_FANOUT_PER_ENDPOINT", d.per_endpoint)?,
+            budget: duration(&get, "FERRY_FANOUT_BUDGET", d.budget)?,
+            linger: duration(&get, "FERRY_FANOUT_LINGER", d.linger)?,
+        })
+    }
+
+    /// A claimed delivery stays leased for a whole attempt plus a margin: no other instance
+    /// can claim it while this one may still be sending it.
+    pub fn lease(&self) -> Duration {
+        self.timeout * 2 + Duration::from_secs(10)
+    }
+}
+
+/// What one drain did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub attempts: u64,
+    pub delivered: u64,
+    pub retried: u64,
+    pub failed: u64,
+    /// Endpoints disabled (410, or failing for `disable_after`).
+    pub disabled: u64,
+    /// Attempts not recorded because their lease had run out and the row was re-claimed.
+    pub lost_leases: u64,
+}
+
+/// The fanout function.
+pub struct Fanout {
+    pool: PgPool,
+    client: reqwest::Client,
+    cfg: Arc<FanoutConfig>,
+    name: String,
+    /// When each rate-limited endpoint may next be sent to.
+    pacing: Arc<Mutex<HashMap<i64, Instant>>>,
+}
+
+impl Fanout {
+    /// From the environment: pool, settings and the guarded HTTP client.
+    pub fn from_config(cfg: &Config, fcfg: FanoutConfig) -> anyhow::Result<Fanout> {
+        let name = cfg.function_name.clone().unwrap_or_else(|| "fanout".into());
+        let pool = ferry_shared::db::pool(&cfg.db, cfg.database_url()?, &name)?;
+        Fanout::new(pool, fcfg, Arc::new(SystemLookup), &name)
+    }
+
+    /// With a given pool and resolver (tests replace DNS with a scripted lookup).
+    pub fn new(
+        pool: PgPool,
+        cfg: FanoutConfig,
+        lookup: Arc<dyn Lookup>,
+        name: &str,
+    ) -> anyhow::Result<Fanout> {
+        let client = client(&cfg, lookup)?;
+        Ok(Fanout {
+            pool,
+            client,
+            cfg: Arc::new(cfg),
+            name: name.to_owned(),
+            pacing: Arc::default(),
+        })
+    }
+
+    pub fn function(&self) -> &str {
+        &self.name
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn config(&self) -> &FanoutConfig {
+        &self.cfg
+    }
+
+    /// Sends what is due until nothing is, or the budget is spent.
+    pub async fn drain(&self) -> Result<Report, Error> {
+        let start = Instant::now();
+        let mut report = Report::default();
+        let mut inflight: JoinSet<(Claimed, send::Attempt)> = JoinSet::new();
+        let mut per_endpoint: HashMap<i64, usize> = HashMap::new();
+        let mut done: Vec<Done> = Vec::new();
+        let mut oldest_done: Option<Instant> = None;
+        // Nothing claimable right now; claim again once an attempt finishes.
+        let mut idle = false;
+        loop {
+            let in_budget = start.elapsed() < self.cfg.budget;
+            let free = self.cfg.concurrency.saturating_sub(inflight.len());
+            if in_budget && free > 0 && !idle {
+                let busy: HashMap<i64, usize> = per_endpoint
+                    .iter()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(k, v)| (*k, *v))
+                    .collect();
+                let claimed = store::claim(
+                    &self.pool,
+                    free,
+                    self.cfg.per_endpoint,
+                    &busy,
+                    self.cfg.lease(),
+                )
+                .await?;
+                idle = claimed.is_empty();
+                for c in claimed {
+                    *per_endpoint.entry(c.endpoint_id).or_default() += 1;
+                    inflight.spawn(self.send(c));
+                }
+            }
+            if inflight.is_empty() {
+                self.flush(&mut done, &mut report).await?;
+                if !in_budget || !self.wait_for_due(start).await? {
+                    break;
+                }
+                idle = false;
+                continue;
+            }
+            // Wait for an attempt, flushing results at least every 25 ms.
+            let next = tokio::time::timeout(Duration::from_millis(25), inflight.join_next()).await;
+            if let Ok(Some(joined)) = next {
+                match joined {
+                    Ok((claimed, attempt)) => {
+                        if let Some(n) = per_endpoint.get_mut(&claimed.endpoint_id) {
+                            *n = n.saturating_sub(1);
+                        }
+                        done.push(self.decide(&claimed, attempt));
+                        oldest_done.get_or_insert_with(Instant::now);
+                        idle = false;
+                    }
+                    Err(e) => error!(error = %e, "a send task failed; its lease will run out"),
+                }
+            }
+            let due = oldest_done.is_some_and(|t| t.elapsed() >= Duration::from_millis(25));
+            if done.len() >= 200 || due {
+                self.flush(&mut done, &mut report).await?;
+                oldest_done = None;
+            }
+        }
+        if report.attempts > 0 {
+            info!(
+                attempts = report.attempts,
+                delivered = report.delivered,
+                retried = report.retried,
+                failed = report.failed,
+                disabled = report.disabled,
+                elapsed_ms = start.elapsed().as_millis() as u64,
+                "fanout drained"
+            );
+        }
+        Ok(report)
+    }
+
+    /// With nothing in flight: waits for the next retry if it falls due within the linger
+    /// time (and the budget). Returns whether there may be something to claim.
+    async fn wait_for_due(&self, start: Instant) -> Result<bool, Error> {
+        let Some(at) = store::next_due(&self.pool).await? else {
+            return Ok(false);
+        };
+        let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        let left = self.cfg.budget.saturating_sub(start.elapsed());
+        if wait > self.cfg.linger || wait >= left {
+            return Ok(false);
+        }
+        // Due now but not claimable (a race with another instance): do not spin.
+        tokio::time::sleep(wait.max(Duration::from_millis(20))).await;
+        Ok(true)
+    }
+
+    /// One attempt for a claimed delivery, paced by the endpoint's rate limit.
+    fn send(
+        &self,
+        claimed: Claimed,
+    ) -> impl std::future::Future<Output = (Claimed, send::Attempt)> + Send + 'static {
+        let client = self.client.clone();
+        let cfg = Arc::clone(&self.cfg);
+        let pacing = Arc::clone(&self.pacing);
+        async move {
+            if let Some(rate) = claimed.rate_limit.filter(|r| *r > 0) {
+                let slot = {
+                    let mut next = pacing.lock().unwrap_or_else(|p| p.into_inner());
+                    let now = Instant::now();
+                    let slot = next
+                        .get(&claimed.endpoint_id)
+                        .map_or(now, |t| (*t).max(now));
+                    next.insert(
+                        claimed.endpoint_id,
+                        slot + Duration::from_secs_f64(1.0 / rate as f64),
+                    );
+                    slot
+                };
+                tokio::time::sleep_until(slot.into()).await;
+            }
+            let secrets: Vec<Secret> = claimed
+                .secrets
+                .iter()
+                .filter_map(|s| Secret::from_bytes(s.clone()).ok())
+                .collect();
+            let attempt = if secrets.is_empty() {
+                let now = Utc::now();
+                send::Attempt {
+                    started: now,
+                    latency: Duration::ZERO,
+                    status: None,
+                    verdict: Verdict::Retry { after: None },
+                    error: Some("the endpoint has no active signing secret".into()),
+                    response: None,
+                }
+            } else {
+                let out = Outgoing {
+                    url: &claimed.url,
+                    message_id: &claimed.message_id,
+                    body: &claimed.body,
+                    secrets: &secrets,
+                };
+                send::attempt(&client, &cfg.policy, &out, cfg.retry_after_max).await
+            };
+            (claimed, attempt)
+        }
+    }
+
+    /// What an attempt means for its delivery.
+    fn decide(&self, c: &Claimed, a: send::Attempt) -> Done {
+        let number = c.attempts + 1;
+        let finished = a.started + a.latency;
+        let (status, next_at, outcome) = match &a.verdict {
+            Verdict::Delivered => ("delivered", None, "delivered"),
+            // Parked until the endpoint is enabled again; then due at once.
+            Verdict::Gone => ("pending", Some(finished), "gone"),
+            Verdict::Retry { after } => match self.cfg.schedule.get(number as usize - 1) {
+                None => ("failed", None, "failed"),
+                Some(step) => {
+                    let delay = after.unwrap_or_else(|| jitter(*step));
+                    let next = finished
+                        + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+                    ("pending", Some(next), "retry")
+                }
+            },
+        };
+        if let Some(e) = &a.error {
+            warn!(
+                delivery = c.delivery_id,
+                endpoint = c.endpoint_id,
+                attempt = number,
+                error = %e,
+                "webhook attempt failed"
+            );
+        }
+        Done {
+            delivery_id: c.delivery_id,
+            endpoint_id: c.endpoint_id,
+            lease: c.lease,
+            attempt: number,
+            status,
+            next_at,
+            started: a.started,
+            latency_ms: a.latency.as_millis().min(i32::MAX as u128) as i32,
+            status_code: a.status.map(i32::from),
+            outcome,
+            error: a.error,
+            response: a.response,
+        }
+    }
+
+    async fn flush(&self, done: &mut Vec<Done>, report: &mut Report) -> Result<(), Error> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let recorded = store::record(&self.pool, done).await?;
+        report.attempts += done.len() as u64;
+        report.lost_leases += (done.len() - recorded) as u64;
+        for d in done.iter() {
+            match d.outcome {
+                "delivered" => report.delivered += 1,
+                "failed" => report.failed += 1,
+                _ => report.retried += 1,
+            }
+        }
+        let disabled = store::update_health(&self.pool, done, self.cfg.disable_after).await?;
+        for d in &disabled {
+            warn!(endpoint = d.endpoint_id, tenant = %d.tenant_id, reason = %d.reason,
+                  "endpoint disabled");
+        }
+        report.disabled += disabled.len() as u64;
+        done.clear();
+        Ok(())
+    }
+}
+
+/// ±20% around `step`.
+fn jitter(step: Duration) -> Duration {
+    step.mul_f64(rand::random_range(0.8..=1.2))
+}
+
+/// The HTTP client: guarded resolver, no redirects, no proxies (a proxy would resolve the
+/// host itself, past the guard), the request timeout, HTTPS unless the policy allows HTTP.
+pub fn client(cfg: &FanoutConfig, lookup: Arc<dyn Lookup>) -> anyhow::Result<reqwest::Client> {
+    let resolver = GuardedResolver::new(Arc::new(cfg.policy.clone()), lookup);
+    Ok(reqwest::Client::builder()
+        .dns_resolver(resolver)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .https_only(!cfg.policy.allow_http)
+        .timeout(cfg.timeout)
+        .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()?)
+}
+
+impl QueueHandler for Fanout {
+    /// A nudge carries nothing but "look now": drain. If the database is unreachable the
+    /// nudges are reported failed, so the queue delivers them again.
+    async fn handle(&self, batch: QueueBatch) -> QueueOutcome {
+        match self.drain().await {
+            Ok(_) => QueueOutcome::default(),
+            Err(e) => {
+                error!(error = %e, "fanout drain failed");
+                QueueOutcome {
+                    failed: batch.messages.into_iter().map(|m| m.id).collect(),
+                }
+            }
+        }
+    }
+}
+
+impl TickHandler for Fanout {
+    async fn tick(&self, _tick: Tick) -> Result<(), Retry> {
+        self.drain().await.map(|_| ()).map_err(|e| {
+            error!(error = %e, "fanout sweep failed");
+            Retry(e.to_string())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<FanoutConfig, ConfigError> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        FanoutConfig::from_lookup(|k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn defaults_follow_the_suggested_schedule() {
+        let c = from(&[]).unwrap();
+        assert_eq!(c.schedule.len(), 9);
+        assert_eq!(c.schedule[0], Duration::from_secs(5));
+        assert_eq!(c.schedule[8], Duration::from_secs(86_400));
+        assert_eq!(c.timeout, Duration::from_secs(15));
+        assert!(!c.policy.allow_http && c.policy.allow.is_empty());
+        assert!(c.lease() > c.timeout);
+    }
+
+    #[test]
+    fn settings_are_read_and_bad_ones_named() {
+        let c = from(&[
+            ("FERRY_WEBHOOK_RETRY_SCHEDULE", "100ms, 1s"),
+            ("FERRY_WEBHOOK_ALLOW_NETS", "127.0.0.0/8,::1/128"),
+            ("FERRY_WEBHOOK_ALLOW_HTTP", "true"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.schedule,
+            vec![Duration::from_millis(100), Duration::from_secs(1)]
+        );
+        assert_eq!(c.policy.allow.len(), 2);
+        assert!(c.policy.allow_http);
+        for (var, value) in [
+            ("FERRY_WEBHOOK_RETRY_SCHEDULE", "5s,soon"),
+            ("FERRY_WEBHOOK_ALLOW_NETS", "localhost"),
+            ("FERRY_WEBHOOK_ALLOW_HTTP", "maybe"),
+            ("FERRY_FANOUT_PER_ENDPOINT", "0"),
+            ("FERRY_WEBHOOK_TIMEOUT", "5m"),
+        ] {
+            assert_eq!(from(&[(var, value)]).unwrap_err().var, var);
+        }
+    }
+
+    #[test]
+    fn jitter_stays_within_twenty_percent() {
+        for _ in 0..1000 {
+            let j = jitter(Duration::from_secs(100));
+            assert!(j >= Duration::from_secs(80) && j <= Duration::from_secs(120));
+        }
+    }
+}

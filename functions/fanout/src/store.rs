@@ -1,0 +1,335 @@
+//! The outbox in SQL: claiming due deliveries under a lease, recording attempts, endpoint
+//! health (failing since, disabling) and the `endpoint.disabled` operational event.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ferry_shared::error::Error;
+use serde_json::json;
+use sqlx::PgPool;
+
+/// A delivery claimed by this instance until `lease`.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub delivery_id: i64,
+    pub endpoint_id: i64,
+    pub tenant_id: String,
+    pub message_id: String,
+    pub url: String,
+    pub body: String,
+    /// Attempts made before this one.
+    pub attempts: i32,
+    pub lease: DateTime<Utc>,
+    pub secrets: Vec<Vec<u8>>,
+    pub rate_limit: Option<i32>,
+}
+
+/// Claims up to `limit` due deliveries of active endpoints, at most `per_endpoint` per
+/// endpoint (fewer for endpoints in `busy`, by their free slots, and at most an endpoint's
+/// rate limit), leased for `lease`. `FOR UPDATE SKIP LOCKED` lets concurrent instances claim
+/// side by side; the lease keeps a claimed row from being claimed again while it is sent.
+/// Endpoints are visited in random order, so a backlog on some cannot starve the others.
+pub async fn claim(
+    pool: &PgPool,
+    limit: usize,
+    per_endpoint: usize,
+    busy: &HashMap<i64, usize>,
+    lease: Duration,
+) -> Result<Vec<Claimed>, Error> {
+    let (ids, free): (Vec<i64>, Vec<i32>) = busy
+        .iter()
+        .map(|(id, used)| (*id, per_endpoint.saturating_sub(*used) as i32))
+        .unzip();
+    type Row = (
+        i64,
+        i64,
+        String,
+        String,
+        String,
+        String,
+        i32,
+        DateTime<Utc>,
+        Option<i32>,
+        Vec<Vec<u8>>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "WITH caps AS (SELECT * FROM unnest($3::bigint[], $4::int[]) AS c(endpoint_id, free)),
+         picked AS (
+             SELECT d.delivery_id
+             FROM (SELECT endpoint_id, rate_limit FROM endpoints
+                   WHERE status = 'active' ORDER BY random()) e
+             CROSS JOIN LATERAL (
+                 SELECT d.delivery_id FROM deliveries d
+                 WHERE d.endpoint_id = e.endpoint_id AND d.status = 'pending'
+                   AND d.next_attempt_at <= now()
+                   AND (d.lease_until IS NULL OR d.lease_until < now())
+                 ORDER BY d.next_attempt_at
+                 LIMIT coalesce((SELECT c.free FROM caps c WHERE c.endpoint_id = e.endpoint_id),
+                                least($2, coalesce(e.rate_limit, $2)))
+                 FOR UPDATE OF d SKIP LOCKED) d
+             LIMIT $1)
+         UPDATE deliveries d
+         SET lease_until = clock_timestamp() + $5 * interval '1 millisecond'
+         FROM picked, endpoints e, webhook_messages m
+         WHERE d.delivery_id = picked.delivery_id AND e.endpoint_id = d.endpoint_id
+           AND m.message_id = d.message_id
+         RETURNING d.delivery_id, d.endpoint_id, d.tenant_id, d.message_id, e.url, m.body,
+                   d.attempts, d.lease_until, e.rate_limit,
+                   ARRAY(SELECT s.secret FROM endpoint_secrets s
+                         WHERE s.endpoint_id = d.endpoint_id
+                           AND (s.expires_at IS NULL OR s.expires_at > now())
+                         ORDER BY s.secret_id DESC) AS secrets",
+    )
+    .bind(limit as i64)
+    .bind(per_endpoint as i64)
+    .bind(&ids)
+    .bind(&free)
+    .bind(lease.as_millis() as i64)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(
+                delivery_id,
+                endpoint_id,
+                tenant_id,
+                message_id,
+                url,
+                body,
+                attempts,
+                lease,
+                rate_limit,
+                secrets,
+            )| {
+                Claimed {
+                    delivery_id,
+                    endpoint_id,
+                    tenant_id,
+                    message_id,
+                    url,
+                    body,
+                    attempts,
+                    lease,
+                    secrets,
+                    rate_limit,
+                }
+            },
+        )
+        .collect())
+}
+
+/// When the next unleased delivery of an active endpoint falls due, if any is pending.
+pub async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, Error> {
+    Ok(sqlx::query_scalar(
+        "SELECT min(d.next_attempt_at) FROM deliveries d
+         JOIN endpoints e ON e.endpoint_id = d.endpoint_id AND e.status = 'active'
+         WHERE d.status = 'pending' AND (d.lease_until IS NULL OR d.lease_until < now())",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
+/// An attempt's result, ready to record.
+#[derive(Debug, Clone)]
+pub struct Done {
+    pub delivery_id: i64,
+    pub endpoint_id: i64,
+    pub lease: DateTime<Utc>,
+    /// This attempt's number (1 = first).
+    pub attempt: i32,
+    /// `pending`, `delivered` or `failed`.
+    pub status: &'static str,
+    /// When to try again (`pending` only).
+    pub next_at: Option<DateTime<Utc>>,
+    pub started: DateTime<Utc>,
+    pub latency_ms: i32,
+    pub status_code: Option<i32>,
+    /// `delivered`, `retry`, `failed` (the last attempt failed) or `gone` (410).
+    pub outcome: &'static str,
+    pub error: Option<String>,
+    pub response: Option<String>,
+}
+
+/// Records attempts whose lease still holds (a row re-claimed after its lease ran out belongs
+/// to the other instance now). Returns how many were recorded.
+pub async fn record(pool: &PgPool, done: &[Done]) -> Result<usize, Error> {
+    if done.is_empty() {
+        return Ok(0);
+    }
+    let col = |f: fn(&Done) -> Option<String>| done.iter().map(f).collect::<Vec<_>>();
+    let recorded: Vec<i64> = sqlx::query_scalar(
+        "WITH o AS (
+             SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::timestamptz[],
+                                  $5::text[], $6::int[], $7::timestamptz[], $8::int[], $9::int[],
+                                  $10::text[], $11::text[])
+                 AS o(delivery_id, lease, status, next_at, error, attempt, started, latency_ms,
+                      status_code, outcome, response)),
+         upd AS (
+             UPDATE deliveries d
+             SET status = o.status, attempts = o.attempt,
+                 next_attempt_at = coalesce(o.next_at, d.next_attempt_at), lease_until = NULL,
+                 delivered_at = CASE WHEN o.status = 'delivered'
+                                     THEN o.started + o.latency_ms * interval '1 millisecond' END,
+                 last_error = o.error
+             FROM o
+             WHERE d.delivery_id = o.delivery_id AND d.lease_until = o.lease
+             RETURNING d.delivery_id)
+         INSERT INTO delivery_attempts
+             (delivery_id, attempt, started_at, latency_ms, status_code, outcome, error, response)
+         SELECT o.delivery_id, o.attempt, o.started, o.latency_ms, o.status_code, o.outcome,
+                o.error, o.response
+         FROM o JOIN upd USING (delivery_id)
+         ON CONFLICT (delivery_id, attempt) DO NOTHING
+         RETURNING delivery_id",
+    )
+    .bind(done.iter().map(|d| d.delivery_id).collect::<Vec<_>>())
+    .bind(done.iter().map(|d| d.lease).collect::<Vec<_>>())
+    .bind(done.iter().map(|d| d.status).collect::<Vec<_>>())
+    .bind(done.iter().map(|d| d.next_at).collect::<Vec<_>>())
+    .bind(col(|d| d.error.clone()))
+    .bind(done.iter().map(|d| d.attempt).collect::<Vec<_>>())
+    .bind(done.iter().map(|d| d.started).collect::<Vec<_>>())
+    .bind(done.iter().map(|d| d.latency_ms).collect::<Vec<_>>())
+    .bind(done.iter().map(|d| d.status_code).collect::<Vec<_>>())
+    .bind(done.iter().map(|d| d.outcome).collect::<Vec<_>>())
+    .bind(col(|d| d.response.clone()))
+    .fetch_all(pool)
+    .await?;
+    Ok(recorded.len())
+}
+
+/// Endpoint health from a set of attempts: a success clears `failing_since`; failures set it
+/// to the first failure since the last success. Returns the endpoints disabled now, for 410
+/// or for failing longer than `disable_after`, each announced by an `endpoint.disabled`
+/// message to the tenant's other endpoints that subscribed to it.
+pub async fn update_health(
+    pool: &PgPool,
+    done: &[Done],
+    disable_after: Duration,
+) -> Result<Vec<Disabled>, Error> {
+    // Per endpoint: the last success, and the first failure after it (or after nothing).
+    let mut health: HashMap<i64, (Option<DateTime<Utc>>, Option<DateTime<Utc>>)> = HashMap::new();
+    let mut sorted: Vec<&Done> = done.iter().collect();
+    sorted.sort_by_key(|d| d.started);
+    let mut gone = Vec::new();
+    for d in sorted {
+        let (last_ok, first_fail) = health.entry(d.endpoint_id).or_default();
+        if d.status == "delivered" {
+            *last_ok = Some(d.started);
+            *first_fail = None;
+        } else if first_fail.is_none() {
+            *first_fail = Some(d.started);
+        }
+        if d.outcome == "gone" {
+            gone.push(d.endpoint_id);
+        }
+    }
+    let (ids, (oks, fails)): (Vec<i64>, (Vec<_>, Vec<_>)) =
+        health.into_iter().map(|(id, (o, f))| (id, (o, f))).unzip();
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "UPDATE endpoints e
+         SET failing_since = CASE WHEN h.last_ok IS NULL THEN coalesce(e.failing_since, h.first_fail)
+                                  ELSE h.first_fail END
+         FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[])
+              AS h(endpoint_id, last_ok, first_fail)
+         WHERE e.endpoint_id = h.endpoint_id
+           AND e.failing_since IS DISTINCT FROM
+               (CASE WHEN h.last_ok IS NULL THEN coalesce(e.failing_since, h.first_fail)
+                     ELSE h.first_fail END)",
+    )
+    .bind(&ids)
+    .bind(&oks)
+    .bind(&fails)
+    .execute(&mut *tx)
+    .await?;
+    type Row = (i64, String, String, String, Option<DateTime<Utc>>);
+    let disabled: Vec<Row> = sqlx::query_as(
+        "UPDATE endpoints
+         SET status = 'disabled', updated_at = now(),
+             disabled_reason = CASE WHEN endpoint_id = ANY($1)
+                 THEN 'the receiver answered 410 Gone'
+                 ELSE 'failing continuously since ' || to_char(failing_since AT TIME ZONE 'UTC',
+                                                               'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') END
+         WHERE status = 'active'
+           AND (endpoint_id = ANY($1)
+                OR (endpoint_id = ANY($2)
+                    AND failing_since <= now() - $3 * interval '1 millisecond'))
+         RETURNING endpoint_id, tenant_id, url, disabled_reason AS reason, failing_since",
+    )
+    .bind(&gone)
+    .bind(&ids)
+    .bind(disable_after.as_millis() as i64)
+    .fetch_all(&mut *tx)
+    .await?;
+    let disabled: Vec<Disabled> = disabled
+        .into_iter()
+        .map(
+            |(endpoint_id, tenant_id, url, reason, failing_since)| Disabled {
+                endpoint_id,
+                tenant_id,
+                url,
+                reason,
+                failing_since,
+            },
+        )
+        .collect();
+    for d in &disabled {
+        announce(&mut tx, d).await?;
+    }
+    tx.commit().await?;
+    Ok(disabled)
+}
+
+/// An endpoint disabled by the fanout.
+#[derive(Debug, Clone)]
+pub struct Disabled {
+    pub endpoint_id: i64,
+    pub tenant_id: String,
+    pub url: String,
+    pub reason: String,
+    pub failing_since: Option<DateTime<Utc>>,
+}
+
+/// The source of ferry's operational events.
+pub const OPERATIONS_SOURCE: &str = "ferry/fanout";
+
+/// Enqueues the `endpoint.disabled` event (a CloudEvent) for the tenant's endpoints that
+/// subscribed to it; the disabled endpoint itself is no longer active, so it is not among them.
+async fn announce(tx: &mut sqlx::PgConnection, d: &Disabled) -> Result<(), Error> {
+    let now = Utc::now();
+    let id = format!(
+        "endpoint-{}-disabled-{}",
+        d.endpoint_id,
+        now.timestamp_micros()
+    );
+    let body = json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": OPERATIONS_SOURCE,
+        "type": "endpoint.disabled",
+        "subject": d.endpoint_id.to_string(),
+        "time": now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "tenantid": d.tenant_id,
+        "datacontenttype": "application/json",
+        "data": {
+            "endpoint_id": d.endpoint_id,
+            "url": d.url,
+            "reason": d.reason,
+            "failing_since": d.failing_since,
+        },
+    });
+    sqlx::query(
+        "SELECT ferry_enqueue($1, ferry_message_id($1, $2, $3), 'endpoint.disabled', $4, $5)",
+    )
+    .bind(&d.tenant_id)
+    .bind(OPERATIONS_SOURCE)
+    .bind(&id)
+    .bind(d.endpoint_id.to_string())
+    .bind(body.to_string())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
