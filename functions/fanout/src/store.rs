@@ -210,7 +210,8 @@ pub async fn update_health(
     disable_after: Duration,
 ) -> Result<Vec<Disabled>, Error> {
     // Per endpoint: the last success, and the first failure after it (or after nothing).
-    let mut health: HashMap<i64, (Option<DateTime<Utc>>, Option<DateTime<Utc>>)> = HashMap::new();
+    type Since = Option<DateTime<Utc>>;
+    let mut health: HashMap<i64, (Since, Since)> = HashMap::new();
     let mut sorted: Vec<&Done> = done.iter().collect();
     sorted.sort_by_key(|d| d.started);
     let mut gone = Vec::new();
@@ -226,8 +227,7 @@ pub async fn update_health(
             gone.push(d.endpoint_id);
         }
     }
-    let (ids, (oks, fails)): (Vec<i64>, (Vec<_>, Vec<_>)) =
-        health.into_iter().map(|(id, (o, f))| (id, (o, f))).unzip();
+    let (ids, (oks, fails)): (Vec<i64>, (Vec<_>, Vec<_>)) = health.into_iter().unzip();
     let mut tx = pool.begin().await?;
     sqlx::query(
         "UPDATE endpoints e
