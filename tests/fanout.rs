@@ -672,3 +672,145 @@ async fn refused_addresses_are_refused_at_add_and_at_send_time_even_after_a_dns_
     assert_eq!(got.len(), 1);
     assert!(got[0].header("host").starts_with("rebind.test"));
 }
+
+/// Runs the real `ferry` command against the test database.
+async fn ferry(db: &TestDb, env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
+    let out = tokio::process::Command::new(ferry_tests::bin("ferry"))
+        .args(args)
+        .env("DATABASE_URL", &db.url)
+        .env_remove("FERRY_WEBHOOK_ALLOW_HTTP")
+        .env_remove("FERRY_WEBHOOK_ALLOW_NETS")
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_endpoint_and_replay_commands_manage_endpoints() {
+    let (db, _ingest) = ingest_db(&[]).await;
+    // Refused with the reason, and nothing stored.
+    let (ok, _, err) = ferry(
+        &db,
+        &[],
+        &[
+            "endpoint",
+            "add",
+            "--tenant",
+            "acme",
+            "--url",
+            "https://169.254.169.254/x",
+            "--type",
+            "*",
+        ],
+    )
+    .await;
+    assert!(!ok);
+    assert!(err.contains("cloud metadata address"), "{err}");
+    let (ok, _, err) = ferry(
+        &db,
+        &[],
+        &[
+            "endpoint",
+            "add",
+            "--tenant",
+            "acme",
+            "--url",
+            "http://127.0.0.1:9/x",
+            "--type",
+            "*",
+        ],
+    )
+    .await;
+    assert!(!ok);
+    assert!(err.contains("https"), "{err}");
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM endpoints").await, 0);
+
+    // Loopback allowed on purpose, as in the local demo.
+    let local = [
+        ("FERRY_WEBHOOK_ALLOW_HTTP", "true"),
+        ("FERRY_WEBHOOK_ALLOW_NETS", "127.0.0.0/8"),
+    ];
+    let (ok, out, err) = ferry(
+        &db,
+        &local,
+        &[
+            "endpoint",
+            "add",
+            "--tenant",
+            "acme",
+            "--url",
+            "http://127.0.0.1:9/x",
+            "--type",
+            "product.*,anomaly.*",
+            "--rate-limit",
+            "5",
+            "--description",
+            "partner",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let secret = out
+        .lines()
+        .find_map(|l| l.strip_prefix("signing secret (shown once): "))
+        .expect("the secret is printed");
+    let secret = Secret::parse(secret).unwrap();
+    let (id, types, stored): (i64, Vec<String>, Vec<u8>) = sqlx::query_as(
+        "SELECT e.endpoint_id, e.event_types, s.secret FROM endpoints e JOIN endpoint_secrets s USING (endpoint_id)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(types, ["product.*", "anomaly.*"]);
+    assert_eq!(stored, secret.bytes());
+    let id_text = id.to_string();
+
+    let (ok, out, _) = ferry(&db, &[], &["endpoint", "list", "--tenant", "acme"]).await;
+    assert!(
+        ok && out.contains("http://127.0.0.1:9/x") && out.contains("rate=5/s"),
+        "{out}"
+    );
+
+    let (ok, out, _) = ferry(&db, &[], &["endpoint", "rotate-secret", &id_text]).await;
+    assert!(ok && out.contains("whsec_"), "{out}");
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM endpoint_secrets WHERE expires_at IS NULL OR expires_at > now()"
+        )
+        .await,
+        2
+    );
+
+    let (ok, _, _) = ferry(&db, &[], &["endpoint", "disable", &id_text]).await;
+    assert!(ok);
+    let (ok, out, _) = ferry(&db, &[], &["endpoint", "list"]).await;
+    assert!(ok && out.contains("disabled"), "{out}");
+    let (ok, out, _) = ferry(&db, &[], &["endpoint", "enable", &id_text]).await;
+    assert!(ok && out.contains("enabled"), "{out}");
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM endpoints WHERE status = 'active'"
+        )
+        .await,
+        1
+    );
+
+    let (ok, out, err) = ferry(
+        &db,
+        &[],
+        &["replay", "--endpoint", &id_text, "--since", "2h"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("0 failed deliveries queued again"), "{out}");
+    let (ok, _, err) = ferry(&db, &[], &["replay", "--endpoint", "999", "--since", "2h"]).await;
+    assert!(!ok && err.contains("no endpoint 999"), "{err}");
+}

@@ -2,6 +2,8 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use ferry_fanout::guard::SystemLookup;
+use ferry_fanout::FanoutConfig;
 use ferry_ingest::Ingest;
 use ferry_local::{blobs, demo, stack};
 use ferry_rollup::{Rollup, RollupConfig};
@@ -64,6 +66,21 @@ enum Command {
     },
     /// Apply the embedded migrations and create partitions for the next hour.
     Migrate,
+    /// Manage partner webhook endpoints.
+    Endpoint {
+        #[command(subcommand)]
+        command: EndpointCommand,
+    },
+    /// Queue again an endpoint's messages since a time: failed deliveries start over, and
+    /// matching messages it never received (while disabled) are added.
+    Replay {
+        /// The endpoint id (see `ferry endpoint list`).
+        #[arg(long)]
+        endpoint: i64,
+        /// RFC 3339 time (2026-11-20T08:00:00Z) or an age (2h, 3d).
+        #[arg(long)]
+        since: String,
+    },
     /// Manage tenants.
     Tenant {
         #[command(subcommand)]
@@ -87,6 +104,49 @@ enum TenantCommand {
     },
     /// List tenants.
     List,
+}
+
+#[derive(Subcommand)]
+enum EndpointCommand {
+    /// Subscribe a URL to event types; prints the endpoint id and its signing secret (shown
+    /// once). The URL is refused if it, or any address its host resolves to now, is not public
+    /// (see FERRY_WEBHOOK_ALLOW_NETS for loopback in local use).
+    Add {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        url: String,
+        /// Event types, exact or a prefix ending in `*` (repeat, or comma-separate).
+        #[arg(long = "type", value_delimiter = ',', required = true)]
+        types: Vec<String>,
+        /// Only events with this subject (exact, or a prefix ending in `*`).
+        #[arg(long)]
+        subject: Option<String>,
+        /// Requests per second at most.
+        #[arg(long)]
+        rate_limit: Option<i32>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List endpoints (of one tenant with --tenant).
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Issue a new signing secret; the current ones keep signing for --overlap.
+    RotateSecret {
+        id: i64,
+        #[arg(long, default_value = "24h")]
+        overlap: String,
+    },
+    /// Stop sending to an endpoint (its deliveries wait).
+    Disable {
+        id: i64,
+        #[arg(long, default_value = "disabled by an operator")]
+        reason: String,
+    },
+    /// Resume sending to an endpoint; waiting deliveries fall due at once.
+    Enable { id: i64 },
 }
 
 #[derive(Subcommand)]
@@ -247,6 +307,22 @@ async fn main() -> anyhow::Result<()> {
             let stack = stack::open(&cfg).await?;
             println!("migrations applied; database {}", redact(&stack.url));
         }
+        Command::Endpoint { command } => {
+            let stack = stack::open(&cfg).await?;
+            endpoint_command(&stack.pool, command).await?;
+        }
+        Command::Replay { endpoint, since } => {
+            let stack = stack::open(&cfg).await?;
+            let since = parse_since(&since)?;
+            let r = ferry_fanout::endpoints::replay(&stack.pool, endpoint, since).await?;
+            println!(
+                "endpoint {endpoint}: {} failed deliveries queued again, {} missed messages \
+                 queued (since {})",
+                r.requeued,
+                r.added,
+                since.to_rfc3339()
+            );
+        }
         Command::Tenant {
             command: TenantCommand::Add { id, name },
         } => {
@@ -283,6 +359,94 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+async fn endpoint_command(pool: &sqlx::PgPool, command: EndpointCommand) -> anyhow::Result<()> {
+    use ferry_fanout::endpoints;
+    match command {
+        EndpointCommand::Add {
+            tenant,
+            url,
+            types,
+            subject,
+            rate_limit,
+            description,
+        } => {
+            let policy = FanoutConfig::from_env()?.policy;
+            let (id, secret) = endpoints::add(
+                pool,
+                &policy,
+                &SystemLookup,
+                &endpoints::NewEndpoint {
+                    tenant_id: tenant,
+                    url,
+                    event_types: types,
+                    subject,
+                    rate_limit,
+                    description,
+                },
+            )
+            .await?;
+            println!("endpoint {id} added");
+            println!("signing secret (shown once): {}", secret.reveal());
+        }
+        EndpointCommand::List { tenant } => {
+            for e in endpoints::list(pool, tenant.as_deref()).await? {
+                println!(
+                    "{:>5} {:<12} {:<8} {:<40} types={} subject={} secrets={} pending={} \
+                     failed={}{}{}",
+                    e.endpoint_id,
+                    e.tenant_id,
+                    e.status,
+                    e.url,
+                    e.event_types.join(","),
+                    e.subject.as_deref().unwrap_or("*"),
+                    e.secrets,
+                    e.pending,
+                    e.failed,
+                    e.rate_limit
+                        .map(|r| format!(" rate={r}/s"))
+                        .unwrap_or_default(),
+                    e.disabled_reason
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        EndpointCommand::RotateSecret { id, overlap } => {
+            let overlap = humantime::parse_duration(&overlap)
+                .with_context(|| format!("--overlap {overlap:?}: expected e.g. 24h"))?;
+            let secret = endpoints::rotate_secret(pool, id, overlap).await?;
+            println!(
+                "endpoint {id}: new signing secret (shown once): {}",
+                secret.reveal()
+            );
+            println!(
+                "the previous secrets keep signing for {}",
+                humantime::format_duration(overlap)
+            );
+        }
+        EndpointCommand::Disable { id, reason } => {
+            endpoints::disable(pool, id, &reason).await?;
+            println!("endpoint {id} disabled");
+        }
+        EndpointCommand::Enable { id } => {
+            let waiting = endpoints::enable(pool, id).await?;
+            println!("endpoint {id} enabled; {waiting} waiting deliveries are due now");
+        }
+    }
+    Ok(())
+}
+
+/// `--since`: an RFC 3339 time, or an age such as `2h`.
+fn parse_since(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let age = humantime::parse_duration(text)
+        .with_context(|| format!("--since {text:?}: expected an RFC 3339 time or an age (2h)"))?;
+    Ok(chrono::Utc::now() - chrono::Duration::from_std(age)?)
 }
 
 /// Store and prefix of a backfill argument.
