@@ -835,6 +835,14 @@ async fn anomalies_find_spikes_drops_and_silent_sources_but_not_noise_or_the_ope
             .await;
         }
     }
+    // "spiky" has a partner subscribed to anomalies: each new finding becomes a webhook.
+    sqlx::query(
+        "INSERT INTO endpoints (tenant_id, url, event_types)
+         VALUES ('spiky', 'https://partner.example/hook', '{anomaly.*}')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
     let r = rollup(&db.pool, |_| {});
     let reports = r.run_at(now, now).await;
     for job in ["rollup", "anomalies", "data_quality"] {
@@ -889,13 +897,35 @@ async fn anomalies_find_spikes_drops_and_silent_sources_but_not_noise_or_the_ope
         )]
     );
 
-    // A second run re-scores the same buckets without duplicating findings.
+    // The 4 findings of "spiky" (2 buckets × 2 metrics) are queued as anomaly.detected
+    // CloudEvents for its endpoint; no other tenant has one.
+    let queued: Vec<(String, serde_json::Value)> = sqlx::query_as(
+        "SELECT m.tenant_id, m.body::jsonb FROM deliveries d JOIN webhook_messages m USING (message_id)
+         ORDER BY m.body::jsonb->'data'->>'bucket', m.subject",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(queued.len(), 4, "{queued:?}");
+    for (tenant, ce) in &queued {
+        assert_eq!(tenant, "spiky");
+        assert_eq!(ce["type"], "anomaly.detected");
+        assert_eq!(ce["data"]["kind"], "spike");
+        assert_eq!(ce["data"]["value"], 400.0);
+    }
+    assert_eq!(
+        queued[0].1["data"]["bucket"],
+        closed[0].to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+
+    // A second run re-scores the same buckets without duplicating findings or webhooks.
     let before = found.len() as i64;
     r.run_at(now, now).await;
     assert_eq!(
         count(&db.pool, "SELECT count(*) FROM anomalies").await,
         before
     );
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM deliveries").await, 4);
 
     let recent = queries::recent_anomalies(&db.pool, "spiky", now - chrono::Duration::hours(1), 10)
         .await
@@ -926,7 +956,11 @@ async fn anomalies_find_spikes_drops_and_silent_sources_but_not_noise_or_the_ope
     }
     let reports = r.run_at(now, now).await;
     let rep = reports.iter().find(|x| x.job == "anomalies").unwrap();
-    assert!(rep.detail.ends_with("0 new, 4 withdrawn"), "{rep:?}");
+    assert!(
+        rep.detail
+            .ends_with("0 new, 4 withdrawn, 0 webhooks queued"),
+        "{rep:?}"
+    );
     assert_eq!(
         count(&db.pool, "SELECT count(*) FROM anomalies").await,
         before

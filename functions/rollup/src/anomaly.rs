@@ -475,6 +475,8 @@ pub struct Recorded {
     pub new: u64,
     /// Findings of re-scored buckets that no longer qualify.
     pub withdrawn: u64,
+    /// Webhook deliveries of `anomaly.detected` created for new findings.
+    pub enqueued: u64,
 }
 
 fn at(bucket: i64) -> Option<DateTime<Utc>> {
@@ -484,6 +486,55 @@ fn at(bucket: i64) -> Option<DateTime<Utc>> {
 /// Writes a check's result in one transaction: upserts its findings (re-scoring a bucket
 /// updates the row, and a withdrawn finding that qualifies again is restored) and withdraws
 /// the findings of its scopes that were not found again.
+/// The source of the rollup's `anomaly.detected` events.
+pub const ANOMALY_SOURCE: &str = "ferry/rollup";
+
+/// Enqueues a new finding as an `anomaly.detected` CloudEvent for the tenant's endpoints that
+/// subscribed to it, in the finding's transaction. Its id names the finding, so a finding that
+/// is withdrawn and later restored is not announced twice. Returns the deliveries created.
+async fn announce(
+    tx: &mut sqlx::PgConnection,
+    f: &Finding,
+    bucket: DateTime<Utc>,
+) -> Result<u64, Error> {
+    let bucket_text = bucket.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let id = format!(
+        "anomaly/{}/{}/{}/{}",
+        f.metric, f.grain, bucket_text, f.kind
+    );
+    let body = serde_json::json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": ANOMALY_SOURCE,
+        "type": "anomaly.detected",
+        "subject": f.metric,
+        "time": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "tenantid": f.tenant_id,
+        "datacontenttype": "application/json",
+        "data": {
+            "metric": f.metric,
+            "grain_seconds": f.grain,
+            "bucket": bucket_text,
+            "kind": f.kind,
+            "value": f.score.value,
+            "baseline": f.score.baseline,
+            "score": f.score.z,
+            "method": f.score.method,
+        },
+    });
+    let n: i32 = sqlx::query_scalar(
+        "SELECT ferry_enqueue($1, ferry_message_id($1, $2, $3), 'anomaly.detected', $4, $5)",
+    )
+    .bind(&f.tenant_id)
+    .bind(ANOMALY_SOURCE)
+    .bind(&id)
+    .bind(&f.metric)
+    .bind(body.to_string())
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(n.max(0) as u64)
+}
+
 pub async fn record(pool: &PgPool, detection: &Detection) -> Result<Recorded, Error> {
     let mut tx = pool.begin().await?;
     let mut out = Recorded::default();
@@ -514,7 +565,10 @@ pub async fn record(pool: &PgPool, detection: &Detection) -> Result<Recorded, Er
         .bind(started)
         .fetch_optional(&mut *tx)
         .await?;
-        out.new += u64::from(inserted == Some(true));
+        if inserted == Some(true) {
+            out.new += 1;
+            out.enqueued += announce(&mut tx, f, bucket).await?;
+        }
     }
     for scope in &detection.scopes {
         let buckets: Vec<DateTime<Utc>> = scope.buckets.iter().filter_map(|b| at(*b)).collect();

@@ -467,11 +467,12 @@ impl Rollup {
         Ok(ok(
             recorded.new as i64,
             format!(
-                "closed before {}: {} findings, {} new, {} withdrawn",
+                "closed before {}: {} findings, {} new, {} withdrawn, {} webhooks queued",
                 closed.format("%Y-%m-%dT%H:%M:%SZ"),
                 detection.findings.len(),
                 recorded.new,
-                recorded.withdrawn
+                recorded.withdrawn,
+                recorded.enqueued
             ),
         ))
     }
