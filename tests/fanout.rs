@@ -472,6 +472,16 @@ async fn an_endpoint_failing_past_the_limit_is_disabled_and_a_spent_delivery_rep
     .unwrap();
     assert_eq!((replayed.requeued, replayed.added), (1, 0));
     assert_eq!(f.drain().await.unwrap().delivered, 1);
+    // The attempt log keeps the first three and numbers the replayed attempt fourth.
+    assert_eq!(
+        attempts(&db.pool, &ids[0]).await,
+        vec![
+            (Some(500), "retry".into()),
+            (Some(500), "retry".into()),
+            (Some(500), "failed".into()),
+            (Some(200), "delivered".into())
+        ]
+    );
 
     // Failing continuously for longer than FERRY_WEBHOOK_DISABLE_AFTER disables it.
     rx.default_reply(Reply::status(503));

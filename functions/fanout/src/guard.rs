@@ -153,9 +153,13 @@ fn classify_v6(ip: Ipv6Addr) -> Option<Class> {
         Class::UniqueLocal
     } else if (s[0] & 0xff00) == 0xff00 {
         Class::Multicast
-    } else if s[0] == 0x0064 && s[1] == 0xff9b {
-        // NAT64 (64:ff9b::/96 and the local-use 64:ff9b:1::/48): the IPv4 address decides.
+    } else if s[0] == 0x0064 && s[1] == 0xff9b && s[2..6] == [0; 4] {
+        // NAT64 well-known prefix 64:ff9b::/96: the IPv4 address in the last 32 bits decides.
         return classify_v4(embedded(s[6], s[7]));
+    } else if s[0] == 0x0064 && s[1] == 0xff9b {
+        // The local-use 64:ff9b:1::/48 and the rest of 64:ff9b::/32: the embedded address's
+        // position depends on the translator's prefix length; refuse.
+        Class::Reserved
     } else if s[0] == 0x2002 {
         // 6to4 carries its IPv4 address in bits 16–47.
         return classify_v4(embedded(s[1], s[2]));
@@ -368,6 +372,7 @@ mod tests {
             ("::ffff:127.0.0.1", Class::Ipv4Mapped),
             ("64:ff9b::a9fe:a9fe", Class::Metadata),
             ("64:ff9b::7f00:1", Class::Loopback),
+            ("64:ff9b:1:a9fe:a9:fe00:808:808", Class::Reserved),
             ("2002:c0a8:0101::1", Class::Private),
             ("::127.0.0.1", Class::Reserved),
             ("2001:db8::1", Class::Reserved),

@@ -77,6 +77,9 @@ impl Default for FanoutConfig {
     }
 }
 
+/// The shortest wait a receiver's `Retry-After` can ask for (`0` would burn the schedule).
+pub const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h: ten attempts over about 3.3 days.
 pub const DEFAULT_SCHEDULE: [u64; 9] = [5, 300, 1800, 7200, 18_000, 36_000, 50_400, 72_000, 86_400];
 
@@ -229,57 +232,76 @@ impl Fanout {
         let mut oldest_done: Option<Instant> = None;
         // Nothing claimable right now; claim again once an attempt finishes.
         let mut idle = false;
-        loop {
-            let in_budget = start.elapsed() < self.cfg.budget;
-            let free = self.cfg.concurrency.saturating_sub(inflight.len());
-            if in_budget && free > 0 && !idle {
-                let busy: HashMap<i64, usize> = per_endpoint
-                    .iter()
-                    .filter(|(_, n)| **n > 0)
-                    .map(|(k, v)| (*k, *v))
-                    .collect();
-                let claimed = store::claim(
-                    &self.pool,
-                    free,
-                    self.cfg.per_endpoint,
-                    &busy,
-                    self.cfg.lease(),
-                )
-                .await?;
-                idle = claimed.is_empty();
-                for c in claimed {
-                    *per_endpoint.entry(c.endpoint_id).or_default() += 1;
-                    inflight.spawn(self.send(c));
-                }
-            }
-            if inflight.is_empty() {
-                self.flush(&mut done, &mut report).await?;
-                if !in_budget || !self.wait_for_due(start).await? {
-                    break;
-                }
-                idle = false;
-                continue;
-            }
-            // Wait for an attempt, flushing results at least every 25 ms.
-            let next = tokio::time::timeout(Duration::from_millis(25), inflight.join_next()).await;
-            if let Ok(Some(joined)) = next {
-                match joined {
-                    Ok((claimed, attempt)) => {
-                        if let Some(n) = per_endpoint.get_mut(&claimed.endpoint_id) {
-                            *n = n.saturating_sub(1);
-                        }
-                        done.push(self.decide(&claimed, attempt));
-                        oldest_done.get_or_insert_with(Instant::now);
-                        idle = false;
+        let drained: Result<(), Error> = async {
+            loop {
+                let in_budget = start.elapsed() < self.cfg.budget;
+                let free = self.cfg.concurrency.saturating_sub(inflight.len());
+                if in_budget && free > 0 && !idle {
+                    let busy: HashMap<i64, usize> = per_endpoint
+                        .iter()
+                        .filter(|(_, n)| **n > 0)
+                        .map(|(k, v)| (*k, *v))
+                        .collect();
+                    let claimed = store::claim(
+                        &self.pool,
+                        free,
+                        self.cfg.per_endpoint,
+                        &busy,
+                        self.cfg.lease(),
+                    )
+                    .await?;
+                    idle = claimed.is_empty();
+                    for c in claimed {
+                        *per_endpoint.entry(c.endpoint_id).or_default() += 1;
+                        inflight.spawn(self.send(c));
                     }
-                    Err(e) => error!(error = %e, "a send task failed; its lease will run out"),
+                }
+                if inflight.is_empty() {
+                    self.flush(&mut done, &mut report).await?;
+                    if !in_budget || !self.wait_for_due(start).await? {
+                        break;
+                    }
+                    idle = false;
+                    continue;
+                }
+                // Wait for an attempt, flushing results at least every 25 ms.
+                let next =
+                    tokio::time::timeout(Duration::from_millis(25), inflight.join_next()).await;
+                if let Ok(Some(joined)) = next {
+                    match joined {
+                        Ok((claimed, attempt)) => {
+                            if let Some(n) = per_endpoint.get_mut(&claimed.endpoint_id) {
+                                *n = n.saturating_sub(1);
+                            }
+                            done.push(self.decide(&claimed, attempt));
+                            oldest_done.get_or_insert_with(Instant::now);
+                            idle = false;
+                        }
+                        Err(e) => error!(error = %e, "a send task failed; its lease will run out"),
+                    }
+                }
+                let due = oldest_done.is_some_and(|t| t.elapsed() >= Duration::from_millis(25));
+                if done.len() >= 200 || due {
+                    self.flush(&mut done, &mut report).await?;
+                    oldest_done = None;
                 }
             }
-            let due = oldest_done.is_some_and(|t| t.elapsed() >= Duration::from_millis(25));
-            if done.len() >= 200 || due {
-                self.flush(&mut done, &mut report).await?;
-                oldest_done = None;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = drained {
+            // The database failed mid-drain: let the requests under way finish and try to
+            // record every attempt made, so nothing sent goes unlogged or is sent again once
+            // its lease runs out (if this flush fails too, the leases do run out).
+            while let Some(joined) = inflight.join_next().await {
+                if let Ok((claimed, attempt)) = joined {
+                    done.push(self.decide(&claimed, attempt));
+                }
             }
+            if let Err(again) = self.flush(&mut done, &mut report).await {
+                error!(error = %again, "attempts made could not be recorded");
+            }
+            return Err(e);
         }
         if report.attempts > 0 {
             info!(
@@ -333,6 +355,21 @@ impl Fanout {
                     );
                     slot
                 };
+                // Waiting that long would let the lease run out mid-request, and another
+                // instance could claim and send it too: give it back for later instead.
+                let lease_left = (claimed.lease - Utc::now()).to_std().unwrap_or_default();
+                let wait = slot.saturating_duration_since(Instant::now());
+                if wait + cfg.timeout + Duration::from_secs(1) > lease_left {
+                    let attempt = send::Attempt {
+                        started: Utc::now(),
+                        latency: Duration::ZERO,
+                        status: None,
+                        verdict: Verdict::Retry { after: Some(wait) },
+                        error: Some("not sent: the endpoint's rate limit".into()),
+                        response: None,
+                    };
+                    return (claimed, attempt);
+                }
                 tokio::time::sleep_until(slot.into()).await;
             }
             let secrets: Vec<Secret> = claimed
@@ -374,7 +411,8 @@ impl Fanout {
             Verdict::Retry { after } => match self.cfg.schedule.get(number as usize - 1) {
                 None => ("failed", None, "failed"),
                 Some(step) => {
-                    let delay = after.unwrap_or_else(|| jitter(*step));
+                    // Honour Retry-After, but never hammer: at least MIN_RETRY_AFTER.
+                    let delay = after.map_or_else(|| jitter(*step), |a| a.max(MIN_RETRY_AFTER));
                     let next = finished
                         + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
                     ("pending", Some(next), "retry")

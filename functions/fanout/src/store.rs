@@ -9,8 +9,8 @@ use ferry_shared::error::Error;
 use serde_json::json;
 use sqlx::PgPool;
 
-/// A delivery claimed by this instance until `lease`.
-#[derive(Debug, Clone)]
+/// A delivery claimed by this instance until `lease`. No `Debug`: it holds secret bytes.
+#[derive(Clone)]
 pub struct Claimed {
     pub delivery_id: i64,
     pub endpoint_id: i64,
@@ -65,8 +65,9 @@ pub async fn claim(
                    AND d.next_attempt_at <= now()
                    AND (d.lease_until IS NULL OR d.lease_until < now())
                  ORDER BY d.next_attempt_at
-                 LIMIT coalesce((SELECT c.free FROM caps c WHERE c.endpoint_id = e.endpoint_id),
-                                least($2, coalesce(e.rate_limit, $2)))
+                 LIMIT least(coalesce((SELECT c.free FROM caps c
+                                       WHERE c.endpoint_id = e.endpoint_id), $2),
+                             coalesce(e.rate_limit, $2))
                  FOR UPDATE OF d SKIP LOCKED) d
              LIMIT $1)
          UPDATE deliveries d
@@ -178,8 +179,11 @@ pub async fn record(pool: &PgPool, done: &[Done]) -> Result<usize, Error> {
              RETURNING d.delivery_id)
          INSERT INTO delivery_attempts
              (delivery_id, attempt, started_at, latency_ms, status_code, outcome, error, response)
-         SELECT o.delivery_id, o.attempt, o.started, o.latency_ms, o.status_code, o.outcome,
-                o.error, o.response
+         SELECT o.delivery_id,
+                -- numbered on from the log, which a replay (attempts back to 0) keeps
+                (SELECT coalesce(max(a.attempt), 0) + 1 FROM delivery_attempts a
+                 WHERE a.delivery_id = o.delivery_id),
+                o.started, o.latency_ms, o.status_code, o.outcome, o.error, o.response
          FROM o JOIN upd USING (delivery_id)
          ON CONFLICT (delivery_id, attempt) DO NOTHING
          RETURNING delivery_id",
@@ -316,7 +320,8 @@ async fn announce(tx: &mut sqlx::PgConnection, d: &Disabled) -> Result<(), Error
         "datacontenttype": "application/json",
         "data": {
             "endpoint_id": d.endpoint_id,
-            "url": d.url,
+            // The host only: a URL's path or query may hold the partner's token.
+            "host": url::Url::parse(&d.url).ok().and_then(|u| u.host_str().map(str::to_owned)),
             "reason": d.reason,
             "failing_since": d.failing_since,
         },

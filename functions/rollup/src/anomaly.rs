@@ -483,9 +483,6 @@ fn at(bucket: i64) -> Option<DateTime<Utc>> {
     Utc.timestamp_opt(bucket, 0).single()
 }
 
-/// Writes a check's result in one transaction: upserts its findings (re-scoring a bucket
-/// updates the row, and a withdrawn finding that qualifies again is restored) and withdraws
-/// the findings of its scopes that were not found again.
 /// The source of the rollup's `anomaly.detected` events.
 pub const ANOMALY_SOURCE: &str = "ferry/rollup";
 
@@ -535,6 +532,9 @@ async fn announce(
     Ok(n.max(0) as u64)
 }
 
+/// Writes a check's result in one transaction: upserts its findings (re-scoring a bucket
+/// updates the row, and a withdrawn finding that qualifies again is restored) and withdraws
+/// the findings of its scopes that were not found again.
 pub async fn record(pool: &PgPool, detection: &Detection) -> Result<Recorded, Error> {
     let mut tx = pool.begin().await?;
     let mut out = Recorded::default();

@@ -30,24 +30,7 @@ pub async fn run_queue<H: QueueHandler>(
 ) -> Result<(), RuntimeError> {
     serve(port, vec![function.to_owned()], move |body| {
         let handler = Arc::clone(&handler);
-        async move {
-            let message = match queue_message(&body) {
-                Ok(m) => m,
-                Err(problem) => return unreadable_envelope(problem),
-            };
-            let id = message.id.clone();
-            let outcome = handler
-                .handle(QueueBatch {
-                    messages: vec![message],
-                })
-                .await;
-            if outcome.failed.contains(&id) {
-                warn!(message_id = %id, "transient failure; the host will redeliver");
-                retry_later()
-            } else {
-                (StatusCode::OK, "processed".into())
-            }
-        }
+        async move { queue_call(&*handler, &body).await }
     })
     .await
 }
@@ -101,20 +84,7 @@ pub async fn run_tick<H: TickHandler>(
 ) -> Result<(), RuntimeError> {
     serve(port, vec![function.to_owned()], move |body| {
         let handler = Arc::clone(&handler);
-        async move {
-            let envelope = match parse_envelope(&body) {
-                Ok(v) => v,
-                Err(problem) => return unreadable_envelope(problem),
-            };
-            let tick = match azure_tick(&envelope, chrono::Utc::now()) {
-                Ok(t) => t,
-                Err(problem) => return unreadable_envelope(problem),
-            };
-            match handler.tick(tick).await {
-                Ok(()) => (StatusCode::OK, "done".into()),
-                Err(retry) => (StatusCode::INTERNAL_SERVER_ERROR, retry.0),
-            }
-        }
+        async move { tick_call(&*handler, &body).await }
     })
     .await
 }
@@ -133,40 +103,51 @@ pub async fn run_queue_and_tick<H: QueueHandler + TickHandler>(
         let is_timer = name == timer_route;
         async move {
             if is_timer {
-                let envelope = match parse_envelope(&body) {
-                    Ok(v) => v,
-                    Err(problem) => return unreadable_envelope(problem),
-                };
-                let tick = match azure_tick(&envelope, chrono::Utc::now()) {
-                    Ok(t) => t,
-                    Err(problem) => return unreadable_envelope(problem),
-                };
-                return match handler.tick(tick).await {
-                    Ok(()) => (StatusCode::OK, "done".into()),
-                    Err(retry) => (StatusCode::INTERNAL_SERVER_ERROR, retry.0),
-                };
-            }
-            let message = match queue_message(&body) {
-                Ok(m) => m,
-                Err(problem) => return unreadable_envelope(problem),
-            };
-            let id = message.id.clone();
-            let outcome = QueueHandler::handle(
-                &*handler,
-                QueueBatch {
-                    messages: vec![message],
-                },
-            )
-            .await;
-            if outcome.failed.contains(&id) {
-                warn!(message_id = %id, "transient failure; the host will redeliver");
-                retry_later()
+                tick_call(&*handler, &body).await
             } else {
-                (StatusCode::OK, "processed".into())
+                queue_call(&*handler, &body).await
             }
         }
     })
     .await
+}
+
+/// One queue message from the host: 200 when handled, 500 to have it redelivered.
+async fn queue_call<H: QueueHandler>(handler: &H, body: &Bytes) -> (StatusCode, String) {
+    let message = match queue_message(body) {
+        Ok(m) => m,
+        Err(problem) => return unreadable_envelope(problem),
+    };
+    let id = message.id.clone();
+    let outcome = QueueHandler::handle(
+        handler,
+        QueueBatch {
+            messages: vec![message],
+        },
+    )
+    .await;
+    if outcome.failed.contains(&id) {
+        warn!(message_id = %id, "transient failure; the host will redeliver");
+        retry_later()
+    } else {
+        (StatusCode::OK, "processed".into())
+    }
+}
+
+/// One timer firing: 200, or 500 to mark the run failed in the host's log.
+async fn tick_call<H: TickHandler>(handler: &H, body: &Bytes) -> (StatusCode, String) {
+    let envelope = match parse_envelope(body) {
+        Ok(v) => v,
+        Err(problem) => return unreadable_envelope(problem),
+    };
+    let tick = match azure_tick(&envelope, chrono::Utc::now()) {
+        Ok(t) => t,
+        Err(problem) => return unreadable_envelope(problem),
+    };
+    match handler.tick(tick).await {
+        Ok(()) => (StatusCode::OK, "done".into()),
+        Err(retry) => (StatusCode::INTERNAL_SERVER_ERROR, retry.0),
+    }
 }
 
 /// The HTTP server shared by every trigger: readiness on `GET /`, invocations on
