@@ -360,14 +360,11 @@ impl Fanout {
                 let lease_left = (claimed.lease - Utc::now()).to_std().unwrap_or_default();
                 let wait = slot.saturating_duration_since(Instant::now());
                 if wait + cfg.timeout + Duration::from_secs(1) > lease_left {
-                    let attempt = send::Attempt {
-                        started: Utc::now(),
-                        latency: Duration::ZERO,
-                        status: None,
-                        verdict: Verdict::Retry { after: Some(wait) },
-                        error: Some("not sent: the endpoint's rate limit".into()),
-                        response: None,
-                    };
+                    let attempt = send::Attempt::unsent(
+                        Utc::now(),
+                        "not sent: the endpoint's rate limit".into(),
+                        Some(wait),
+                    );
                     return (claimed, attempt);
                 }
                 tokio::time::sleep_until(slot.into()).await;
@@ -378,15 +375,11 @@ impl Fanout {
                 .filter_map(|s| Secret::from_bytes(s.clone()).ok())
                 .collect();
             let attempt = if secrets.is_empty() {
-                let now = Utc::now();
-                send::Attempt {
-                    started: now,
-                    latency: Duration::ZERO,
-                    status: None,
-                    verdict: Verdict::Retry { after: None },
-                    error: Some("the endpoint has no active signing secret".into()),
-                    response: None,
-                }
+                send::Attempt::unsent(
+                    Utc::now(),
+                    "the endpoint has no active signing secret".into(),
+                    None,
+                )
             } else {
                 let out = Outgoing {
                     url: &claimed.url,

@@ -43,6 +43,21 @@ pub struct Attempt {
     pub response: Option<String>,
 }
 
+impl Attempt {
+    /// An attempt that sent nothing (refused, no secret, rate-limited): retried after `after`,
+    /// or on the schedule.
+    pub fn unsent(started: DateTime<Utc>, error: String, after: Option<Duration>) -> Attempt {
+        Attempt {
+            started,
+            latency: (Utc::now() - started).to_std().unwrap_or_default(),
+            status: None,
+            verdict: Verdict::Retry { after },
+            error: Some(error),
+            response: None,
+        }
+    }
+}
+
 /// What is sent: the message's stable id, its exact body, and the endpoint's live secrets.
 pub struct Outgoing<'a> {
     pub url: &'a str,
@@ -60,14 +75,7 @@ pub async fn attempt(
 ) -> Attempt {
     let started = Utc::now();
     let clock = Instant::now();
-    let failed = |error: String| Attempt {
-        started,
-        latency: clock.elapsed(),
-        status: None,
-        verdict: Verdict::Retry { after: None },
-        error: Some(error),
-        response: None,
-    };
+    let failed = |error: String| Attempt::unsent(started, error, None);
     // Checked again at send time: the URL may predate a stricter policy.
     let url = match policy.check_url(out.url) {
         Ok(url) => url,

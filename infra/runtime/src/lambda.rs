@@ -73,11 +73,7 @@ async fn blob_invocation<H: BlobHandler>(
 pub async fn run_tick<H: TickHandler>(handler: Arc<H>) -> Result<(), RuntimeError> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let handler = Arc::clone(&handler);
-        async move {
-            let tick = aws_tick(&event.payload, chrono::Utc::now());
-            handler.tick(tick).await.map_err(|retry| retry.0)?;
-            Ok::<_, lambda_runtime::Error>(json!({"status": "done"}))
-        }
+        async move { tick_invocation(&*handler, &event.payload).await }
     }))
     .await
     .map_err(|e| RuntimeError::Lambda(e.to_string()))
@@ -97,19 +93,29 @@ pub async fn run_queue_and_tick<H: QueueHandler + TickHandler>(
                 .and_then(Value::as_str)
                 == Some("aws:sqs");
             if from_sqs {
-                let batch = sqs_batch(serde_json::from_value(event.payload)?);
-                let outcome = QueueHandler::handle(&*handler, batch).await;
-                return Ok::<_, lambda_runtime::Error>(serde_json::to_value(sqs_response(
-                    outcome,
-                ))?);
+                let outcome = QueueHandler::handle(
+                    &*handler,
+                    sqs_batch(serde_json::from_value(event.payload)?),
+                )
+                .await;
+                Ok::<_, lambda_runtime::Error>(serde_json::to_value(sqs_response(outcome))?)
+            } else {
+                tick_invocation(&*handler, &event.payload).await
             }
-            let tick = aws_tick(&event.payload, chrono::Utc::now());
-            handler.tick(tick).await.map_err(|retry| retry.0)?;
-            Ok(json!({"status": "done"}))
         }
     }))
     .await
     .map_err(|e| RuntimeError::Lambda(e.to_string()))
+}
+
+/// One scheduled invocation: an error reports the run failed.
+async fn tick_invocation<H: TickHandler>(
+    handler: &H,
+    payload: &Value,
+) -> Result<Value, lambda_runtime::Error> {
+    let tick = aws_tick(payload, chrono::Utc::now());
+    handler.tick(tick).await.map_err(|retry| retry.0)?;
+    Ok(json!({"status": "done"}))
 }
 
 /// Maps an SQS event onto the trigger contract.
