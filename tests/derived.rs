@@ -293,14 +293,14 @@ async fn recently_viewed_keeps_the_last_n_distinct_products_per_user_in_order() 
         let mut want: Vec<(&str, DateTime<Utc>)> = newest.into_iter().collect();
         want.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         let want: Vec<String> = want.iter().take(keep).map(|(s, _)| s.to_string()).collect();
-        let got: Vec<String> = sqlx::query_scalar(
-            "SELECT product_id FROM recently_viewed WHERE tenant_id = 'acme' AND user_id = $1
-             ORDER BY viewed_at DESC, product_id",
-        )
-        .bind(user)
-        .fetch_all(&db.pool)
-        .await
-        .unwrap();
+        // Read through the documented query, asking for more than are kept.
+        let got: Vec<String> =
+            ferry_shared::queries::recently_viewed(&db.pool, "acme", user, 1_000)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(product, _)| product)
+                .collect();
         assert_eq!(got, want, "{user}");
     }
 }

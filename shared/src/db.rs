@@ -41,6 +41,12 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "webhooks",
         include_str!("../migrations/0006_webhooks.sql"),
     ),
+    (7, "fanout", include_str!("../migrations/0007_fanout.sql")),
+    (
+        8,
+        "endpoint_health",
+        include_str!("../migrations/0008_endpoint_health.sql"),
+    ),
 ];
 
 #[derive(Debug)]
@@ -168,4 +174,33 @@ pub async fn ensure_partitions_ahead(
     );
     let starts: Vec<i64> = (first..=last).step_by(width_secs as usize).collect();
     ensure_partitions(pool, &starts, width_secs).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATIONS;
+
+    /// A file under `migrations/` that is not in the embedded list would never be applied.
+    #[test]
+    fn every_migration_file_is_embedded_in_order() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        files.sort();
+        let embedded: Vec<String> = MIGRATIONS
+            .iter()
+            .map(|(v, name, _)| format!("{v:04}_{name}.sql"))
+            .collect();
+        assert_eq!(embedded, files);
+        for ((_, _, sql), file) in MIGRATIONS.iter().zip(&files) {
+            assert_eq!(
+                *sql,
+                std::fs::read_to_string(dir.join(file)).unwrap(),
+                "{file}"
+            );
+        }
+    }
 }

@@ -15,6 +15,7 @@
 //! | [`revenue`] | revenue per currency over a range |
 //! | [`source_days`] | events per source per day (data quality) |
 //! | [`recent_anomalies`] | findings of the anomaly and data-quality checks |
+//! | [`recently_viewed`] | a user's last distinct products viewed (kept by the loader, not a rollup) |
 
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::postgres::{PgArguments, PgRow};
@@ -392,6 +393,27 @@ pub async fn recent_anomalies(
             },
         )
         .collect())
+}
+
+/// A user's recently viewed products, newest first: `(product_id, viewed_at)`. The loader
+/// keeps this list (the last `FERRY_RECENTLY_VIEWED` distinct products) in the events'
+/// transaction, so it is as fresh as the events.
+pub async fn recently_viewed(
+    pool: &PgPool,
+    tenant: &str,
+    user: &str,
+    limit: i64,
+) -> Result<Vec<(String, DateTime<Utc>)>, Error> {
+    Ok(sqlx::query_as(
+        "SELECT product_id, viewed_at FROM recently_viewed
+         WHERE tenant_id = $1 AND user_id = $2
+         ORDER BY viewed_at DESC, product_id LIMIT $3",
+    )
+    .bind(tenant)
+    .bind(user)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
 }
 
 #[cfg(test)]

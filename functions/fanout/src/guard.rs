@@ -137,7 +137,8 @@ fn classify_v6(ip: Ipv6Addr) -> Option<Class> {
     if ip == Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x254) {
         return Some(Class::Metadata);
     }
-    if ip.to_ipv4_mapped().is_some() {
+    // IPv4-mapped ::ffff:a.b.c.d, and the SIIT IPv4-translated form ::ffff:0:a.b.c.d.
+    if ip.to_ipv4_mapped().is_some() || (s[..4] == [0; 4] && s[4] == 0xffff && s[5] == 0) {
         return Some(Class::Ipv4Mapped);
     }
     let embedded = |hi: u16, lo: u16| Ipv4Addr::from(((hi as u32) << 16) | lo as u32);
@@ -370,6 +371,8 @@ mod tests {
             ("ff02::1", Class::Multicast),
             ("::ffff:8.8.8.8", Class::Ipv4Mapped),
             ("::ffff:127.0.0.1", Class::Ipv4Mapped),
+            ("::ffff:0:10.0.0.1", Class::Ipv4Mapped),
+            ("::ffff:0:8.8.8.8", Class::Ipv4Mapped),
             ("64:ff9b::a9fe:a9fe", Class::Metadata),
             ("64:ff9b::7f00:1", Class::Loopback),
             ("64:ff9b:1:a9fe:a9:fe00:808:808", Class::Reserved),

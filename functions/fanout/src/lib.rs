@@ -80,6 +80,9 @@ impl Default for FanoutConfig {
 /// The shortest wait a receiver's `Retry-After` can ask for (`0` would burn the schedule).
 pub const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// The longest retry delay a setting may ask for (a schedule step, `Retry-After`'s cap).
+pub const MAX_DELAY: Duration = Duration::from_secs(30 * 86_400);
+
 /// 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h: ten attempts over about 3.3 days.
 pub const DEFAULT_SCHEDULE: [u64; 9] = [5, 300, 1800, 7200, 18_000, 36_000, 50_400, 72_000, 86_400];
 
@@ -134,6 +137,32 @@ impl FanoutConfig {
             }
             Ok(n)
         };
+        if let Some(step) = schedule
+            .iter()
+            .find(|s| **s > MAX_DELAY || **s < Duration::from_millis(1))
+        {
+            return Err(bad(
+                "FERRY_WEBHOOK_RETRY_SCHEDULE",
+                &humantime::format_duration(*step).to_string(),
+                "each delay must be between 1ms and 30 days",
+            ));
+        }
+        let retry_after_max = duration(&get, "FERRY_WEBHOOK_RETRY_AFTER_MAX", d.retry_after_max)?;
+        if retry_after_max > MAX_DELAY {
+            return Err(bad(
+                "FERRY_WEBHOOK_RETRY_AFTER_MAX",
+                &humantime::format_duration(retry_after_max).to_string(),
+                "must be at most 30 days",
+            ));
+        }
+        let disable_after = duration(&get, "FERRY_WEBHOOK_DISABLE_AFTER", d.disable_after)?;
+        if disable_after > Duration::from_secs(365 * 86_400) {
+            return Err(bad(
+                "FERRY_WEBHOOK_DISABLE_AFTER",
+                &humantime::format_duration(disable_after).to_string(),
+                "must be at most 365 days",
+            ));
+        }
         let timeout = duration(&get, "FERRY_WEBHOOK_TIMEOUT", d.timeout)?;
         if timeout.is_zero() || timeout > Duration::from_secs(60) {
             return Err(bad(
@@ -146,8 +175,8 @@ impl FanoutConfig {
             policy: Policy { allow_http, allow },
             timeout,
             schedule,
-            retry_after_max: duration(&get, "FERRY_WEBHOOK_RETRY_AFTER_MAX", d.retry_after_max)?,
-            disable_after: duration(&get, "FERRY_WEBHOOK_DISABLE_AFTER", d.disable_after)?,
+            retry_after_max,
+            disable_after,
             concurrency: positive("FERRY_FANOUT_CONCURRENCY", d.concurrency)?,
             per_endpoint: positive("FERRY_FANOUT_PER_ENDPOINT", d.per_endpoint)?,
             budget: duration(&get, "FERRY_FANOUT_BUDGET", d.budget)?,
@@ -228,6 +257,8 @@ impl Fanout {
         let mut report = Report::default();
         let mut inflight: JoinSet<(Claimed, send::Attempt)> = JoinSet::new();
         let mut per_endpoint: HashMap<i64, usize> = HashMap::new();
+        // Which endpoint each send task serves, so even a task that panicked frees its slot.
+        let mut task_endpoint: HashMap<tokio::task::Id, i64> = HashMap::new();
         let mut done: Vec<Done> = Vec::new();
         let mut oldest_done: Option<Instant> = None;
         // Nothing claimable right now; claim again once an attempt finishes.
@@ -253,7 +284,9 @@ impl Fanout {
                     idle = claimed.is_empty();
                     for c in claimed {
                         *per_endpoint.entry(c.endpoint_id).or_default() += 1;
-                        inflight.spawn(self.send(c));
+                        let endpoint = c.endpoint_id;
+                        let task = inflight.spawn(self.send(c));
+                        task_endpoint.insert(task.id(), endpoint);
                     }
                 }
                 if inflight.is_empty() {
@@ -266,16 +299,23 @@ impl Fanout {
                 }
                 // Wait for an attempt, flushing results at least every 25 ms.
                 let next =
-                    tokio::time::timeout(Duration::from_millis(25), inflight.join_next()).await;
+                    tokio::time::timeout(Duration::from_millis(25), inflight.join_next_with_id())
+                        .await;
                 if let Ok(Some(joined)) = next {
+                    let task = match &joined {
+                        Ok((id, _)) => *id,
+                        Err(e) => e.id(),
+                    };
+                    if let Some(endpoint) = task_endpoint.remove(&task) {
+                        if let Some(n) = per_endpoint.get_mut(&endpoint) {
+                            *n = n.saturating_sub(1);
+                        }
+                    }
+                    idle = false;
                     match joined {
-                        Ok((claimed, attempt)) => {
-                            if let Some(n) = per_endpoint.get_mut(&claimed.endpoint_id) {
-                                *n = n.saturating_sub(1);
-                            }
+                        Ok((_, (claimed, attempt))) => {
                             done.push(self.decide(&claimed, attempt));
                             oldest_done.get_or_insert_with(Instant::now);
-                            idle = false;
                         }
                         Err(e) => error!(error = %e, "a send task failed; its lease will run out"),
                     }
@@ -406,9 +446,7 @@ impl Fanout {
                 Some(step) => {
                     // Honour Retry-After, but never hammer: at least MIN_RETRY_AFTER.
                     let delay = after.map_or_else(|| jitter(*step), |a| a.max(MIN_RETRY_AFTER));
-                    let next = finished
-                        + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-                    ("pending", Some(next), "retry")
+                    ("pending", Some(later(finished, delay)), "retry")
                 }
             },
         };
@@ -441,7 +479,24 @@ impl Fanout {
         if done.is_empty() {
             return Ok(());
         }
-        let recorded = store::record(&self.pool, done).await?;
+        // Attempts and what they mean for their endpoints (a 410 disables it) commit together;
+        // but the attempts must not be lost to a failed health update (a lock timeout on a
+        // busy endpoint row, say): that part runs under a savepoint, and the sweep's next
+        // flush for the endpoint catches up.
+        let mut tx = self.pool.begin().await?;
+        let recorded = store::record(&mut tx, done).await?;
+        sqlx::query("SAVEPOINT health").execute(&mut *tx).await?;
+        let disabled = match store::update_health(&mut tx, done, self.cfg.disable_after).await {
+            Ok(disabled) => disabled,
+            Err(e) => {
+                warn!(error = %e, "endpoint health not updated; the attempts are recorded");
+                sqlx::query("ROLLBACK TO SAVEPOINT health")
+                    .execute(&mut *tx)
+                    .await?;
+                Vec::new()
+            }
+        };
+        tx.commit().await?;
         report.attempts += done.len() as u64;
         report.lost_leases += (done.len() - recorded) as u64;
         for d in done.iter() {
@@ -451,7 +506,6 @@ impl Fanout {
                 _ => report.retried += 1,
             }
         }
-        let disabled = store::update_health(&self.pool, done, self.cfg.disable_after).await?;
         for d in &disabled {
             warn!(endpoint = d.endpoint_id, tenant = %d.tenant_id, reason = %d.reason,
                   "endpoint disabled");
@@ -460,6 +514,12 @@ impl Fanout {
         done.clear();
         Ok(())
     }
+}
+
+/// `at + delay`, never overflowing: settings cap delays at [`MAX_DELAY`].
+fn later(at: chrono::DateTime<Utc>, delay: Duration) -> chrono::DateTime<Utc> {
+    let delay = chrono::TimeDelta::from_std(delay.min(MAX_DELAY)).unwrap_or(chrono::TimeDelta::MAX);
+    at.checked_add_signed(delay).unwrap_or(at)
 }
 
 /// ±20% around `step`.
@@ -550,9 +610,29 @@ mod tests {
             ("FERRY_WEBHOOK_ALLOW_HTTP", "maybe"),
             ("FERRY_FANOUT_PER_ENDPOINT", "0"),
             ("FERRY_WEBHOOK_TIMEOUT", "5m"),
+            ("FERRY_WEBHOOK_RETRY_SCHEDULE", "5s,1000000d"),
+            ("FERRY_WEBHOOK_RETRY_SCHEDULE", "0s"),
+            ("FERRY_WEBHOOK_RETRY_AFTER_MAX", "10000y"),
         ] {
             assert_eq!(from(&[(var, value)]).unwrap_err().var, var);
         }
+    }
+
+    #[test]
+    fn the_next_attempt_time_never_overflows() {
+        let at = Utc::now();
+        assert_eq!(
+            later(at, Duration::from_secs(90)),
+            at + chrono::TimeDelta::seconds(90)
+        );
+        assert_eq!(
+            later(at, Duration::MAX),
+            at + chrono::TimeDelta::from_std(MAX_DELAY).unwrap()
+        );
+        assert_eq!(
+            later(chrono::DateTime::<Utc>::MAX_UTC, Duration::from_secs(1)),
+            chrono::DateTime::<Utc>::MAX_UTC
+        );
     }
 
     #[test]

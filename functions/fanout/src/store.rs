@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use ferry_shared::error::Error;
 use serde_json::json;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 /// A delivery claimed by this instance until `lease`. No `Debug`: it holds secret bytes.
 #[derive(Clone)]
@@ -155,7 +155,7 @@ pub struct Done {
 
 /// Records attempts whose lease still holds (a row re-claimed after its lease ran out belongs
 /// to the other instance now). Returns how many were recorded.
-pub async fn record(pool: &PgPool, done: &[Done]) -> Result<usize, Error> {
+pub async fn record(conn: &mut PgConnection, done: &[Done]) -> Result<usize, Error> {
     if done.is_empty() {
         return Ok(0);
     }
@@ -199,54 +199,85 @@ pub async fn record(pool: &PgPool, done: &[Done]) -> Result<usize, Error> {
     .bind(done.iter().map(|d| d.status_code).collect::<Vec<_>>())
     .bind(done.iter().map(|d| d.outcome).collect::<Vec<_>>())
     .bind(col(|d| d.response.clone()))
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?;
     Ok(recorded.len())
 }
 
-/// Endpoint health from a set of attempts: a success clears `failing_since`; failures set it
-/// to the first failure since the last success. Returns the endpoints disabled now, for 410
-/// or for failing longer than `disable_after`, each announced by an `endpoint.disabled`
-/// message to the tenant's other endpoints that subscribed to it.
+/// Endpoint health from a set of attempts, in the caller's transaction (the one recording
+/// them): a success clears `failing_since`; failures set it to the first failure since the
+/// last success, judged against `last_success_at` and `last_failure_at` so that batches
+/// recorded out of order do not undo each other. Returns the endpoints disabled now, for 410 or for failing longer
+/// than `disable_after`, each announced by an `endpoint.disabled` message to the tenant's
+/// other endpoints that subscribed to it.
 pub async fn update_health(
-    pool: &PgPool,
+    tx: &mut PgConnection,
     done: &[Done],
     disable_after: Duration,
 ) -> Result<Vec<Disabled>, Error> {
-    // Per endpoint: the last success, and the first failure after it (or after nothing).
     type Since = Option<DateTime<Utc>>;
-    let mut health: HashMap<i64, (Since, Since)> = HashMap::new();
+    // Per endpoint: the last success, the first failure after it, and the last failure.
+    let mut health: HashMap<i64, (Since, Since, Since)> = HashMap::new();
     let mut sorted: Vec<&Done> = done.iter().collect();
     sorted.sort_by_key(|d| d.started);
     let mut gone = Vec::new();
     for d in sorted {
-        let (last_ok, first_fail) = health.entry(d.endpoint_id).or_default();
+        let (last_ok, first_fail, last_fail) = health.entry(d.endpoint_id).or_default();
         if d.status == "delivered" {
             *last_ok = Some(d.started);
             *first_fail = None;
-        } else if first_fail.is_none() {
-            *first_fail = Some(d.started);
+        } else {
+            first_fail.get_or_insert(d.started);
+            *last_fail = Some(d.started);
         }
         if d.outcome == "gone" {
             gone.push(d.endpoint_id);
         }
     }
-    let (ids, (oks, fails)): (Vec<i64>, (Vec<_>, Vec<_>)) = health.into_iter().unzip();
-    let mut tx = pool.begin().await?;
-    sqlx::query(
+    let mut ids = Vec::with_capacity(health.len());
+    let (mut oks, mut firsts, mut lasts) = (Vec::new(), Vec::new(), Vec::new());
+    for (id, (ok, first, last)) in health {
+        ids.push(id);
+        oks.push(ok);
+        firsts.push(first);
+        lasts.push(last);
+    }
+    // The newest success and failure known (this batch's or recorded before; `greatest` and
+    // `least` ignore NULLs). Failing when the newest failure is newer than the newest success,
+    // since the first failure after that success: from this batch or the stored value, or, if
+    // neither is newer than the success (batches recorded out of order), the newest failure.
+    // The expressions read the row being updated, so a concurrent flush's update is built
+    // upon, not overwritten.
+    let ok = "greatest(e.last_success_at, h.last_ok)";
+    let bad = "greatest(e.last_failure_at, h.last_fail)";
+    let failing = format!(
+        "CASE WHEN {bad} IS NULL OR {bad} <= {ok} THEN NULL
+              ELSE coalesce(least(CASE WHEN {ok} IS NULL OR e.failing_since > {ok}
+                                       THEN e.failing_since END,
+                                  CASE WHEN {ok} IS NULL OR h.first_fail > {ok}
+                                       THEN h.first_fail END),
+                            {bad}) END"
+    );
+    // A healthy endpoint's success time is written at most once a minute, not on every flush.
+    let ok_kept = format!(
+        "CASE WHEN {ok} > coalesce(e.last_success_at, '-infinity') + interval '1 minute'
+                   OR {ok} <= {bad} OR e.failing_since IS NOT NULL
+              THEN {ok} ELSE e.last_success_at END"
+    );
+    sqlx::query(&format!(
         "UPDATE endpoints e
-         SET failing_since = CASE WHEN h.last_ok IS NULL THEN coalesce(e.failing_since, h.first_fail)
-                                  ELSE h.first_fail END
-         FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[])
-              AS h(endpoint_id, last_ok, first_fail)
+         SET failing_since = {failing}, last_success_at = {ok_kept}, last_failure_at = {bad}
+         FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[])
+              AS h(endpoint_id, last_ok, first_fail, last_fail)
          WHERE e.endpoint_id = h.endpoint_id
-           AND e.failing_since IS DISTINCT FROM
-               (CASE WHEN h.last_ok IS NULL THEN coalesce(e.failing_since, h.first_fail)
-                     ELSE h.first_fail END)",
-    )
+           AND (e.failing_since IS DISTINCT FROM {failing}
+                OR e.last_success_at IS DISTINCT FROM {ok_kept}
+                OR e.last_failure_at IS DISTINCT FROM {bad})"
+    ))
     .bind(&ids)
     .bind(&oks)
-    .bind(&fails)
+    .bind(&firsts)
+    .bind(&lasts)
     .execute(&mut *tx)
     .await?;
     type Row = (i64, String, String, String, Option<DateTime<Utc>>);
@@ -281,9 +312,8 @@ pub async fn update_health(
         )
         .collect();
     for d in &disabled {
-        announce(&mut tx, d).await?;
+        announce(&mut *tx, d).await?;
     }
-    tx.commit().await?;
     Ok(disabled)
 }
 

@@ -62,6 +62,12 @@ impl Ingest {
         Ingest::new(loader, cfg.limits.clone(), function)
     }
 
+    /// Nudges the fanout function after each commit that queued webhook deliveries.
+    pub fn with_nudge(mut self, nudge: ferry_shared::load::Nudge) -> Ingest {
+        self.loader = self.loader.with_nudge(nudge);
+        self
+    }
+
     /// The function's name (ledger, logs, Azure route).
     pub fn function(&self) -> &str {
         &self.function

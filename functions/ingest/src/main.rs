@@ -6,7 +6,7 @@ use ferry_shared::{config::Config, telemetry};
 async fn main() -> anyhow::Result<()> {
     let cfg = Config::from_env()?;
     telemetry::init(cfg.log_format);
-    let ingest = ferry_ingest::Ingest::from_config(&cfg)?;
+    let ingest = ferry_ingest::Ingest::from_config(&cfg)?.with_nudge(ferry_runtime::nudge::hook());
     let function = ingest.function().to_owned();
     ferry_runtime::serve_queue(&function, ingest).await?;
     Ok(())

@@ -225,6 +225,7 @@ pub struct Rollup {
     cfg: RollupConfig,
     partition_secs: i64,
     name: String,
+    nudge: Option<ferry_shared::load::Nudge>,
     #[cfg(all(feature = "fault-injection", debug_assertions))]
     faults: Option<FaultHook>,
 }
@@ -257,9 +258,16 @@ impl Rollup {
             cfg: rcfg,
             partition_secs: cfg.partition_interval.as_secs() as i64,
             name: name.to_owned(),
+            nudge: None,
             #[cfg(all(feature = "fault-injection", debug_assertions))]
             faults: None,
         }
+    }
+
+    /// Nudges the fanout function after a run that queued `anomaly.detected` webhooks.
+    pub fn with_nudge(mut self, nudge: ferry_shared::load::Nudge) -> Rollup {
+        self.nudge = Some(nudge);
+        self
     }
 
     #[cfg(all(feature = "fault-injection", debug_assertions))]
@@ -464,6 +472,9 @@ impl Rollup {
             anomaly::detect_volume(&self.pool, settings, closed).await?
         };
         let recorded = anomaly::record(&self.pool, &detection).await?;
+        if let (Some(nudge), true) = (&self.nudge, recorded.enqueued > 0) {
+            nudge(recorded.enqueued);
+        }
         Ok(ok(
             recorded.new as i64,
             format!(

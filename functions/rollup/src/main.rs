@@ -8,7 +8,8 @@ use ferry_shared::{config::Config, telemetry};
 async fn main() -> anyhow::Result<()> {
     let cfg = Config::from_env()?;
     telemetry::init(cfg.log_format);
-    let rollup = Rollup::from_config(&cfg, RollupConfig::from_env()?)?;
+    let rollup = Rollup::from_config(&cfg, RollupConfig::from_env()?)?
+        .with_nudge(ferry_runtime::nudge::hook());
     let function = rollup.function().to_owned();
     ferry_runtime::serve_tick(&function, rollup).await?;
     Ok(())

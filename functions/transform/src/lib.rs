@@ -241,6 +241,12 @@ impl Transform {
         self
     }
 
+    /// Nudges the fanout function after each commit that queued webhook deliveries.
+    pub fn with_nudge(mut self, nudge: ferry_shared::load::Nudge) -> Transform {
+        self.loader = self.loader.with_nudge(nudge);
+        self
+    }
+
     pub fn function(&self) -> &str {
         &self.function
     }

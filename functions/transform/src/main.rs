@@ -8,7 +8,8 @@ use ferry_transform::{Transform, TransformConfig};
 async fn main() -> anyhow::Result<()> {
     let cfg = Config::from_env()?;
     telemetry::init(cfg.log_format);
-    let transform = Transform::from_config(&cfg, TransformConfig::from_env()?)?;
+    let transform = Transform::from_config(&cfg, TransformConfig::from_env()?)?
+        .with_nudge(ferry_runtime::nudge::hook());
     let function = transform.function().to_owned();
     ferry_runtime::serve_blob(&function, transform).await?;
     Ok(())

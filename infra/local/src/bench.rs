@@ -35,7 +35,7 @@ pub struct IngestBench {
     pub workers: usize,
 }
 
-async fn prepare(
+pub(crate) async fn prepare(
     admin: &PgPool,
     base_url: &str,
     name: &str,

@@ -1,10 +1,13 @@
 //! The local stack behind the `ferry` command: a private PostgreSQL started from the machine's
 //! binaries, a local queue with real visibility-timeout semantics, a bucket directory with a
-//! watcher, backfill, and the demo traffic.
+//! watcher, backfill, the demo traffic and a partner webhook receiver.
 
 pub mod bench;
+pub mod bench_fanout;
 pub mod blobs;
 pub mod demo;
+pub mod partner;
 pub mod postgres;
 pub mod queue;
 pub mod stack;
+pub mod webhooks;

@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use ferry_fanout::guard::SystemLookup;
 use ferry_fanout::FanoutConfig;
 use ferry_ingest::Ingest;
-use ferry_local::{blobs, demo, stack};
+use ferry_local::{blobs, demo, stack, webhooks};
 use ferry_rollup::{Rollup, RollupConfig};
 use ferry_shared::{config::Config, db, telemetry};
 use ferry_transform::{Outcome, Transform, TransformConfig};
@@ -24,7 +24,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Push a generated mixed stream through the local queue into the ingest function, and
-    /// files through the local bucket into the transform function.
+    /// files through the local bucket into the transform function; roll up; deliver product
+    /// changes and anomalies to a local partner receiver that verifies the signatures; print a
+    /// user's recently viewed products.
     Demo {
         /// Events to generate.
         #[arg(long, default_value_t = 20_000)]
@@ -175,7 +177,12 @@ async fn main() -> anyhow::Result<()> {
             let mut cfg = cfg;
             cfg.db.max_connections = cfg.db.max_connections.max(workers as u32 + 1);
             let pool = db::pool(&cfg.db, &stack.url, "ferry-demo")?;
-            let ingest = Ingest::with_pool(&cfg, pool.clone(), "ingest");
+            for t in demo::TENANTS {
+                db::add_tenant(&pool, t, &format!("{t} (demo)")).await?;
+            }
+            let partner = webhooks::WebhookDemo::start(&pool).await?;
+            let ingest =
+                Ingest::with_pool(&cfg, pool.clone(), "ingest").with_nudge(partner.nudge());
             demo::run(
                 pool.clone(),
                 ingest,
@@ -194,11 +201,15 @@ async fn main() -> anyhow::Result<()> {
                     TransformConfig::from_env()?,
                     pool.clone(),
                     "transform",
-                )?;
+                )?
+                .with_nudge(partner.nudge());
                 demo::files(&t, &blobs::bucket_dir()?, file_events, seed).await?;
             }
-            let rollup = Rollup::with_pool(&cfg, RollupConfig::from_env()?, pool.clone(), "rollup");
+            let rollup = Rollup::with_pool(&cfg, RollupConfig::from_env()?, pool.clone(), "rollup")
+                .with_nudge(partner.nudge());
             demo::rollups(&rollup).await?;
+            partner.finish(&pool).await?;
+            webhooks::print_recently_viewed(&pool, webhooks::PARTNER_TENANT).await?;
         }
         Command::Backfill { store_url } => {
             let stack = stack::open(&cfg).await?;

@@ -5,7 +5,7 @@
 //! refuses a stale receipt handle.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -212,15 +212,32 @@ pub async fn drain<H: QueueHandler>(
     workers: usize,
     batch_size: usize,
 ) {
+    consume(queue, handler, workers, batch_size, None).await
+}
+
+/// Like [`drain`], but a long-running consumer: once the queue is drained it keeps waiting for
+/// messages until `stop` is set, then returns.
+pub async fn consume<H: QueueHandler>(
+    queue: Arc<LocalQueue>,
+    handler: Arc<H>,
+    workers: usize,
+    batch_size: usize,
+    stop: Option<Arc<AtomicBool>>,
+) {
     let mut tasks = Vec::new();
     for _ in 0..workers.max(1) {
         let queue = Arc::clone(&queue);
         let handler = Arc::clone(&handler);
+        let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             loop {
                 let deliveries = queue.receive(batch_size);
                 if deliveries.is_empty() {
-                    if queue.is_drained() {
+                    let done = match &stop {
+                        None => true,
+                        Some(stop) => stop.load(Ordering::Acquire),
+                    };
+                    if done && queue.is_drained() {
                         return;
                     }
                     queue.wait(Duration::from_millis(20)).await;

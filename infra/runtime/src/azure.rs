@@ -184,7 +184,14 @@ where
                 } else {
                     (StatusCode::NOT_FOUND, format!("no function named {name:?}"))
                 };
-                reply(status, &log)
+                // The host discards the outputs of a failed invocation: keep a pending nudge
+                // for the next success rather than lose it.
+                let outputs = if status.is_success() {
+                    crate::nudge::azure_outputs()
+                } else {
+                    json!({})
+                };
+                reply(status, &log, outputs)
             }
         });
     warp::serve(ready.or(invoke)).incoming(listener).run().await;
@@ -233,8 +240,12 @@ pub fn blob_trigger(envelope: &Value) -> Result<BlobCreated, String> {
     })
 }
 
-fn reply(status: StatusCode, log: &str) -> warp::reply::WithStatus<warp::reply::Json> {
-    let body = json!({ "Outputs": {}, "Logs": [log], "ReturnValue": null });
+fn reply(
+    status: StatusCode,
+    log: &str,
+    outputs: Value,
+) -> warp::reply::WithStatus<warp::reply::Json> {
+    let body = json!({ "Outputs": outputs, "Logs": [log], "ReturnValue": null });
     warp::reply::with_status(warp::reply::json(&body), status)
 }
 

@@ -14,6 +14,7 @@ use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::{json, Value};
 
 use crate::blob::handle_notice;
+use crate::nudge;
 use crate::timer::aws_tick;
 use crate::RuntimeError;
 
@@ -23,6 +24,7 @@ pub async fn run_queue<H: QueueHandler>(handler: Arc<H>) -> Result<(), RuntimeEr
         let handler = Arc::clone(&handler);
         async move {
             let outcome = handler.handle(sqs_batch(event.payload)).await;
+            nudge::flush_lambda().await;
             Ok::<_, lambda_runtime::Error>(sqs_response(outcome))
         }
     }))
@@ -34,7 +36,11 @@ pub async fn run_queue<H: QueueHandler>(handler: Arc<H>) -> Result<(), RuntimeEr
 pub async fn run_blob<H: BlobHandler>(handler: Arc<H>) -> Result<(), RuntimeError> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let handler = Arc::clone(&handler);
-        async move { blob_invocation(&*handler, event).await }
+        async move {
+            let result = blob_invocation(&*handler, event).await;
+            nudge::flush_lambda().await;
+            result
+        }
     }))
     .await
     .map_err(|e| RuntimeError::Lambda(e.to_string()))
@@ -73,7 +79,11 @@ async fn blob_invocation<H: BlobHandler>(
 pub async fn run_tick<H: TickHandler>(handler: Arc<H>) -> Result<(), RuntimeError> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let handler = Arc::clone(&handler);
-        async move { tick_invocation(&*handler, &event.payload).await }
+        async move {
+            let result = tick_invocation(&*handler, &event.payload).await;
+            nudge::flush_lambda().await;
+            result
+        }
     }))
     .await
     .map_err(|e| RuntimeError::Lambda(e.to_string()))

@@ -5,11 +5,14 @@
 //! - `FUNCTIONS_CUSTOMHANDLER_PORT` set → Azure Functions custom handler ([`azure`]);
 //! - neither → the binary explains how to run it locally and exits.
 //!
-//! Adapters translate payloads and outcomes; they hold no business logic.
+//! Adapters translate payloads and outcomes; they hold no business logic. After each
+//! invocation they pass on a [`nudge`] for the fanout function when the invocation's loads
+//! queued webhook deliveries (install [`nudge::hook`] on the handler's loads).
 
 pub mod azure;
 pub mod blob;
 pub mod lambda;
+pub mod nudge;
 pub mod timer;
 
 use std::future::Future;

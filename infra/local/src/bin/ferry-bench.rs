@@ -45,6 +45,21 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         increment: i64,
     },
+    /// Webhook fan-out to local receivers vs plain POSTs of the same bodies, then the
+    /// commit-to-receipt latency at a steady event rate.
+    Fanout {
+        #[arg(long, default_value_t = 50)]
+        receivers: usize,
+        /// Events of the throughput run; each is delivered to every receiver.
+        #[arg(long, default_value_t = 1_000)]
+        events: usize,
+        /// Events per second of the latency run.
+        #[arg(long, default_value_t = 500)]
+        rate: u32,
+        /// Seconds of the latency run.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
     /// (Internal) the handler side of `transform`, in its own process.
     #[command(hide = true)]
     TransformRun {
@@ -105,6 +120,20 @@ async fn main() -> anyhow::Result<()> {
                 increment,
             };
             bench::rollup(&admin_url, &cfg, &opts).await?;
+        }
+        Command::Fanout {
+            receivers,
+            events,
+            rate,
+            seconds,
+        } => {
+            let opts = ferry_local::bench_fanout::FanoutBench {
+                receivers,
+                events,
+                rate,
+                seconds,
+            };
+            ferry_local::bench_fanout::fanout(&admin_url, &cfg, &opts).await?;
         }
         Command::TransformRun { dir, key } => {
             let run = bench::transform_run(&admin_url, &cfg, &dir, &key).await?;

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): the fanout function on the local stack's PostgreSQL (or
+# DATABASE_URL's server), in a fresh database, with 50 partner receivers on loopback.
+# 1. throughput: 1,000 events x 50 endpoints = 50,000 deliveries drained by one fanout
+#    instance, against a baseline measured in the same run: the same bodies POSTed from memory
+#    to the same receivers with the same concurrency (no claim, signing or record);
+# 2. latency: events ingested at a steady 500/s for 20 s, one delivery each, the fanout nudged
+#    after each commit; p50/p99 from commit to the receiver's receipt.
+# Arguments are passed on, e.g. `scripts/bench-fanout.sh --events 200 --seconds 5`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+cargo build --release -p ferry-local --bin ferry-bench
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(/usr/lib/postgresql/*/bin/postgres --version | head -1)"
+./target/release/ferry-bench fanout "$@"
