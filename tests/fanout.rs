@@ -10,7 +10,7 @@ use std::time::Duration;
 use ferry_fanout::endpoints::{self, EndpointError, NewEndpoint};
 use ferry_fanout::guard::{Class, Lookup, Refused, SystemLookup};
 use ferry_fanout::sign::Secret;
-use ferry_fanout::{Fanout, FanoutConfig};
+use ferry_fanout::{store, Fanout, FanoutConfig};
 use ferry_ingest::Ingest;
 use ferry_shared::{QueueBatch, QueueHandler};
 use ferry_tests::receiver::{Receiver, Reply};
@@ -823,4 +823,69 @@ async fn the_endpoint_and_replay_commands_manage_endpoints() {
     assert!(out.contains("0 failed deliveries queued again"), "{out}");
     let (ok, _, err) = ferry(&db, &[], &["replay", "--endpoint", "999", "--since", "2h"]).await;
     assert!(!ok && err.contains("no endpoint 999"), "{err}");
+}
+
+/// One attempt result for `store::update_health`, `secs` after `t0`.
+fn result(endpoint: i64, t0: chrono::DateTime<chrono::Utc>, secs: i64, ok: bool) -> store::Done {
+    store::Done {
+        delivery_id: 0,
+        endpoint_id: endpoint,
+        lease: t0,
+        attempt: 1,
+        status: if ok { "delivered" } else { "pending" },
+        next_at: None,
+        started: t0 + chrono::Duration::seconds(secs),
+        latency_ms: 1,
+        status_code: Some(if ok { 200 } else { 500 }),
+        outcome: if ok { "delivered" } else { "retry" },
+        error: None,
+        response: None,
+    }
+}
+
+#[tokio::test]
+async fn endpoint_health_survives_batches_recorded_out_of_order() {
+    let (db, _) = ingest_db(&[]).await;
+    let (endpoint, _) = add(&db.pool, "http://127.0.0.1:9/hooks", &["*"]).await;
+    // Whole seconds: PostgreSQL keeps microseconds.
+    let t0 = chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp() - 3600, 0).unwrap();
+    let at = |s: i64| Some(t0 + chrono::Duration::seconds(s));
+    let apply = |batch: Vec<store::Done>| {
+        let pool = db.pool.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            store::update_health(&mut tx, &batch, Duration::from_secs(86_400))
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
+                "SELECT failing_since FROM endpoints WHERE endpoint_id = $1",
+            )
+            .bind(endpoint)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    // Instance A: failures at 10 s and 30 s.
+    let a = vec![
+        result(endpoint, t0, 10, false),
+        result(endpoint, t0, 30, false),
+    ];
+    assert_eq!(apply(a).await, at(10));
+    // Instance B's older batch, recorded later: a success at 20 s. The failure at 30 s is
+    // newer, so the endpoint is still failing — since after 20 s (30 s is the first known).
+    assert_eq!(apply(vec![result(endpoint, t0, 20, true)]).await, at(30));
+    // A newer success clears it.
+    assert_eq!(apply(vec![result(endpoint, t0, 40, true)]).await, None);
+    // A failure older than that success, recorded late, does not set it again.
+    assert_eq!(apply(vec![result(endpoint, t0, 35, false)]).await, None);
+    // A newer failure does.
+    assert_eq!(apply(vec![result(endpoint, t0, 50, false)]).await, at(50));
+    // A batch with a success and a later failure: failing since that failure.
+    let mixed = vec![
+        result(endpoint, t0, 60, true),
+        result(endpoint, t0, 70, false),
+    ];
+    assert_eq!(apply(mixed).await, at(70));
 }

@@ -341,10 +341,15 @@ pub async fn fanout(admin_url: &str, cfg: &Config, opts: &FanoutBench) -> anyhow
         .iter()
         .filter(|r| committed.get(&r.event_id).is_some_and(|c| r.at < *c))
         .count();
-    anyhow::ensure!(early == 0, "{early} receipts before their commit's nudge");
+    // A drain already under way can claim a delivery the moment the commit is visible, before
+    // the loader's commit call has returned and run the hook: such receipts count as 0 ms.
     let mut latency: Vec<Duration> = receipts
         .iter()
-        .filter_map(|r| committed.get(&r.event_id).map(|c| r.at.duration_since(*c)))
+        .filter_map(|r| {
+            committed
+                .get(&r.event_id)
+                .map(|c| r.at.saturating_duration_since(*c))
+        })
         .collect();
     anyhow::ensure!(
         latency.len() == committed.len(),
@@ -361,7 +366,7 @@ pub async fn fanout(admin_url: &str, cfg: &Config, opts: &FanoutBench) -> anyhow
         t.elapsed().as_secs_f64()
     );
     println!(
-        "  commit-to-receipt latency: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "  commit-to-receipt latency: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({early} received before the commit call returned, counted as 0)",
         ms(p50),
         ms(p99),
         ms(*latency.last().unwrap_or(&Duration::ZERO))

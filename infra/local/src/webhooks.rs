@@ -26,15 +26,21 @@ use sqlx::PgPool;
 use crate::partner::{Behaviour, Partners};
 use crate::queue::{consume, LocalQueue};
 
-/// The tenant whose partner the demo plays.
+/// The tenant whose recently viewed list the demo prints.
 pub const PARTNER_TENANT: &str = "acme";
-/// What the partner subscribes to.
-pub const PARTNER_TYPES: [&str; 2] = ["product.*", "anomaly.*"];
+/// What the partner subscribes to, for every demo tenant: product changes (not the
+/// clickstream's `product.viewed`) and anomaly findings.
+pub const PARTNER_TYPES: [&str; 4] = [
+    "product.created",
+    "product.updated",
+    "product.deleted",
+    "anomaly.*",
+];
 
 /// The running partner, its endpoint and the fanout feeding it.
 pub struct WebhookDemo {
     partners: Partners,
-    endpoint: i64,
+    endpoints: Vec<i64>,
     fanout: Arc<Fanout>,
     nudges: Arc<LocalQueue>,
     stop: Arc<AtomicBool>,
@@ -57,32 +63,41 @@ impl WebhookDemo {
             },
         )
         .await?;
-        let (endpoint, secret) = endpoints::add(
-            pool,
-            &cfg.policy,
-            &SystemLookup,
-            &NewEndpoint {
-                tenant_id: PARTNER_TENANT.into(),
-                url: partners.url(0),
-                event_types: PARTNER_TYPES.iter().map(|t| t.to_string()).collect(),
-                description: "ferry demo partner".into(),
-                ..Default::default()
-            },
-        )
-        .await?;
-        partners.verify_with(&[secret.reveal()])?;
-        // An earlier demo that stopped early left its endpoint pointing at a dead port.
+        // One endpoint per demo tenant, all at the same receiver, each with its own secret.
+        let mut ids = Vec::new();
+        let mut secrets = Vec::new();
+        for tenant in crate::demo::TENANTS {
+            let (id, secret) = endpoints::add(
+                pool,
+                &cfg.policy,
+                &SystemLookup,
+                &NewEndpoint {
+                    tenant_id: tenant.into(),
+                    url: partners.url(0),
+                    event_types: PARTNER_TYPES.iter().map(|t| t.to_string()).collect(),
+                    description: "ferry demo partner".into(),
+                    ..Default::default()
+                },
+            )
+            .await?;
+            ids.push(id);
+            secrets.push(secret.reveal());
+        }
+        partners.verify_with(&secrets)?;
+        // An earlier demo that stopped early left its endpoints pointing at a dead port.
         sqlx::query(
             "UPDATE endpoints SET status = 'disabled', updated_at = now(),
                  disabled_reason = 'the demo that created it has ended'
-             WHERE description = 'ferry demo partner' AND status = 'active' AND endpoint_id <> $1",
+             WHERE description = 'ferry demo partner' AND status = 'active'
+               AND NOT endpoint_id = ANY($1)",
         )
-        .bind(endpoint)
+        .bind(&ids)
         .execute(pool)
         .await?;
         println!(
-            "partner receiver on {} (endpoint {endpoint}, tenant {PARTNER_TENANT}, types {})",
+            "partner receiver on {} (endpoints {ids:?} for tenants {}; types {})",
             partners.url(0),
+            crate::demo::TENANTS.join(", "),
             PARTNER_TYPES.join(", ")
         );
         let fanout = Arc::new(Fanout::new(
@@ -102,7 +117,7 @@ impl WebhookDemo {
         ));
         Ok(WebhookDemo {
             partners,
-            endpoint,
+            endpoints: ids,
             fanout,
             nudges,
             stop,
@@ -128,9 +143,9 @@ impl WebhookDemo {
         // Sweep until no delivery of the endpoint is pending (retries fall due within seconds).
         loop {
             let pending: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM deliveries WHERE endpoint_id = $1 AND status = 'pending'",
+                "SELECT count(*) FROM deliveries WHERE endpoint_id = ANY($1) AND status = 'pending'",
             )
-            .bind(self.endpoint)
+            .bind(&self.endpoints)
             .fetch_one(pool)
             .await?;
             if pending == 0 || started.elapsed() > Duration::from_secs(60) {
@@ -169,12 +184,13 @@ impl WebhookDemo {
             *by_type.entry(r.event_type.as_str()).or_default() += 1;
         }
         let statuses: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT status, count(*) FROM deliveries WHERE endpoint_id = $1 GROUP BY 1 ORDER BY 1",
+            "SELECT status, count(*) FROM deliveries WHERE endpoint_id = ANY($1)
+             GROUP BY 1 ORDER BY 1",
         )
-        .bind(self.endpoint)
+        .bind(&self.endpoints)
         .fetch_all(pool)
         .await?;
-        println!("\npartner webhooks (tenant {PARTNER_TENANT})");
+        println!("\npartner webhooks ({} tenants)", self.endpoints.len());
         println!(
             "  nudges sent / handled     {:>6} / {}",
             nudges.sent, nudges.acked
@@ -200,8 +216,10 @@ impl WebhookDemo {
             println!("    {ty:<24}{n:>10}");
         }
         let statuses: Vec<String> = statuses.iter().map(|(s, n)| format!("{s} {n}")).collect();
-        println!("  outbox for the endpoint:  {}", statuses.join(", "));
-        endpoints::disable(pool, self.endpoint, "the demo that created it has ended").await?;
+        println!("  outbox for the endpoints: {}", statuses.join(", "));
+        for id in &self.endpoints {
+            endpoints::disable(pool, *id, "the demo that created it has ended").await?;
+        }
         anyhow::ensure!(
             failures.is_empty(),
             "{} webhook signatures failed verification",
