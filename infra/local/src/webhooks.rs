@@ -129,7 +129,11 @@ impl WebhookDemo {
     pub fn nudge(&self) -> Nudge {
         let queue = Arc::clone(&self.nudges);
         Arc::new(move |deliveries| {
-            queue.send(nudge_body(deliveries));
+            queue.send(
+                ferry_runtime::nudge::message(deliveries)
+                    .to_string()
+                    .into_bytes(),
+            );
         })
     }
 
@@ -227,11 +231,6 @@ impl WebhookDemo {
         );
         Ok(())
     }
-}
-
-/// The body of a nudge message (what SQS or the Azure output binding would carry).
-fn nudge_body(deliveries: u64) -> Vec<u8> {
-    format!("{{\"deliveries\":{deliveries}}}").into_bytes()
 }
 
 /// Prints the recently viewed list of the tenant's most active viewer.

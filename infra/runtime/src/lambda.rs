@@ -4,6 +4,7 @@
 //! Blob-created functions take any of three payloads: an `SqsEvent` whose bodies are S3 (or
 //! EventBridge) notifications, a direct `S3Event`, or an EventBridge `Object Created` event.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
@@ -20,24 +21,30 @@ use crate::RuntimeError;
 
 /// Runs the Lambda Runtime API loop with a queue handler.
 pub async fn run_queue<H: QueueHandler>(handler: Arc<H>) -> Result<(), RuntimeError> {
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+    serve(move |event: LambdaEvent<SqsEvent>| {
         let handler = Arc::clone(&handler);
         async move {
             let outcome = handler.handle(sqs_batch(event.payload)).await;
-            nudge::flush_lambda().await;
-            Ok::<_, lambda_runtime::Error>(sqs_response(outcome))
+            Ok(serde_json::to_value(sqs_response(outcome))?)
         }
-    }))
+    })
     .await
-    .map_err(|e| RuntimeError::Lambda(e.to_string()))
 }
 
-/// Runs the Lambda Runtime API loop with a blob-created handler.
-pub async fn run_blob<H: BlobHandler>(handler: Arc<H>) -> Result<(), RuntimeError> {
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
-        let handler = Arc::clone(&handler);
+/// The Runtime API loop: each invocation, then the fanout nudge its commits call for (sent
+/// before the response, so the invocation is not frozen with it unsent).
+async fn serve<A, F, Fut>(invoke: F) -> Result<(), RuntimeError>
+where
+    A: for<'de> serde::Deserialize<'de>,
+    F: Fn(LambdaEvent<A>) -> Fut,
+    Fut: Future<Output = Result<Value, lambda_runtime::Error>>,
+{
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<A>| {
+        // Boxed: nesting each handler's future inside this one made the binaries' async
+        // state types too deep for the compiler's layout query (rollup's test build).
+        let invocation = Box::pin(invoke(event));
         async move {
-            let result = blob_invocation(&*handler, event).await;
+            let result = invocation.await;
             nudge::flush_lambda().await;
             result
         }
@@ -46,16 +53,20 @@ pub async fn run_blob<H: BlobHandler>(handler: Arc<H>) -> Result<(), RuntimeErro
     .map_err(|e| RuntimeError::Lambda(e.to_string()))
 }
 
+/// Runs the Lambda Runtime API loop with a blob-created handler.
+pub async fn run_blob<H: BlobHandler>(handler: Arc<H>) -> Result<(), RuntimeError> {
+    serve(move |event: LambdaEvent<Value>| {
+        let handler = Arc::clone(&handler);
+        async move { blob_invocation(&*handler, event).await }
+    })
+    .await
+}
+
 async fn blob_invocation<H: BlobHandler>(
     handler: &H,
     event: LambdaEvent<Value>,
 ) -> Result<Value, lambda_runtime::Error> {
-    let from_sqs = event
-        .payload
-        .pointer("/Records/0/eventSource")
-        .and_then(Value::as_str)
-        == Some("aws:sqs");
-    if from_sqs {
+    if from_sqs(&event.payload) {
         let batch = sqs_batch(serde_json::from_value(event.payload)?);
         let mut outcome = QueueOutcome::default();
         for m in batch.messages {
@@ -77,16 +88,11 @@ async fn blob_invocation<H: BlobHandler>(
 
 /// Runs the Lambda Runtime API loop with a timer handler (EventBridge rule or Scheduler).
 pub async fn run_tick<H: TickHandler>(handler: Arc<H>) -> Result<(), RuntimeError> {
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+    serve(move |event: LambdaEvent<Value>| {
         let handler = Arc::clone(&handler);
-        async move {
-            let result = tick_invocation(&*handler, &event.payload).await;
-            nudge::flush_lambda().await;
-            result
-        }
-    }))
+        async move { tick_invocation(&*handler, &event.payload).await }
+    })
     .await
-    .map_err(|e| RuntimeError::Lambda(e.to_string()))
 }
 
 /// Runs the Lambda Runtime API loop for a function with an SQS event source mapping and a
@@ -94,28 +100,30 @@ pub async fn run_tick<H: TickHandler>(handler: Arc<H>) -> Result<(), RuntimeErro
 pub async fn run_queue_and_tick<H: QueueHandler + TickHandler>(
     handler: Arc<H>,
 ) -> Result<(), RuntimeError> {
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+    serve(move |event: LambdaEvent<Value>| {
         let handler = Arc::clone(&handler);
         async move {
-            let from_sqs = event
-                .payload
-                .pointer("/Records/0/eventSource")
-                .and_then(Value::as_str)
-                == Some("aws:sqs");
-            if from_sqs {
+            if from_sqs(&event.payload) {
                 let outcome = QueueHandler::handle(
                     &*handler,
                     sqs_batch(serde_json::from_value(event.payload)?),
                 )
                 .await;
-                Ok::<_, lambda_runtime::Error>(serde_json::to_value(sqs_response(outcome))?)
+                Ok(serde_json::to_value(sqs_response(outcome))?)
             } else {
                 tick_invocation(&*handler, &event.payload).await
             }
         }
-    }))
+    })
     .await
-    .map_err(|e| RuntimeError::Lambda(e.to_string()))
+}
+
+/// Whether a payload is an `SqsEvent` (rather than a direct or scheduled invocation).
+fn from_sqs(payload: &Value) -> bool {
+    payload
+        .pointer("/Records/0/eventSource")
+        .and_then(Value::as_str)
+        == Some("aws:sqs")
 }
 
 /// One scheduled invocation: an error reports the run failed.
