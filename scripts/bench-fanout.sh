@@ -9,7 +9,7 @@
 # Arguments are passed on, e.g. `scripts/bench-fanout.sh --events 200 --seconds 5`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/setup.sh
+FERRY_SETUP=local source scripts/setup.sh
 cargo build --release -p ferry-local --bin ferry-bench
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(/usr/lib/postgresql/*/bin/postgres --version | head -1)"
 ./target/release/ferry-bench fanout "$@"

@@ -5,7 +5,7 @@
 # sweep. Arguments go to `ferry-bench ingest` (e.g. --events 200000 --workers 4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/setup.sh
+FERRY_SETUP=local source scripts/setup.sh
 cargo build --release -p ferry-local --bin ferry-bench
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(/usr/lib/postgresql/*/bin/postgres --version | head -1)"
 exec ./target/release/ferry-bench ingest "$@"

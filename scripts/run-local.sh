@@ -5,6 +5,6 @@
 # Extra arguments go to `ferry demo` (e.g. --events 100000 --workers 4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/setup.sh
+FERRY_SETUP=local source scripts/setup.sh
 cargo build --release -p ferry-local --bin ferry
 exec ./target/release/ferry demo "$@"

@@ -454,13 +454,27 @@ impl Fanout {
             },
         };
         if let Some(e) = &a.error {
-            warn!(
-                delivery = c.delivery_id,
-                endpoint = c.endpoint_id,
-                attempt = number,
-                error = %e,
-                "webhook attempt failed"
-            );
+            // A retry is the ordinary life of a webhook (a partner's 503, a deploy); only a
+            // delivery that gives up, or an endpoint that is gone, needs someone to look.
+            if outcome == "retry" {
+                info!(
+                    delivery = c.delivery_id,
+                    endpoint = c.endpoint_id,
+                    attempt = number,
+                    error = %e,
+                    next_at = ?next_at,
+                    "webhook attempt failed; retry scheduled"
+                );
+            } else {
+                warn!(
+                    delivery = c.delivery_id,
+                    endpoint = c.endpoint_id,
+                    attempt = number,
+                    error = %e,
+                    outcome,
+                    "webhook attempt failed"
+                );
+            }
         }
         Done {
             delivery_id: c.delivery_id,

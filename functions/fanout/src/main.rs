@@ -2,11 +2,11 @@
 //! adapter for queue nudges and timer sweeps.
 
 use ferry_fanout::{Fanout, FanoutConfig};
-use ferry_shared::{config::Config, telemetry};
+use ferry_shared::telemetry;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cfg = Config::from_env()?;
+    let cfg = ferry_runtime::config().await?;
     telemetry::init(cfg.log_format);
     let fanout = Fanout::from_config(&cfg, FanoutConfig::from_env()?)?;
     let function = fanout.function().to_owned();

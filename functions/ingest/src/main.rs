@@ -1,10 +1,10 @@
 //! `ingest` binary: configuration and pool once at cold start, then the platform adapter.
 
-use ferry_shared::{config::Config, telemetry};
+use ferry_shared::telemetry;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cfg = Config::from_env()?;
+    let cfg = ferry_runtime::config().await?;
     telemetry::init(cfg.log_format);
     let ingest = ferry_ingest::Ingest::from_config(&cfg)?.with_nudge(ferry_runtime::nudge::hook());
     let function = ingest.function().to_owned();

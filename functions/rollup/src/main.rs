@@ -2,11 +2,11 @@
 //! timer ticks.
 
 use ferry_rollup::{Rollup, RollupConfig};
-use ferry_shared::{config::Config, telemetry};
+use ferry_shared::telemetry;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cfg = Config::from_env()?;
+    let cfg = ferry_runtime::config().await?;
     telemetry::init(cfg.log_format);
     let rollup = Rollup::from_config(&cfg, RollupConfig::from_env()?)?
         .with_nudge(ferry_runtime::nudge::hook());

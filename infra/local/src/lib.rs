@@ -3,6 +3,7 @@
 //! watcher, backfill, the demo traffic and a partner webhook receiver.
 
 pub mod bench;
+pub mod bench_coldstart;
 pub mod bench_fanout;
 pub mod blobs;
 pub mod demo;

@@ -57,14 +57,19 @@ pub async fn open(cfg: &Config) -> anyhow::Result<Stack> {
         Some(url) => (url, None),
         None => {
             let pg = private_server()?;
-            let fresh = !pg.data_dir.join("PG_VERSION").exists();
             pg.init()?;
             pg.start()?;
-            if fresh {
-                let admin = sqlx::PgPool::connect(&pg.url("postgres")).await?;
+            // Not only on a fresh server: the benchmarks start the same one without it.
+            let admin = sqlx::PgPool::connect(&pg.url("postgres")).await?;
+            let exists: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'ferry')",
+            )
+            .fetch_one(&admin)
+            .await?;
+            if !exists {
                 sqlx::query("CREATE DATABASE ferry").execute(&admin).await?;
-                admin.close().await;
             }
+            admin.close().await;
             info!(data_dir = %pg.data_dir.display(), port = pg.port, "private PostgreSQL running");
             (pg.url("ferry"), Some(pg))
         }

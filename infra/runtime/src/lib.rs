@@ -9,11 +9,15 @@
 //! invocation they pass on a [`nudge`] for the fanout function when the invocation's loads
 //! queued webhook deliveries (install [`nudge::hook`] on the handler's loads).
 
+mod aws;
 pub mod azure;
 pub mod blob;
 pub mod lambda;
 pub mod nudge;
+pub mod secrets;
 pub mod timer;
+
+pub use secrets::config;
 
 use std::future::Future;
 use std::sync::Arc;

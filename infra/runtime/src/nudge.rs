@@ -14,13 +14,15 @@
 //! the invocation, whose work is already committed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_shared::load::Nudge;
-use object_store::aws::{AwsAuthorizer, AwsCredential};
+use object_store::aws::AwsCredential;
 use serde_json::{json, Value};
 use tracing::{debug, warn};
+
+use crate::aws::{credential_from_env, var, JsonApi};
 
 /// Deliveries committed since the adapter last passed a nudge on.
 static PENDING: AtomicU64 = AtomicU64::new(0);
@@ -87,27 +89,20 @@ impl Sqs {
     /// From `FERRY_FANOUT_QUEUE_URL`, `AWS_REGION` and the role credentials Lambda puts in
     /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`.
     pub fn from_env() -> Option<Sqs> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         let queue_url = var("FERRY_FANOUT_QUEUE_URL")?;
         // The queue's own region signs its requests (it may differ from the function's).
         let region = region_of(&queue_url)
             .or_else(|| var("AWS_REGION"))
             .or_else(|| var("AWS_DEFAULT_REGION"))
             .unwrap_or_else(|| "us-east-1".into());
-        let (Some(key_id), Some(secret_key)) =
-            (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY"))
-        else {
+        let Some(credential) = credential_from_env() else {
             warn!("FERRY_FANOUT_QUEUE_URL is set but AWS credentials are not: no nudges");
             return None;
         };
         Some(Sqs {
             queue_url,
             region,
-            credential: AwsCredential {
-                key_id,
-                secret_key,
-                token: var("AWS_SESSION_TOKEN"),
-            },
+            credential,
         })
     }
 
@@ -140,32 +135,18 @@ impl Sqs {
     /// One AWS JSON 1.0 call: POST to the endpoint with `X-Amz-Target: AmazonSQS.{action}`,
     /// SigV4-signed for service `sqs`. Returns the response document.
     pub async fn call(&self, action: &str, payload: &Value) -> Result<Value, String> {
-        let body = payload.to_string();
-        let mut request = http::Request::builder()
-            .method("POST")
-            .uri(self.endpoint()?)
-            .header("content-type", "application/x-amz-json-1.0")
-            .header("x-amz-target", format!("AmazonSQS.{action}"))
-            .body(object_store::client::HttpRequestBody::from(body.clone()))
-            .map_err(|e| format!("cannot build the {action} request: {e}"))?;
-        AwsAuthorizer::new(&self.credential, "sqs", &self.region)
-            .try_authorize(&mut request, None)
-            .map_err(|e| format!("cannot sign the {action} request: {e}"))?;
-        let mut outgoing = client().post(request.uri().to_string()).body(body);
-        for (name, value) in request.headers() {
-            outgoing = outgoing.header(name, value);
-        }
-        let response = outgoing
-            .send()
-            .await
-            .map_err(|e| format!("{action}: {e}"))?;
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        if !status.is_success() {
-            let excerpt: String = text.chars().take(300).collect();
-            return Err(format!("{action} answered {status}: {excerpt}"));
-        }
-        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+        let endpoint = self.endpoint()?;
+        let api = JsonApi {
+            endpoint: &endpoint,
+            service: "sqs",
+            region: &self.region,
+            credential: &self.credential,
+            json_version: "1.0",
+            target_prefix: "AmazonSQS",
+            // A nudge is best effort and delays the invocation's answer: a short time limit.
+            timeout: Duration::from_secs(2),
+        };
+        api.call(action, payload).await.map_err(|e| e.to_string())
     }
 }
 
@@ -191,18 +172,6 @@ fn rand_id() -> u128 {
     (nanos << 32)
         ^ u128::from(COUNTER.fetch_add(1, Ordering::Relaxed))
         ^ u128::from(std::process::id())
-}
-
-/// One HTTP client per process (connection reuse across invocations). A nudge is best
-/// effort and delays the invocation's answer: a short time limit.
-fn client() -> &'static reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .unwrap_or_default()
-    })
 }
 
 #[cfg(test)]

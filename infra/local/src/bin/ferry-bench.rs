@@ -60,6 +60,15 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         seconds: u64,
     },
+    /// Cold start of function binaries in Lambda mode: process start to the first poll of
+    /// a loopback Runtime API, against spawning a process that does nothing.
+    Coldstart {
+        /// `label=path` of a binary to measure (repeatable), e.g. `ingest=dist/bin/ingest`.
+        #[arg(long = "bin", required = true, value_parser = label_path)]
+        binaries: Vec<(String, std::path::PathBuf)>,
+        #[arg(long, default_value_t = 30)]
+        runs: usize,
+    },
     /// (Internal) the handler side of `transform`, in its own process.
     #[command(hide = true)]
     TransformRun {
@@ -73,6 +82,12 @@ enum Command {
 #[tokio::main]
 #[allow(clippy::print_stdout)]
 async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Command::Coldstart { binaries, runs } = cli.command {
+        // Needs no database: the binaries' pools are lazy.
+        let opts = ferry_local::bench_coldstart::ColdstartBench { binaries, runs };
+        return ferry_local::bench_coldstart::coldstart(&opts).await;
+    }
     let cfg = Config::from_env()?;
     telemetry::init_with_default(cfg.log_format, "error");
     // Databases are created next to the one in DATABASE_URL, or on the local stack's server.
@@ -85,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
             pg.url("postgres")
         }
     };
-    match Cli::parse().command {
+    match cli.command {
         Command::Ingest {
             events,
             events_per_message,
@@ -135,10 +150,21 @@ async fn main() -> anyhow::Result<()> {
             };
             ferry_local::bench_fanout::fanout(&admin_url, &cfg, &opts).await?;
         }
+        Command::Coldstart { .. } => unreachable!("handled before the database"),
         Command::TransformRun { dir, key } => {
             let run = bench::transform_run(&admin_url, &cfg, &dir, &key).await?;
             println!("{}", serde_json::to_string(&run)?);
         }
     }
     Ok(())
+}
+
+/// `label=path` → (label, path).
+fn label_path(s: &str) -> Result<(String, std::path::PathBuf), String> {
+    match s.split_once('=') {
+        Some((label, path)) if !label.is_empty() && !path.is_empty() => {
+            Ok((label.to_owned(), path.into()))
+        }
+        _ => Err(format!("expected label=path, got {s:?}")),
+    }
 }
