@@ -32,9 +32,11 @@ export CARGO_TARGET_x86_64_unknown_linux_gnu_RUSTFLAGS="--remap-path-prefix=$PWD
 SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null || echo 315532800)
 export SOURCE_DATE_EPOCH
 
+# Always all four in one build, even to package one: cargo unifies the dependencies' features
+# across the packages of one build, so `-p ferry-ingest` alone would build a different ingest.
 packages=()
-for f in "${functions[@]}"; do packages+=(-p "ferry-$f"); done
-echo "package: building ${functions[*]} (release, $TARGET, glibc $GLIBC)" >&2
+for f in "${all[@]}"; do packages+=(-p "ferry-$f"); done
+echo "package: building ${all[*]} (release, $TARGET, glibc $GLIBC); packaging ${functions[*]}" >&2
 start=$(date +%s)
 cargo zigbuild --release --locked --target "$TARGET.$GLIBC" "${packages[@]}" --bins
 echo "package: built in $(($(date +%s) - start)) s" >&2

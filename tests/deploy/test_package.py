@@ -135,8 +135,8 @@ def test_sha256sums_match_the_files():
 
 def test_a_rebuild_of_the_same_commit_gives_the_same_binary_and_zips():
     """The smallest function's crate is cleaned and packaged again: its whole-program (LTO)
-    link runs again from the same inputs. A full rebuild from an empty target directory was
-    compared by hand (terraform/README.md, reproducibility)."""
+    link runs again from the same inputs. A full rebuild from an empty target directory in
+    another checkout was compared by hand (terraform/README.md, Packages)."""
     fn = "ingest"
     before = {
         p: sha256(need(DIST / p).read_bytes())
