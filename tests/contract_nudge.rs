@@ -7,7 +7,7 @@
 //! One nudge per invocation whose commits queued deliveries, none otherwise.
 
 use ferry_tests::receiver::Receiver;
-use ferry_tests::{fixture, fresh_db, spawn_azure, spawn_function, RuntimeApi, TestDb};
+use ferry_tests::{fixture, fresh_db, moto_call, spawn_azure, spawn_function, RuntimeApi, TestDb};
 use serde_json::{json, Value};
 
 /// Tenants acme and beta; acme has an endpoint for `page.*`, so of the three-message fixture
@@ -27,23 +27,16 @@ async fn db_with_endpoint() -> TestDb {
     db
 }
 
-/// One AWS JSON 1.0 call to moto's SQS, made without the client under test: moto does not
-/// check signatures, but routes a request to a service (and a region) by the credential scope
-/// of its `Authorization` header, so the header names `us-east-1/sqs` and signs nothing.
+/// One call to moto's SQS (see [`moto_call`]).
 async fn sqs(endpoint: &str, action: &str, payload: Value) -> Value {
-    let scope = "AWS4-HMAC-SHA256 Credential=test/20261122/us-east-1/sqs/aws4_request, \
-                 SignedHeaders=host, Signature=0";
-    let r = reqwest::Client::new()
-        .post(format!("{endpoint}/"))
-        .header("authorization", scope)
-        .header("content-type", "application/x-amz-json-1.0")
-        .header("x-amz-target", format!("AmazonSQS.{action}"))
-        .body(payload.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{action}: {}", r.status());
-    r.json().await.unwrap()
+    moto_call(
+        endpoint,
+        "sqs",
+        &format!("AmazonSQS.{action}"),
+        "1.0",
+        payload,
+    )
+    .await
 }
 
 async fn receive_all(endpoint: &str, queue_url: &str) -> Vec<String> {

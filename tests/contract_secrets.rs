@@ -6,27 +6,13 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use ferry_tests::{bin, count, fixture, fresh_db, RuntimeApi, TestDb};
+use ferry_tests::{bin, count, fixture, fresh_db, moto_call, RuntimeApi, TestDb};
 use serde_json::{json, Value};
 
-/// One AWS JSON 1.1 call to moto's Secrets Manager, made without the client under test (moto
-/// routes by the credential scope of the `Authorization` header and checks no signature).
+/// One call to moto's Secrets Manager (see [`moto_call`]).
 async fn secretsmanager(endpoint: &str, action: &str, payload: Value) -> Value {
-    let scope = "AWS4-HMAC-SHA256 Credential=test/20261126/us-east-1/secretsmanager/aws4_request, \
-                 SignedHeaders=host, Signature=0";
-    let r = reqwest::Client::new()
-        .post(format!("{endpoint}/"))
-        .header("authorization", scope)
-        .header("content-type", "application/x-amz-json-1.1")
-        .header("x-amz-target", format!("secretsmanager.{action}"))
-        .body(payload.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    let body = r.text().await.unwrap();
-    assert!(status.is_success(), "{action}: {status} {body}");
-    serde_json::from_str(&body).unwrap()
+    let target = format!("secretsmanager.{action}");
+    moto_call(endpoint, "secretsmanager", &target, "1.1", payload).await
 }
 
 /// Creates a secret holding `value` and returns its ARN.

@@ -10,6 +10,37 @@ use std::time::{Duration, Instant};
 use ferry_local::postgres::free_port;
 use tokio::sync::OnceCell;
 
+/// One AWS JSON call to moto server (`service` e.g. `sqs` or `secretsmanager`, `target` the
+/// whole `X-Amz-Target`, `version` `1.0` or `1.1`), made without the client under test: moto
+/// checks no signature, but routes a request to a service (and a region) by the credential
+/// scope of its `Authorization` header, so the header names `us-east-1/{service}` and signs
+/// nothing. Panics, naming the call, unless moto answers 2xx.
+pub async fn moto_call(
+    endpoint: &str,
+    service: &str,
+    target: &str,
+    version: &str,
+    payload: serde_json::Value,
+) -> serde_json::Value {
+    let scope = format!(
+        "AWS4-HMAC-SHA256 Credential=test/20261126/us-east-1/{service}/aws4_request, \
+         SignedHeaders=host, Signature=0"
+    );
+    let r = reqwest::Client::new()
+        .post(format!("{endpoint}/"))
+        .header("authorization", scope)
+        .header("content-type", format!("application/x-amz-json-{version}"))
+        .header("x-amz-target", target)
+        .body(payload.to_string())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{target}: {e}"));
+    let status = r.status();
+    let body = r.text().await.unwrap_or_default();
+    assert!(status.is_success(), "{target}: {status} {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{target}: {e}: {body}"))
+}
+
 /// Azurite's well-known development account (public, documented by Microsoft).
 const AZURITE_ACCOUNT: &str = "devstoreaccount1";
 const AZURITE_KEY: &str =

@@ -11,7 +11,9 @@ mod emulators;
 mod lambda_api;
 pub mod receiver;
 
-pub use emulators::{az_container, azurite, moto, s3_bucket, store_env, store_options, Emulator};
+pub use emulators::{
+    az_container, azurite, moto, moto_call, s3_bucket, store_env, store_options, Emulator,
+};
 pub use lambda_api::RuntimeApi;
 
 use std::path::{Path, PathBuf};
