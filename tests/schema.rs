@@ -1,57 +1,38 @@
-//! The schema can be distributed on Citus exactly as the README's scale-out section says.
+//! The schema can be placed on Citus as `ferry_shared::placement::TABLES` declares.
 //!
-//! No Citus package is reachable from this machine, so `create_distributed_table` itself cannot
-//! run here. What can be checked is its precondition, against the migrated catalog: each table
-//! the README distributes by `tenant_id` has that column in its primary key and in every unique
-//! index (Citus refuses a table otherwise), and its foreign keys point only at reference tables
-//! or at co-located tables through `tenant_id`. And every table holding a `tenant_id` is named
-//! in that section, so the README cannot fall behind a new migration.
+//! CI has no Citus (scripts/test-citus.sh runs the suites on a real cluster, and
+//! tests/citus.rs checks the placement itself there). What is checked here, against the
+//! migrated catalog, is what `create_distributed_table` and friends need and what keeps the
+//! coordinator's tables plain: each distributed table has `tenant_id` in its primary key and in
+//! every unique index, its foreign keys point only at reference tables or at co-located tables
+//! through `tenant_id`; no coordinator table references a reference table (that would make it
+//! a Citus local table); and every table of the schema is placed, so the declaration cannot
+//! fall behind a new migration.
 
 use std::collections::BTreeSet;
 
+use ferry_shared::placement::{Placement, TABLES};
 use ferry_tests::fresh_db;
 
-/// The table names in the README's scale-out SQL: (distributed by tenant_id, reference, local).
-fn readme_tables() -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>) {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .expect("README.md");
-    let section = readme
-        .split("### Schema and scale-out")
-        .nth(1)
-        .expect("the README has a scale-out section");
-    let sql = section
-        .split("```sql")
-        .nth(1)
-        .and_then(|s| s.split("```").next())
-        .expect("the scale-out section has an SQL block");
-    let quoted = |line: &str| line.split('\'').nth(1).map(str::to_owned);
-    let mut distributed = BTreeSet::new();
-    let mut reference = BTreeSet::new();
-    let mut local = BTreeSet::new();
-    for line in sql.lines() {
-        if line.contains("create_distributed_table(") {
-            assert!(
-                line.contains("'tenant_id'"),
-                "every table is distributed by tenant_id: {line}"
-            );
-            distributed.extend(quoted(line));
-        } else if line.contains("create_reference_table(") {
-            reference.extend(quoted(line));
-        } else if let Some(comment) = line.trim().strip_prefix("-- local:") {
-            local.extend(
-                comment
-                    .split(',')
-                    .map(|t| t.trim().to_owned())
-                    .filter(|t| !t.is_empty()),
-            );
-        }
-    }
-    (distributed, reference, local)
+/// The declared tables: (distributed by tenant_id, reference, on the coordinator).
+fn declared() -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>) {
+    let of = |want: Placement| {
+        TABLES
+            .iter()
+            .filter(|(_, p)| *p == want)
+            .map(|(t, _)| t.to_string())
+            .collect::<BTreeSet<_>>()
+    };
+    (
+        of(Placement::Tenant),
+        of(Placement::Reference),
+        of(Placement::Coordinator),
+    )
 }
 
 #[tokio::test]
 async fn every_distributed_table_keys_and_references_by_tenant() {
-    let (distributed, reference, local) = readme_tables();
+    let (distributed, reference, local) = declared();
     assert!(distributed.contains("events") && distributed.contains("rollup_events"));
     let db = fresh_db().await;
 
@@ -120,27 +101,49 @@ async fn every_distributed_table_keys_and_references_by_tenant() {
         );
     }
 
-    // Every table with a tenant_id column (partitions aside) is placed by the README.
-    let with_tenant: Vec<String> = sqlx::query_scalar(
+    // Coordinator tables: no foreign key to a reference table (Citus would turn the table
+    // into a Citus local table) or to a distributed one (not allowed).
+    let local_fks: Vec<(String, String)> = sqlx::query_as(
+        "SELECT c.conrelid::regclass::text, c.confrelid::regclass::text
+         FROM pg_constraint c
+         WHERE c.contype = 'f' AND c.conrelid::regclass::text = ANY($1)
+           AND NOT c.confrelid::regclass::text = ANY($1)",
+    )
+    .bind(local.iter().cloned().collect::<Vec<_>>())
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        local_fks.is_empty(),
+        "coordinator tables may reference only coordinator tables: {local_fks:?}"
+    );
+
+    // Every table of the schema (partitions and sqlx's bookkeeping aside) is declared once.
+    let tables: Vec<String> = sqlx::query_scalar(
         "SELECT c.relname::text FROM pg_class c
          JOIN pg_namespace n ON n.oid = c.relnamespace
-         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id'
          WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+           AND c.relname <> '_sqlx_migrations'
          ORDER BY 1",
     )
     .fetch_all(&db.pool)
     .await
     .unwrap();
-    assert!(with_tenant.len() >= 10, "{with_tenant:?}");
-    let unplaced: Vec<&String> = with_tenant
+    assert!(tables.len() >= 20, "{tables:?}");
+    let unplaced: Vec<&String> = tables
         .iter()
         .filter(|t| !distributed.contains(*t) && !reference.contains(*t) && !local.contains(*t))
         .collect();
     assert!(
         unplaced.is_empty(),
-        "tables with tenant_id that the README's scale-out section does not place: {unplaced:?}"
+        "tables that ferry_shared::placement::TABLES does not place: {unplaced:?}"
     );
-    // And the README names no table that does not exist.
+    assert_eq!(
+        distributed.len() + reference.len() + local.len(),
+        TABLES.len(),
+        "a table is declared twice"
+    );
+    // And the declaration names no table that does not exist.
     for t in distributed.iter().chain(&reference).chain(&local) {
         let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
             .bind(t)
@@ -149,7 +152,7 @@ async fn every_distributed_table_keys_and_references_by_tenant() {
             .unwrap();
         assert!(
             exists,
-            "the README names {t}, which the migrations do not create"
+            "placement declares {t}, which the migrations do not create"
         );
     }
 }

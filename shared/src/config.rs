@@ -60,7 +60,11 @@ pub enum LogFormat {
 pub struct Config {
     pub db: DbConfig,
     pub limits: Limits,
-    pub partition_interval: Duration,
+    /// FERRY_PARTITION_INTERVAL when set: the width of `events` partitions that `ferry migrate`
+    /// records for a new database (which then rules: see [`Config::partition_secs`]).
+    pub partition_interval: Option<Duration>,
+    /// Shards per distributed table when `ferry migrate` distributes a new database on Citus.
+    pub citus_shard_count: u32,
     pub copy_threshold: usize,
     /// Products kept per user in `recently_viewed`.
     pub recently_viewed: u32,
@@ -78,6 +82,13 @@ pub struct ConfigError {
 }
 
 impl Config {
+    /// Width of the `events` partition slots this process asks for, in seconds: the database's
+    /// recorded width rules when it has one (`ferry_ensure_event_partitions` creates the
+    /// partitions of that width covering each slot), so any width here finds a partition.
+    pub fn partition_secs(&self) -> i64 {
+        self.partition_interval.map_or(300, |d| d.as_secs() as i64)
+    }
+
     /// Reads the process environment.
     pub fn from_env() -> Result<Config, ConfigError> {
         Config::from_lookup(|k| std::env::var(k).ok())
@@ -104,24 +115,45 @@ impl Config {
             )?,
             max_future_skew: duration(&get, "FERRY_MAX_FUTURE_SKEW", Duration::from_secs(300))?,
         };
-        let partition_interval =
-            duration(&get, "FERRY_PARTITION_INTERVAL", Duration::from_secs(300))?;
-        if partition_interval < Duration::from_secs(60) || partition_interval.as_secs() % 60 != 0 {
-            let v = humantime::format_duration(partition_interval).to_string();
-            return Err(bad(
+        let partition_interval = match get("FERRY_PARTITION_INTERVAL") {
+            None => None,
+            Some(_) => Some(duration(
+                &get,
                 "FERRY_PARTITION_INTERVAL",
-                &v,
-                "must be whole minutes, at least 1m",
-            ));
+                Duration::from_secs(300),
+            )?),
+        };
+        if let Some(width) = partition_interval {
+            let v = humantime::format_duration(width).to_string();
+            if width < Duration::from_secs(60) || width.as_secs() % 60 != 0 {
+                return Err(bad(
+                    "FERRY_PARTITION_INTERVAL",
+                    &v,
+                    "must be whole minutes, at least 1m",
+                ));
+            }
+            if 86_400 % width.as_secs() != 0 {
+                return Err(bad(
+                    "FERRY_PARTITION_INTERVAL",
+                    &v,
+                    "must divide a day evenly",
+                ));
+            }
         }
-        if 86_400 % partition_interval.as_secs() != 0 {
-            let v = humantime::format_duration(partition_interval).to_string();
-            return Err(bad(
-                "FERRY_PARTITION_INTERVAL",
-                &v,
-                "must divide a day evenly",
-            ));
-        }
+        let citus_shard_count = match number(
+            &get,
+            "FERRY_CITUS_SHARD_COUNT",
+            crate::placement::DEFAULT_SHARD_COUNT,
+        )? {
+            n @ 1..=1024 => n,
+            n => {
+                return Err(bad(
+                    "FERRY_CITUS_SHARD_COUNT",
+                    &n.to_string(),
+                    "must be between 1 and 1024",
+                ))
+            }
+        };
         Ok(Config {
             db: DbConfig {
                 url: get("DATABASE_URL"),
@@ -140,6 +172,7 @@ impl Config {
             },
             limits,
             partition_interval,
+            citus_shard_count,
             copy_threshold: number(&get, "FERRY_COPY_THRESHOLD", 5000)?,
             recently_viewed: match number(&get, "FERRY_RECENTLY_VIEWED", 20_u32)? {
                 n @ 1..=1000 => n,
@@ -225,7 +258,9 @@ mod tests {
     fn defaults_apply_when_nothing_is_set() {
         let c = from(&[]).unwrap();
         assert_eq!(c.limits.max_event_bytes, 262_144);
-        assert_eq!(c.partition_interval, Duration::from_secs(300));
+        assert_eq!(c.partition_interval, None);
+        assert_eq!(c.partition_secs(), 300);
+        assert_eq!(c.citus_shard_count, 32);
         assert_eq!(c.db.url, None);
         assert_eq!(c.log_format, LogFormat::Text);
         assert!(c.database_url().is_err());

@@ -12,6 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::config::DbConfig;
 use crate::error::Error;
+use crate::placement;
 
 /// The migrations, embedded once in every binary that links the shared crate.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -47,6 +48,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "endpoint_health",
         include_str!("../migrations/0008_endpoint_health.sql"),
     ),
+    (
+        9,
+        "scale_out",
+        include_str!("../migrations/0009_scale_out.sql"),
+    ),
 ];
 
 #[derive(Debug)]
@@ -69,9 +75,97 @@ impl MigrationSource<'static> for Embedded {
     }
 }
 
-/// Applies the embedded migrations. A deploy step (`ferry migrate`), never a hot handler.
-pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    Migrator::new(Embedded).await?.run(pool).await
+/// What `ferry migrate` decides beyond the migrations themselves.
+#[derive(Debug, Clone)]
+pub struct MigrateOptions {
+    /// Width of `events` partitions to record for a database that has none yet. `None`: one
+    /// node records nothing (each function's FERRY_PARTITION_INTERVAL, 5 minutes by default,
+    /// is used as before); Citus records [`placement::CITUS_PARTITION_SECS`].
+    pub partition_interval: Option<std::time::Duration>,
+    /// Shards per distributed table, when Citus distributes `events` for the first time.
+    pub shard_count: u32,
+}
+
+impl MigrateOptions {
+    pub fn from_config(cfg: &crate::Config) -> MigrateOptions {
+        MigrateOptions {
+            partition_interval: cfg.partition_interval,
+            shard_count: cfg.citus_shard_count,
+        }
+    }
+}
+
+impl Default for MigrateOptions {
+    fn default() -> Self {
+        MigrateOptions {
+            partition_interval: None,
+            shard_count: placement::DEFAULT_SHARD_COUNT,
+        }
+    }
+}
+
+/// What [`migrate`] did.
+#[derive(Debug, Clone, Default)]
+pub struct Migrated {
+    /// On a Citus database: its version and the tables placed by this run.
+    pub citus: Option<placement::Placed>,
+    /// The width of `events` partitions the database records, in seconds, if any.
+    pub partition_secs: Option<i64>,
+}
+
+/// Why [`migrate`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error(transparent)]
+    Migrations(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Placement(#[from] placement::PlacementError),
+    #[error("recording the partition width: {0}")]
+    Settings(#[from] sqlx::Error),
+}
+
+/// Applies the embedded migrations, places the tables when the database is a Citus
+/// coordinator (`placement`), and records the partition width of a new database. Idempotent.
+/// A deploy step (`ferry migrate`), never a hot handler.
+pub async fn migrate(pool: &PgPool) -> Result<Migrated, MigrateError> {
+    migrate_with(pool, &MigrateOptions::default()).await
+}
+
+/// [`migrate`] with options.
+pub async fn migrate_with(pool: &PgPool, opts: &MigrateOptions) -> Result<Migrated, MigrateError> {
+    Migrator::new(Embedded).await?.run(pool).await?;
+    let citus = placement::place(pool, opts.shard_count).await?;
+    let width = match (opts.partition_interval, &citus) {
+        (Some(w), _) => Some(w.as_secs() as i64),
+        (None, Some(_)) => Some(placement::CITUS_PARTITION_SECS),
+        (None, None) => None,
+    };
+    if let Some(secs) = width {
+        // Only for a database without partitions: a width cannot change under existing ones.
+        sqlx::query(
+            "INSERT INTO ferry_settings (name, value)
+             SELECT 'partition_interval', make_interval(secs => $1::double precision)::text
+             WHERE NOT EXISTS (SELECT 1 FROM pg_inherits WHERE inhparent = 'events'::regclass)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(secs as f64)
+        .execute(pool)
+        .await?;
+    }
+    Ok(Migrated {
+        citus,
+        partition_secs: partition_secs(pool).await?,
+    })
+}
+
+/// The width of `events` partitions the database records (`ferry_settings`), in seconds.
+pub async fn partition_secs(pool: &PgPool) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT extract(epoch FROM value::interval)::bigint FROM ferry_settings
+         WHERE name = 'partition_interval'",
+    )
+    .fetch_optional(pool)
+    .await
 }
 
 /// Builds the pool. Connects lazily, so a function starts (and can report per-message

@@ -13,6 +13,7 @@ pub mod event;
 #[cfg(all(feature = "fault-injection", debug_assertions))]
 pub mod faults;
 pub mod load;
+pub mod placement;
 pub mod queries;
 pub mod telemetry;
 pub mod trigger;

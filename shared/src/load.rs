@@ -87,7 +87,7 @@ pub struct LoaderConfig {
 impl LoaderConfig {
     pub fn from_config(cfg: &crate::config::Config) -> LoaderConfig {
         LoaderConfig {
-            partition_secs: cfg.partition_interval.as_secs() as i64,
+            partition_secs: cfg.partition_secs(),
             copy_threshold: cfg.copy_threshold,
             recently_viewed: cfg.recently_viewed,
         }

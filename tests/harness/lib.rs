@@ -3,6 +3,8 @@
 //! - [`fresh_db`]: a new database per test, cloned from a migrated template. The server is the
 //!   one in `DATABASE_URL`, or — when it is unset — a throwaway PostgreSQL started from the
 //!   machine's binaries for this test process (stopped and deleted when the process exits).
+//!   When `DATABASE_URL` is a Citus coordinator's, each database is made on every node and
+//!   migrated, which places its tables (`scripts/test-citus.sh`).
 //! - [`private_cluster`]: a server of the test's own, for tests that restart it.
 //! - [`bin`]: path of a real function binary built by the same `cargo test` run.
 //! - [`receiver::Receiver`]: a partner's webhook receiver on loopback, answering from a script.
@@ -30,6 +32,9 @@ struct Cluster {
     /// URL of a maintenance database on the server.
     admin_url: String,
     template: String,
+    /// The server is a Citus coordinator (scripts/test-citus.sh): each test's database is made
+    /// on every node and migrated (placing the tables) instead of cloned from the template.
+    citus: bool,
     _server: Option<LocalPostgres>,
 }
 
@@ -83,6 +88,16 @@ async fn cluster() -> &'static Cluster {
             let admin = PgPool::connect(&admin_url)
                 .await
                 .expect("connect to the test server");
+            let citus = ferry_local::citus::is_citus(&admin).await.unwrap();
+            if citus {
+                admin.close().await;
+                return Cluster {
+                    admin_url,
+                    template,
+                    citus,
+                    _server: server,
+                };
+            }
             sqlx::query(&format!("DROP DATABASE IF EXISTS {template}"))
                 .execute(&admin)
                 .await
@@ -103,6 +118,7 @@ async fn cluster() -> &'static Cluster {
             Cluster {
                 admin_url,
                 template,
+                citus,
                 _server: server,
             }
         })
@@ -117,18 +133,18 @@ pub async fn fresh_db() -> TestDb {
         std::process::id(),
         NEXT_DB.fetch_add(1, Ordering::Relaxed)
     );
-    let admin = PgPool::connect(&c.admin_url)
-        .await
-        .expect("connect to the test server");
-    sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {}", c.template))
-        .execute(&admin)
+    ferry_local::citus::create_database(&c.admin_url, &name, Some(&c.template))
         .await
         .expect("create test database");
-    admin.close().await;
     let url = with_database(&c.admin_url, &name);
     let pool = PgPool::connect(&url)
         .await
         .expect("connect to test database");
+    if c.citus {
+        ferry_shared::db::migrate(&pool)
+            .await
+            .expect("migrate and place the test database on Citus");
+    }
     TestDb { url, pool }
 }
 

@@ -71,7 +71,7 @@ pub async fn claim(
                  FOR UPDATE OF d SKIP LOCKED) d
              LIMIT $1)
          UPDATE deliveries d
-         SET lease_until = clock_timestamp() + $5 * interval '1 millisecond'
+         SET lease_until = now() + $5 * interval '1 millisecond'
          FROM picked, endpoints e, webhook_messages m
          WHERE d.delivery_id = picked.delivery_id AND e.endpoint_id = d.endpoint_id
            AND m.message_id = d.message_id

@@ -327,6 +327,28 @@ pub async fn step(
             window.end
         )));
     }
+    // On Citus, a load's rows on a worker become visible only when the worker commits its
+    // prepared transaction, which can happen after the coordinator committed (and released its
+    // locks): when the worker was unreachable, Citus recovers it up to a minute later. Until
+    // then, the window is held.
+    let unsettled = wait_for_prepared(&mut tx, opts.lock_wait).await?;
+    if unsettled > 0 {
+        sqlx::query(
+            "UPDATE rollup_state SET pending_end = $1, pending_lockers = '{}', pending_at = $2
+             WHERE name = 'events'",
+        )
+        .bind(window.end)
+        .bind(window.read_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        return Ok(Step::Skipped(format!(
+            "{unsettled} committed transaction(s) still prepared on Citus workers after {}; \
+             seq ({from}, {}] is held until Citus recovers them",
+            humantime::format_duration(opts.lock_wait),
+            window.end
+        )));
+    }
     let to = window.end.min(from.saturating_add(opts.max_events.max(1)));
 
     let sql = |template: &str| {
@@ -410,6 +432,44 @@ async fn writers(conn: &mut PgConnection) -> Result<Vec<String>, Error> {
     )
     .fetch_all(&mut *conn)
     .await?)
+}
+
+/// On a Citus coordinator: waits up to `wait` until no transaction that committed here is still
+/// only prepared on a worker (logged in `pg_dist_transaction`, listed by the worker's
+/// `pg_prepared_xacts`); returns how many still are, counting an unreachable worker as one
+/// (nothing can be proven about it). Elsewhere: 0 at once.
+///
+/// Transactions still running here are not counted: those that may hold a `seq` of the window
+/// were waited for (`wait_for`) and have committed here, so their records are visible.
+async fn wait_for_prepared(conn: &mut PgConnection, wait: Duration) -> Result<i64, Error> {
+    let citus: bool =
+        sqlx::query_scalar("SELECT to_regclass('pg_catalog.pg_dist_transaction') IS NOT NULL")
+            .fetch_one(&mut *conn)
+            .await?;
+    if !citus {
+        return Ok(0);
+    }
+    let deadline = Instant::now() + wait;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let unsettled: i64 = sqlx::query_scalar(
+            "WITH w AS (
+                 SELECT success, result FROM run_command_on_workers(
+                     $$SELECT coalesce(string_agg(gid, ','), '') FROM pg_prepared_xacts
+                       WHERE database = current_database()$$))
+             SELECT (SELECT count(*) FROM w WHERE NOT success)
+                  + (SELECT count(*) FROM pg_dist_transaction t
+                     WHERE t.gid IN (SELECT unnest(string_to_array(result, ','))
+                                     FROM w WHERE success))",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        if unsettled == 0 || Instant::now() >= deadline {
+            return Ok(unsettled);
+        }
+        tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
 }
 
 /// Waits up to `wait` until every transaction of `lockers` has ended; returns those still

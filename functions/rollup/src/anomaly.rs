@@ -544,12 +544,15 @@ pub async fn record(pool: &PgPool, detection: &Detection) -> Result<Recorded, Er
             continue;
         };
         let inserted: Option<bool> = sqlx::query_scalar(
+            // updated_at comes from the insert list: a DO UPDATE on a Citus distributed
+            // table may call only immutable functions.
             "INSERT INTO anomalies AS a
-                 (tenant_id, metric, grain, bucket, kind, value, baseline, score, method)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 (tenant_id, metric, grain, bucket, kind, value, baseline, score, method,
+                  updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())
              ON CONFLICT (tenant_id, metric, grain, bucket, kind) DO UPDATE SET
                  value = excluded.value, baseline = excluded.baseline, score = excluded.score,
-                 method = excluded.method, updated_at = now(), withdrawn_at = NULL
+                 method = excluded.method, updated_at = excluded.updated_at, withdrawn_at = NULL
              WHERE a.updated_at < $10
              RETURNING (xmax = 0)",
         )

@@ -256,7 +256,7 @@ impl Rollup {
         Rollup {
             pool,
             cfg: rcfg,
-            partition_secs: cfg.partition_interval.as_secs() as i64,
+            partition_secs: cfg.partition_secs(),
             name: name.to_owned(),
             nudge: None,
             #[cfg(all(feature = "fault-injection", debug_assertions))]

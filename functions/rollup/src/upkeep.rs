@@ -141,39 +141,58 @@ pub async fn housekeeping(
     now: DateTime<Utc>,
     retention: &Retention,
 ) -> Result<Vec<(&'static str, u64)>, Error> {
-    let plan: [(&'static str, &str, Duration); 5] = [
-        ("ingest_ledger", "applied_at", retention.ledger),
-        ("blob_objects", "applied_at", retention.ledger),
-        ("quarantine", "received_at", retention.quarantine),
-        ("job_runs", "started_at", retention.job_runs),
-        ("anomalies", "detected_at", retention.anomalies),
+    // (table, its key, the time column that ages it, retention). Deletes go by key, never by
+    // ctid: on Citus `quarantine` and `anomalies` are distributed, and a ctid means nothing
+    // across shards.
+    let plan: [(&'static str, &str, &str, Duration); 5] = [
+        ("ingest_ledger", "unit", "applied_at", retention.ledger),
+        (
+            "blob_objects",
+            "store, key, content_id",
+            "applied_at",
+            retention.ledger,
+        ),
+        (
+            "quarantine",
+            "tenant_id, quarantine_id",
+            "received_at",
+            retention.quarantine,
+        ),
+        ("job_runs", "run_id", "started_at", retention.job_runs),
+        (
+            "anomalies",
+            "tenant_id, metric, grain, bucket, kind",
+            "detected_at",
+            retention.anomalies,
+        ),
     ];
     let mut out = Vec::new();
-    for (table, column, keep) in plan {
+    for (table, key, column, keep) in plan {
         let cutoff = before(now, keep);
         let sql = format!(
-            "DELETE FROM {table} WHERE ctid = ANY(ARRAY(
-                 SELECT ctid FROM {table} WHERE {column} < $1 LIMIT {BATCH}))"
+            "DELETE FROM {table} WHERE ({key}) IN (
+                 SELECT {key} FROM {table} WHERE {column} < $1 LIMIT {BATCH})"
         );
         out.push((table, delete_batched(pool, &sql, |q| q.bind(cutoff)).await?));
     }
 
-    // Rollup rows, tenant by tenant (the primary keys lead with tenant, grain, bucket).
+    // Rollup rows, tenant by tenant (the primary keys lead with tenant, grain, bucket; on
+    // Citus each statement runs on the tenant's shard).
     let tenants: Vec<String> =
         sqlx::query_scalar("SELECT DISTINCT tenant_id FROM rollup_series ORDER BY 1")
             .fetch_all(pool)
             .await?;
-    for table in [
-        "rollup_events",
-        "rollup_pages",
-        "rollup_products",
-        "rollup_revenue",
-        "rollup_sources",
+    for (table, dimension) in [
+        ("rollup_events", "type"),
+        ("rollup_pages", "page"),
+        ("rollup_products", "product"),
+        ("rollup_revenue", "currency"),
+        ("rollup_sources", "source"),
     ] {
         let sql = format!(
-            "DELETE FROM {table} WHERE ctid = ANY(ARRAY(
-                 SELECT ctid FROM {table} WHERE tenant_id = $1 AND grain = $2 AND bucket < $3
-                 LIMIT {BATCH}))"
+            "DELETE FROM {table} WHERE tenant_id = $1 AND grain = $2 AND (bucket, {dimension}) IN (
+                 SELECT bucket, {dimension} FROM {table}
+                 WHERE tenant_id = $1 AND grain = $2 AND bucket < $3 LIMIT {BATCH})"
         );
         let mut total = 0;
         for (grain, keep) in GRAINS.into_iter().zip(retention.rollups) {

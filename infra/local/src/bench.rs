@@ -57,7 +57,7 @@ pub(crate) async fn prepare(
         &pool,
         Utc::now() - chrono::Duration::hours(3),
         Duration::from_secs(4 * 3600),
-        cfg.partition_interval.as_secs() as i64,
+        cfg.partition_secs(),
     )
     .await?;
     Ok(pool)
@@ -526,7 +526,7 @@ pub async fn rollup(admin_url: &str, cfg: &Config, opts: &RollupBench) -> anyhow
     use ferry_rollup::{Rollup, RollupConfig, Step};
     let admin = PgPool::connect(admin_url).await?;
     let pool = prepare(&admin, admin_url, "bench_rollup", cfg).await?;
-    let width = cfg.partition_interval.as_secs() as i64;
+    let width = cfg.partition_secs();
     let now = Utc::now();
     let mut rcfg = RollupConfig::default();
     rcfg.aggregate.max_events = opts.events.max(opts.base).max(1);

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod bench_coldstart;
 pub mod bench_fanout;
 pub mod blobs;
+pub mod citus;
 pub mod demo;
 pub mod partner;
 pub mod postgres;

@@ -7,6 +7,7 @@ use ferry_fanout::FanoutConfig;
 use ferry_ingest::Ingest;
 use ferry_local::{blobs, demo, stack, webhooks};
 use ferry_rollup::{Rollup, RollupConfig};
+use ferry_shared::placement::Placement;
 use ferry_shared::{config::Config, db, telemetry};
 use ferry_transform::{Outcome, Transform, TransformConfig};
 
@@ -192,7 +193,7 @@ async fn main() -> anyhow::Result<()> {
                     batch_size,
                     seed,
                 },
-                cfg.partition_interval.as_secs() as i64,
+                cfg.partition_secs(),
             )
             .await?;
             if file_events > 0 {
@@ -317,6 +318,35 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => {
             let stack = stack::open(&cfg).await?;
             println!("migrations applied; database {}", redact(&stack.url));
+            let width = stack
+                .migrated
+                .partition_secs
+                .unwrap_or(cfg.partition_secs());
+            println!(
+                "events partitions: {} wide{}",
+                humantime::format_duration(std::time::Duration::from_secs(width as u64)),
+                if stack.migrated.partition_secs.is_some() {
+                    " (recorded in the database)"
+                } else {
+                    " (FERRY_PARTITION_INTERVAL)"
+                }
+            );
+            if let Some(citus) = &stack.migrated.citus {
+                let version = citus.version.split(" on ").next().unwrap_or(&citus.version);
+                println!(
+                    "{version}: {} tables distributed by tenant_id ({} shards each), {} \
+                     reference, {} on the coordinator{}",
+                    placement_count(Placement::Tenant),
+                    citus.shard_count,
+                    placement_count(Placement::Reference),
+                    placement_count(Placement::Coordinator),
+                    if citus.changed.is_empty() {
+                        "; already placed".to_owned()
+                    } else {
+                        format!("; placed now: {}", citus.changed.join(", "))
+                    }
+                );
+            }
         }
         Command::Endpoint { command } => {
             let stack = stack::open(&cfg).await?;
@@ -491,4 +521,12 @@ fn redact(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// How many of ferry's tables have `placement` on Citus.
+fn placement_count(placement: Placement) -> usize {
+    ferry_shared::placement::TABLES
+        .iter()
+        .filter(|(_, p)| *p == placement)
+        .count()
 }

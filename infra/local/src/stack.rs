@@ -21,6 +21,8 @@ pub struct Stack {
     pub pool: PgPool,
     /// The private server, when ferry started one.
     pub server: Option<LocalPostgres>,
+    /// What the migration step did (Citus placement, recorded partition width).
+    pub migrated: db::Migrated,
 }
 
 /// The local state directory (`FERRY_STATE_DIR`, default `.ferry` in the working directory).
@@ -75,13 +77,20 @@ pub async fn open(cfg: &Config) -> anyhow::Result<Stack> {
         }
     };
     let pool = db::pool(&cfg.db, &url, "ferry")?;
-    db::migrate(&pool).await.context("apply migrations")?;
+    let migrated = db::migrate_with(&pool, &db::MigrateOptions::from_config(cfg))
+        .await
+        .context("apply migrations")?;
     db::ensure_partitions_ahead(
         &pool,
         chrono::Utc::now(),
         Duration::from_secs(3600),
-        cfg.partition_interval.as_secs() as i64,
+        cfg.partition_secs(),
     )
     .await?;
-    Ok(Stack { url, pool, server })
+    Ok(Stack {
+        url,
+        pool,
+        server,
+        migrated,
+    })
 }
