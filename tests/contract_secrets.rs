@@ -94,6 +94,11 @@ async fn an_rds_master_secret_is_completed_from_the_environment() {
     let moto = ferry_tests::moto().await;
     let arn = create_secret(&moto.endpoint, &secret).await;
     let port = url.port().unwrap().to_string();
+    let sslmode = url
+        .query_pairs()
+        .find(|(k, _)| k == "sslmode")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| "prefer".into());
     let mut api = RuntimeApi::start().await;
     let _function = spawn_ingest(
         &api,
@@ -103,6 +108,8 @@ async fn an_rds_master_secret_is_completed_from_the_environment() {
             ("FERRY_DATABASE_HOST", url.host_str().unwrap()),
             ("FERRY_DATABASE_PORT", &port),
             ("FERRY_DATABASE_NAME", url.path().trim_start_matches('/')),
+            // As the test server's URL asks (scripts/test-citus.sh: disable).
+            ("FERRY_DATABASE_SSLMODE", &sslmode),
         ],
     );
 

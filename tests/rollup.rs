@@ -439,9 +439,14 @@ async fn concurrent_writers_and_concurrent_rollup_runs_lose_and_double_count_not
     let now = Utc::now();
     ensure(&db.pool, now - chrono::Duration::hours(4), 5 * 3600).await;
     let writing = Arc::new(AtomicBool::new(true));
+    // Writers write at least 40 transactions each, and go on until the runners have merged 10
+    // times (a Citus cluster merges more slowly than one node), so every merge counted below
+    // happened while writers were loading.
+    let merges = Arc::new(AtomicUsize::new(0));
     let mut writers = Vec::new();
     for w in 0..3 {
         let pool = db.pool.clone();
+        let merges = Arc::clone(&merges);
         writers.push(tokio::spawn(async move {
             let mut rng = rand::rngs::SmallRng::seed_from_u64(w);
             let types = [
@@ -451,7 +456,10 @@ async fn concurrent_writers_and_concurrent_rollup_runs_lose_and_double_count_not
                 "payment.refunded",
             ];
             let mut rolled_back = 0;
-            for i in 0..40 {
+            for i in 0..400 {
+                if i >= 40 && merges.load(Ordering::SeqCst) >= 10 {
+                    break;
+                }
                 let mut tx = pool.begin().await.unwrap();
                 let tag = format!("w{w}-{i}");
                 let late = rng.random_bool(0.2);
@@ -485,11 +493,15 @@ async fn concurrent_writers_and_concurrent_rollup_runs_lose_and_double_count_not
             c.aggregate.lock_wait = Duration::from_millis(300)
         });
         let writing = Arc::clone(&writing);
+        let merges = Arc::clone(&merges);
         runners.push(tokio::spawn(async move {
             let (mut merged, mut busy, mut skipped) = (0, 0, 0);
             while writing.load(Ordering::SeqCst) {
                 match r.step().await.unwrap() {
-                    Step::Merged { .. } => merged += 1,
+                    Step::Merged { .. } => {
+                        merged += 1;
+                        merges.fetch_add(1, Ordering::SeqCst);
+                    }
                     Step::Skipped(why) if why.contains("another") => busy += 1,
                     Step::Skipped(_) => skipped += 1,
                     Step::UpToDate { .. } => {}
@@ -1010,7 +1022,8 @@ async fn partition_upkeep_creates_ahead_and_drops_only_rolled_up_partitions() {
         }
         .insert(&db.pool)
         .await;
-        let part = format!("events_p{}", old.format("%Y%m%d_%H%M"));
+        let width = ferry_tests::partition_width(&db.pool, 3600).await;
+        let part = ferry_tests::partition_name(old, width);
         let r = rollup(&db.pool, |c| {
             c.events_retention = Duration::from_secs(2 * 86_400);
             if mode == "detach" {
@@ -1022,10 +1035,7 @@ async fn partition_upkeep_creates_ahead_and_drops_only_rolled_up_partitions() {
         let p = first.iter().find(|x| x.job == "partitions").unwrap();
         assert!(p.detail.contains("not rolled up yet"), "{mode}: {p:?}");
         assert!(exists(&db.pool, &part).await);
-        let ahead = format!(
-            "events_p{}",
-            floor(now + chrono::Duration::hours(1), 3600).format("%Y%m%d_%H%M")
-        );
+        let ahead = ferry_tests::partition_name(now + chrono::Duration::hours(1), width);
         assert!(exists(&db.pool, &ahead).await, "{ahead} created ahead");
 
         let second = r.run_at(now, now).await;

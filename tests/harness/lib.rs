@@ -172,6 +172,22 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// The width of `events` partitions in `pool`'s database, in seconds: the width its migration
+/// recorded (on Citus, a day), else the functions' `configured` one.
+pub async fn partition_width(pool: &PgPool, configured: i64) -> i64 {
+    ferry_shared::db::partition_secs(pool)
+        .await
+        .unwrap()
+        .unwrap_or(configured)
+}
+
+/// The name of the `events` partition holding `t`, for partitions `width` seconds wide.
+pub fn partition_name(t: chrono::DateTime<chrono::Utc>, width: i64) -> String {
+    let start = chrono::DateTime::from_timestamp(ferry_shared::db::slot_start(t, width), 0)
+        .expect("a valid time");
+    format!("events_p{}", start.format("%Y%m%d_%H%M"))
+}
+
 /// Counts rows of a query returning one bigint.
 pub async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql)

@@ -38,6 +38,10 @@ pub async fn create_database(
         admin.close().await;
         return Ok(());
     }
+    // Activating nodes in a new database updates the workers' shared catalogs (roles), and two
+    // databases activated at once fail ("tuple concurrently updated"): one at a time.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
     // (host, port, group): the coordinator is group 0.
     let nodes: Vec<(String, i32, i32)> = sqlx::query_as(
         "SELECT nodename::text, nodeport, groupid FROM pg_dist_node
