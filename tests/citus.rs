@@ -318,7 +318,8 @@ const FINGERPRINTS: &[(&str, &str)] = &[
 /// Loads one mixed stream (the demo's generator: clickstream, product changes, payments; plus
 /// producer retries and bad input), rolls it up and checks findings, returns every table's rows.
 async fn run_stream(url: &str) -> Vec<(&'static str, Vec<String>)> {
-    let cfg = config(&[]);
+    // A short recently-viewed list, so that lists are trimmed.
+    let cfg = config(&[("FERRY_RECENTLY_VIEWED", "3")]);
     let pool = ferry_shared::db::pool(&cfg.db, url, "compare").unwrap();
     for t in ferry_local::demo::TENANTS {
         ferry_shared::db::add_tenant(&pool, t, t).await.unwrap();
@@ -345,6 +346,23 @@ async fn run_stream(url: &str) -> Vec<(&'static str, Vec<String>)> {
     for report in rollup.run_at(now, now).await {
         assert!(report.error.is_none(), "{report:?}");
     }
+    // Trimming ran: some users viewed more products than their list keeps.
+    let longest: i64 = sqlx::query_scalar(
+        "SELECT max(n) FROM (SELECT count(DISTINCT coalesce(data->>'sku', subject)) AS n
+                             FROM events WHERE type = 'product.viewed' AND user_id IS NOT NULL
+                             GROUP BY tenant_id, user_id) v",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let kept: i64 = sqlx::query_scalar(
+        "SELECT max(n) FROM (SELECT count(*) AS n FROM recently_viewed
+                             GROUP BY tenant_id, user_id) v",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(longest > 3 && kept == 3, "viewed {longest}, kept {kept}");
     let mut tables = Vec::new();
     for (table, sql) in FINGERPRINTS {
         let rows: Vec<String> = sqlx::query_scalar(sql).fetch_all(&pool).await.unwrap();

@@ -60,8 +60,8 @@ $$;
 
 -- ferry_derive as in 0006, with two statements that Citus can run on distributed tables:
 -- `products.updated_at` is set in the insert list (a DO UPDATE on a distributed table may call
--- only immutable functions), and recently viewed lists are trimmed by key, tenant by tenant
--- (each statement touches one shard), instead of by ctid.
+-- only immutable functions), and recently viewed lists are trimmed by key instead of by ctid
+-- (on Citus tenant by tenant, each statement on one shard).
 CREATE OR REPLACE FUNCTION ferry_derive(
     tenant text[], src text[], id text[], typ text[], subj text[], tm timestamptz[],
     usr text[], dct text[], ds text[], ext text[], dat text[], b64 text[], keep integer,
@@ -111,22 +111,40 @@ BEGIN
     ON CONFLICT (tenant_id, user_id, product_id) DO UPDATE SET
         viewed_at = greatest(rv.viewed_at, excluded.viewed_at);
     GET DIAGNOSTICS views = ROW_COUNT;
-    IF views > 0 THEN
-        -- Per tenant (one shard on Citus: the whole statement runs there), per touched user
-        -- along the user's index: the rows past the newest `keep`, by key.
+    IF views > 0 AND to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+        -- One server: per touched user, along the user's index, the rows past the newest
+        -- `keep`, by key. Materialized: otherwise the planner re-runs each user's sorted scan
+        -- once per row of that user (measured: 55 ms instead of 9 ms for 500 users).
+        WITH x AS MATERIALIZED (
+            SELECT u.tenant_id, u.user_id, old.product_id
+            FROM (SELECT DISTINCT tenant_id, user_id FROM ferry_fresh
+                  WHERE role = 'product_view' AND user_id IS NOT NULL) u
+            CROSS JOIN LATERAL (
+                SELECT o.product_id FROM recently_viewed o
+                WHERE o.tenant_id = u.tenant_id AND o.user_id = u.user_id
+                ORDER BY o.viewed_at DESC, o.product_id
+                OFFSET keep) old)
+        DELETE FROM recently_viewed r USING x
+        WHERE r.tenant_id = x.tenant_id AND r.user_id = x.user_id AND r.product_id = x.product_id;
+    ELSIF views > 0 THEN
+        -- Citus: the same, tenant by tenant with the users as an array, so that each statement
+        -- names one shard and runs there whole (a lateral subquery with OFFSET over the
+        -- coordinator's temporary table cannot be pushed down). One statement per tenant costs
+        -- more on one server, hence the two branches.
         FOR t, touched IN
             SELECT tenant_id, array_agg(DISTINCT user_id) FROM ferry_fresh
             WHERE role = 'product_view' AND user_id IS NOT NULL
             GROUP BY tenant_id ORDER BY tenant_id
         LOOP
-            DELETE FROM recently_viewed r
-            USING (SELECT u.user_id, old.product_id
-                   FROM unnest(touched) AS u(user_id)
-                   CROSS JOIN LATERAL (
-                       SELECT o.product_id FROM recently_viewed o
-                       WHERE o.tenant_id = t AND o.user_id = u.user_id
-                       ORDER BY o.viewed_at DESC, o.product_id
-                       OFFSET keep) old) x
+            WITH x AS MATERIALIZED (
+                SELECT u.user_id, old.product_id
+                FROM unnest(touched) AS u(user_id)
+                CROSS JOIN LATERAL (
+                    SELECT o.product_id FROM recently_viewed o
+                    WHERE o.tenant_id = t AND o.user_id = u.user_id
+                    ORDER BY o.viewed_at DESC, o.product_id
+                    OFFSET keep) old)
+            DELETE FROM recently_viewed r USING x
             WHERE r.tenant_id = t AND r.user_id = x.user_id AND r.product_id = x.product_id;
         END LOOP;
     END IF;

@@ -35,18 +35,10 @@ pub struct IngestBench {
     pub workers: usize,
 }
 
-pub(crate) async fn prepare(
-    admin: &PgPool,
-    base_url: &str,
-    name: &str,
-    cfg: &Config,
-) -> anyhow::Result<PgPool> {
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
-        .execute(admin)
-        .await?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(admin)
-        .await?;
+pub(crate) async fn prepare(base_url: &str, name: &str, cfg: &Config) -> anyhow::Result<PgPool> {
+    // On a Citus coordinator: on every node, then placed by the migration (crate::citus).
+    crate::citus::drop_database(base_url, name).await?;
+    crate::citus::create_database(base_url, name, None).await?;
     let pool = db::pool(&cfg.db, &with_database(base_url, name), "ferry-bench")?;
     db::migrate(&pool).await?;
     for t in TENANTS {
@@ -66,7 +58,6 @@ pub(crate) async fn prepare(
 /// Runs the benchmark and prints its figures.
 #[allow(clippy::print_stdout)]
 pub async fn ingest(admin_url: &str, cfg: &Config, opts: &IngestBench) -> anyhow::Result<()> {
-    let admin = PgPool::connect(admin_url).await?;
     let mut cfg = cfg.clone();
     cfg.db.max_connections = opts.workers as u32 + 2;
 
@@ -95,7 +86,7 @@ pub async fn ingest(admin_url: &str, cfg: &Config, opts: &IngestBench) -> anyhow
         .collect();
     assert_eq!(validated.len(), opts.events, "generated events are valid");
 
-    let copy_pool = prepare(&admin, admin_url, "bench_copy", &cfg).await?;
+    let copy_pool = prepare(admin_url, "bench_copy", &cfg).await?;
     let refs: Vec<&Event> = validated.iter().collect();
     let mut conn = copy_pool.acquire().await?;
     let started = Instant::now();
@@ -111,7 +102,7 @@ pub async fn ingest(admin_url: &str, cfg: &Config, opts: &IngestBench) -> anyhow
     println!("baseline  raw COPY + merge, 1 connection: {loaded} rows in {copy_secs:.2}s = {copy_rate:.0} rows/s");
     drop(validated);
 
-    let handler_pool = prepare(&admin, admin_url, "bench_handler", &cfg).await?;
+    let handler_pool = prepare(admin_url, "bench_handler", &cfg).await?;
     let ingest = Arc::new(Ingest::with_pool(&cfg, handler_pool.clone(), "ingest"));
     let batches: Arc<Vec<QueueBatch>> = Arc::new(
         bodies
@@ -175,21 +166,19 @@ pub async fn ingest(admin_url: &str, cfg: &Config, opts: &IngestBench) -> anyhow
         handler_rate / copy_rate
     );
 
-    strategy_sweep(&admin, admin_url, &cfg).await?;
+    strategy_sweep(admin_url, &cfg).await?;
     for name in ["bench_copy", "bench_handler", "bench_sweep"] {
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&admin)
-            .await?;
+        crate::citus::drop_database(admin_url, name).await?;
     }
     Ok(())
 }
 
 /// Rows/s of UNNEST and binary COPY for units of several sizes (one transaction per unit).
 #[allow(clippy::print_stdout)]
-async fn strategy_sweep(admin: &PgPool, admin_url: &str, cfg: &Config) -> anyhow::Result<()> {
+async fn strategy_sweep(admin_url: &str, cfg: &Config) -> anyhow::Result<()> {
     println!("write strategy by unit size (rows/s, one transaction per unit, 1 connection):");
     println!("  {:>6}  {:>10}  {:>10}", "rows", "UNNEST", "COPY");
-    let pool = prepare(admin, admin_url, "bench_sweep", cfg).await?;
+    let pool = prepare(admin_url, "bench_sweep", cfg).await?;
     let now = Utc::now();
     let total = 100_000;
     for size in [10usize, 100, 500, 1000, 2000, 5000, 20000] {
@@ -304,7 +293,6 @@ pub async fn transform(
     opts: &TransformBench,
     self_exe: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let admin = PgPool::connect(admin_url).await?;
     std::fs::create_dir_all(&opts.dir)?;
     // The rules file covers `tracker/`: the generated file is a tracker drop.
     let tracker = opts.dir.join("tracker");
@@ -321,7 +309,7 @@ pub async fn transform(
 
     // Baseline: the same rows, decompressed, parsed and validated beforehand, then COPY into
     // staging (50,000 rows per COPY, encoding included) and one merge, in one transaction.
-    let copy_pool = prepare(&admin, admin_url, "bench_tcopy", cfg).await?;
+    let copy_pool = prepare(admin_url, "bench_tcopy", cfg).await?;
     let now = Utc::now();
     let events: Vec<Event> = {
         use std::io::BufRead;
@@ -358,7 +346,7 @@ pub async fn transform(
     let copy_rate = opts.events as f64 / copy_secs;
     println!("baseline  raw COPY + merge, 1 connection: {loaded} rows in {copy_secs:.2}s = {copy_rate:.0} rows/s");
 
-    prepare(&admin, admin_url, "bench_thandler", cfg).await?;
+    prepare(admin_url, "bench_thandler", cfg).await?;
     let url = with_database(admin_url, "bench_thandler");
     let out = tokio::process::Command::new(self_exe)
         .args(["transform-run", "--dir"])
@@ -388,9 +376,7 @@ pub async fn transform(
         opts.events as f64 * 280.0 / 1048576.0
     );
     for name in ["bench_tcopy", "bench_thandler"] {
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&admin)
-            .await?;
+        crate::citus::drop_database(admin_url, name).await?;
     }
     std::fs::remove_file(&file)?;
     Ok(())
@@ -524,8 +510,7 @@ async fn vacuum(pool: &PgPool) -> anyhow::Result<()> {
 #[allow(clippy::print_stdout)]
 pub async fn rollup(admin_url: &str, cfg: &Config, opts: &RollupBench) -> anyhow::Result<()> {
     use ferry_rollup::{Rollup, RollupConfig, Step};
-    let admin = PgPool::connect(admin_url).await?;
-    let pool = prepare(&admin, admin_url, "bench_rollup", cfg).await?;
+    let pool = prepare(admin_url, "bench_rollup", cfg).await?;
     let width = cfg.partition_secs();
     let now = Utc::now();
     let mut rcfg = RollupConfig::default();
@@ -612,8 +597,6 @@ pub async fn rollup(admin_url: &str, cfg: &Config, opts: &RollupBench) -> anyhow
         base_time.as_secs_f64() * 1000.0
     );
     pool.close().await;
-    sqlx::query("DROP DATABASE IF EXISTS bench_rollup WITH (FORCE)")
-        .execute(&admin)
-        .await?;
+    crate::citus::drop_database(admin_url, "bench_rollup").await?;
     Ok(())
 }

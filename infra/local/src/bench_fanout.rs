@@ -145,10 +145,9 @@ async fn received(partners: &Partners, n: usize, timeout: Duration) -> anyhow::R
 /// Runs the benchmark and prints its figures.
 #[allow(clippy::print_stdout)]
 pub async fn fanout(admin_url: &str, cfg: &Config, opts: &FanoutBench) -> anyhow::Result<()> {
-    let admin = PgPool::connect(admin_url).await?;
     let mut cfg = cfg.clone();
     cfg.db.max_connections = cfg.db.max_connections.max(8);
-    let pool = prepare(&admin, admin_url, "bench_fanout", &cfg).await?;
+    let pool = prepare(admin_url, "bench_fanout", &cfg).await?;
     let fcfg = settings()?;
     let concurrency = fcfg.concurrency;
     let partners = Partners::start(opts.receivers, Behaviour::default()).await?;
@@ -381,8 +380,6 @@ pub async fn fanout(admin_url: &str, cfg: &Config, opts: &FanoutBench) -> anyhow
         }
     );
     pool.close().await;
-    sqlx::query("DROP DATABASE IF EXISTS bench_fanout WITH (FORCE)")
-        .execute(&admin)
-        .await?;
+    crate::citus::drop_database(admin_url, "bench_fanout").await?;
     Ok(())
 }

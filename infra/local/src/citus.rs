@@ -93,3 +93,36 @@ pub async fn create_database(
     db.close().await;
     Ok(())
 }
+
+/// Drops database `name` (forcing its sessions off) on the server of `admin_url`, and on
+/// every worker when that is a Citus coordinator. Missing databases are skipped.
+pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), sqlx::Error> {
+    let admin = PgPool::connect(admin_url).await?;
+    let workers: Vec<(String, i32)> = if is_citus(&admin).await? {
+        sqlx::query_as(
+            "SELECT nodename::text, nodeport FROM pg_dist_node
+             WHERE noderole = 'primary' AND groupid <> 0 ORDER BY groupid",
+        )
+        .fetch_all(&admin)
+        .await?
+    } else {
+        Vec::new()
+    };
+    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+    sqlx::query(&drop).execute(&admin).await?;
+    admin.close().await;
+    let base = PgConnectOptions::from_str(admin_url)?;
+    let admin_db = base.get_database().unwrap_or("postgres").to_owned();
+    for (host, port) in workers {
+        let w = PgPool::connect_with(
+            base.clone()
+                .host(&host)
+                .port(u16::try_from(port).unwrap_or(5432))
+                .database(&admin_db),
+        )
+        .await?;
+        sqlx::query(&drop).execute(&w).await?;
+        w.close().await;
+    }
+    Ok(())
+}
