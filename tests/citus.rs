@@ -7,19 +7,9 @@ use std::time::Duration;
 
 use ferry_rollup::{Rollup, RollupConfig, Step};
 use ferry_shared::placement::{Placement, TABLES};
-use ferry_shared::QueueBatch;
-use ferry_tests::{config, count, event, ingest_db, message, TestDb};
+use ferry_tests::{batch, config, count, event, ingest_db, TestDb};
 use serde_json::json;
 use sqlx::{Connection, PgConnection, PgPool};
-
-fn batch(messages: &[(&str, String)]) -> QueueBatch {
-    QueueBatch {
-        messages: messages
-            .iter()
-            .map(|(id, body)| message(id, body.clone()))
-            .collect(),
-    }
-}
 
 fn rollup(pool: &PgPool) -> Rollup {
     let mut rcfg = RollupConfig::default();

@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_ingest::Ingest;
-use ferry_shared::QueueBatch;
-use ferry_tests::{config, count, event, fresh_db, ingest_db, message, with_database, TestDb};
+use ferry_tests::{batch, config, count, event, fresh_db, ingest_db, with_database, TestDb};
 use serde_json::{json, Value};
 
 /// tenant, source, type, subject, user, session, extensions, data
@@ -23,15 +22,6 @@ type StoredRow = (
 
 async fn setup(overrides: &[(&str, &str)]) -> (TestDb, Ingest) {
     ingest_db(overrides).await
-}
-
-fn batch(messages: &[(&str, String)]) -> QueueBatch {
-    QueueBatch {
-        messages: messages
-            .iter()
-            .map(|(id, body)| message(id, body.clone()))
-            .collect(),
-    }
 }
 
 #[tokio::test]

@@ -210,6 +210,16 @@ pub fn event(tenant: &str, id: &str) -> serde_json::Value {
     })
 }
 
+/// A queue batch of `(id, body)` messages.
+pub fn batch(messages: &[(&str, String)]) -> ferry_shared::QueueBatch {
+    ferry_shared::QueueBatch {
+        messages: messages
+            .iter()
+            .map(|(id, body)| message(id, body.clone()))
+            .collect(),
+    }
+}
+
 /// A queue message with the given id and body.
 pub fn message(id: &str, body: impl Into<Vec<u8>>) -> ferry_shared::QueueMessage {
     ferry_shared::QueueMessage {
