@@ -144,29 +144,21 @@ pub async fn place(pool: &PgPool, shard_count: u32) -> Result<Option<Placed>, Pl
         ..Placed::default()
     };
     for &(table, want) in TABLES {
-        // 'h' hash-distributed, 'n' reference or Citus local (told apart by replication).
-        let found: Option<String> = sqlx::query_scalar(
-            "SELECT partmethod::text FROM pg_dist_partition WHERE logicalrelid = $1::regclass",
+        // (method, replication): 'h' is hash-distributed; 'n' is a reference table when
+        // replicated to every node ('t'), else a Citus local table.
+        let found: Option<(String, String)> = sqlx::query_as(
+            "SELECT partmethod::text, repmodel::text FROM pg_dist_partition
+             WHERE logicalrelid = $1::regclass",
         )
         .bind(table)
         .fetch_optional(pool)
         .await
         .map_err(db(table))?;
-        let is_reference = || async {
-            sqlx::query_scalar::<_, bool>(
-                "SELECT repmodel = 't' FROM pg_dist_partition WHERE logicalrelid = $1::regclass",
-            )
-            .bind(table)
-            .fetch_one(pool)
-            .await
-            .map_err(db(table))
-        };
-        let found_as = match &found {
-            None => None,
-            Some(method) if method == "h" => Some(Tenant),
-            Some(_) if is_reference().await? => Some(Reference),
-            Some(_) => Some(Coordinator), // a Citus local table: wrong either way, below
-        };
+        let found_as = found.map(|(method, replication)| match (&*method, &*replication) {
+            ("h", _) => Tenant,
+            (_, "t") => Reference,
+            _ => Coordinator, // a Citus local table: wrong either way, below
+        });
         let misplaced = |found: &'static str, hint: &'static str| PlacementError::Misplaced {
             table,
             found,

@@ -42,48 +42,34 @@ pub async fn create_database(
     // databases activated at once fail ("tuple concurrently updated"): one at a time.
     static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _turn = ONE_AT_A_TIME.lock().await;
-    // (host, port, group): the coordinator is group 0.
-    let nodes: Vec<(String, i32, i32)> = sqlx::query_as(
-        "SELECT nodename::text, nodeport, groupid FROM pg_dist_node
-         WHERE noderole = 'primary' ORDER BY groupid",
-    )
-    .fetch_all(&admin)
-    .await?;
-    admin.close().await;
+    let (coordinator, workers) = nodes(&admin).await?;
     let base = PgConnectOptions::from_str(admin_url)?;
-    let at = |host: &str, port: i32, db: &str| {
-        base.clone()
-            .host(host)
-            .port(u16::try_from(port).unwrap_or(5432))
-            .database(db)
-    };
     let admin_db = base.get_database().unwrap_or("postgres").to_owned();
-    let (coordinator, workers): (Vec<_>, Vec<_>) = nodes.iter().partition(|n| n.2 == 0);
-    for (host, port, _) in &workers {
-        let w = PgPool::connect_with(at(host, *port, &admin_db)).await?;
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&w)
-            .await?;
-        w.close().await;
-        let w = PgPool::connect_with(at(host, *port, name)).await?;
-        sqlx::query("CREATE EXTENSION citus").execute(&w).await?;
-        w.close().await;
+    for (host, port) in &workers {
+        on_node(
+            &base,
+            host,
+            *port,
+            &admin_db,
+            &format!("CREATE DATABASE {name}"),
+        )
+        .await?;
+        on_node(&base, host, *port, name, "CREATE EXTENSION citus").await?;
     }
-    let admin = PgPool::connect(admin_url).await?;
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&admin)
         .await?;
     admin.close().await;
     let db = PgPool::connect_with(base.clone().database(name)).await?;
     sqlx::query("CREATE EXTENSION citus").execute(&db).await?;
-    if let Some((host, port, _)) = coordinator.first() {
+    if let Some((host, port)) = coordinator {
         sqlx::query("SELECT citus_set_coordinator_host($1, $2)")
             .bind(host)
             .bind(port)
             .execute(&db)
             .await?;
     }
-    for (host, port, _) in &workers {
+    for (host, port) in &workers {
         sqlx::query("SELECT citus_add_node($1, $2)")
             .bind(host)
             .bind(port)
@@ -98,13 +84,8 @@ pub async fn create_database(
 /// every worker when that is a Citus coordinator. Missing databases are skipped.
 pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), sqlx::Error> {
     let admin = PgPool::connect(admin_url).await?;
-    let workers: Vec<(String, i32)> = if is_citus(&admin).await? {
-        sqlx::query_as(
-            "SELECT nodename::text, nodeport FROM pg_dist_node
-             WHERE noderole = 'primary' AND groupid <> 0 ORDER BY groupid",
-        )
-        .fetch_all(&admin)
-        .await?
+    let workers = if is_citus(&admin).await? {
+        nodes(&admin).await?.1
     } else {
         Vec::new()
     };
@@ -113,16 +94,44 @@ pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), sqlx::Erro
     admin.close().await;
     let base = PgConnectOptions::from_str(admin_url)?;
     let admin_db = base.get_database().unwrap_or("postgres").to_owned();
-    for (host, port) in workers {
-        let w = PgPool::connect_with(
-            base.clone()
-                .host(&host)
-                .port(u16::try_from(port).unwrap_or(5432))
-                .database(&admin_db),
-        )
-        .await?;
-        sqlx::query(&drop).execute(&w).await?;
-        w.close().await;
+    for (host, port) in &workers {
+        on_node(&base, host, *port, &admin_db, &drop).await?;
     }
+    Ok(())
+}
+
+/// The coordinator and the workers `(host, port)` a coordinator's database knows.
+async fn nodes(admin: &PgPool) -> Result<(Option<(String, i32)>, Vec<(String, i32)>), sqlx::Error> {
+    let rows: Vec<(String, i32, i32)> = sqlx::query_as(
+        "SELECT nodename::text, nodeport, groupid FROM pg_dist_node
+         WHERE noderole = 'primary' ORDER BY groupid",
+    )
+    .fetch_all(admin)
+    .await?;
+    let coordinator = rows.iter().find(|n| n.2 == 0).map(|n| (n.0.clone(), n.1));
+    let workers = rows
+        .into_iter()
+        .filter(|n| n.2 != 0)
+        .map(|(host, port, _)| (host, port))
+        .collect();
+    Ok((coordinator, workers))
+}
+
+/// Runs one statement in database `db` of the node at `host:port`, with `base`'s credentials.
+async fn on_node(
+    base: &PgConnectOptions,
+    host: &str,
+    port: i32,
+    db: &str,
+    sql: &str,
+) -> Result<(), sqlx::Error> {
+    let options = base
+        .clone()
+        .host(host)
+        .port(u16::try_from(port).unwrap_or(5432))
+        .database(db);
+    let pool = PgPool::connect_with(options).await?;
+    sqlx::query(sql).execute(&pool).await?;
+    pool.close().await;
     Ok(())
 }
