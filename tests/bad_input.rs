@@ -155,6 +155,49 @@ async fn nul_escape_in_data_is_quarantined_not_retried() {
     reject_event(with("data", json!({"note": "a\u{0}b"})), "unsupported_data").await;
 }
 
+/// The raw text of a good event with `placeholder` replaced by `json` (an escape that a
+/// serde_json::Value cannot hold).
+fn raw_with(name: &str, json: &str) -> Vec<u8> {
+    with(name, json!("@@@"))
+        .to_string()
+        .replace("\"@@@\"", json)
+        .into_bytes()
+}
+
+#[tokio::test]
+async fn text_that_cannot_be_stored_is_unsupported_data_wherever_it_appears() {
+    // A lone UTF-16 surrogate is valid JSON syntax but no character: refused in the same
+    // words, with the same reason, in an attribute, an extension and data, in one pass.
+    for name in ["id", "subject", "userid", "campaign", "data"] {
+        let body = raw_with(name, r#""a\ud800""#);
+        let rows = reject(body.clone()).await;
+        assert_eq!(rows.len(), 1, "{name}: {rows:?}");
+        assert_eq!(
+            (rows[0].0.as_str(), rows[0].1, rows[0].3.as_str()),
+            ("unsupported_data", Some(0), "acme"),
+            "{name}"
+        );
+        assert_eq!(rows[0].2, body);
+    }
+}
+
+#[tokio::test]
+async fn a_number_out_of_range_in_an_extension_is_an_invalid_attribute_value() {
+    let body = raw_with("campaign", "1e400");
+    let rows = reject(body).await;
+    assert_eq!(
+        (rows[0].0.as_str(), rows[0].1),
+        ("invalid_attribute_value", Some(0))
+    );
+}
+
+#[tokio::test]
+async fn data_base64_that_is_not_base64_is_quarantined() {
+    let mut ev = without("data");
+    ev["data_base64"] = json!("!!!not base64!!!");
+    reject_event(ev, "invalid_attribute_value").await;
+}
+
 #[tokio::test]
 async fn a_mixed_batch_loads_the_good_events_and_quarantines_the_bad() {
     let (db, ingest) = setup().await;
@@ -213,12 +256,13 @@ async fn an_overlong_key_attribute_is_quarantined() {
 #[tokio::test]
 async fn an_event_the_database_refuses_is_quarantined_alone_and_the_rest_loads() {
     let (db, ingest) = setup().await;
-    // Valid JSON that PostgreSQL's jsonb refuses (a lone UTF-16 surrogate escape): the
-    // validator cannot know, the database says so with a data exception (SQLSTATE 22P02).
+    // Valid JSON that PostgreSQL's jsonb refuses (a number beyond numeric's range): the
+    // validator does not know numeric's limits, the database says so with a data exception
+    // (SQLSTATE 22003).
     let refused = event("acme", "x-1")
         .to_string()
-        .replace(r#""amount":1"#, r#""amount":"\ud800""#);
-    assert!(refused.contains(r"\ud800"), "{refused}");
+        .replace(r#""amount":1"#, r#""amount":1e200000"#);
+    assert!(refused.contains("1e200000"), "{refused}");
     let body = format!(
         "[{},{refused},{}]",
         event("acme", "x-0"),
@@ -255,4 +299,28 @@ async fn an_event_the_database_refuses_is_quarantined_alone_and_the_rest_loads()
     assert!(!again.units[0].applied);
     assert_eq!(count(&db.pool, "SELECT count(*) FROM quarantine").await, 1);
     assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 4);
+}
+
+#[tokio::test]
+async fn a_message_id_of_kilobytes_loads_once_under_a_bounded_ledger_key() {
+    let (db, ingest) = setup().await;
+    let id = "m".repeat(10_000);
+    let batch = QueueBatch {
+        messages: vec![message(&id, event("acme", "long-1").to_string())],
+    };
+    for round in 0..2 {
+        let report = ingest.process(&batch).await;
+        assert!(report.failed.is_empty(), "round {round}: {report:?}");
+        assert_eq!(
+            report.units[0].applied,
+            round == 0,
+            "a redelivery is recognised"
+        );
+    }
+    let unit: String = sqlx::query_scalar("SELECT unit FROM ingest_ledger")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(unit.starts_with("queue:mmm") && unit.len() < 600, "{unit}");
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 1);
 }

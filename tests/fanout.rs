@@ -178,6 +178,108 @@ async fn signatures_verify_independently_through_a_secret_rotation() {
 }
 
 #[tokio::test]
+async fn events_that_share_an_id_at_different_times_are_two_webhooks_and_a_resend_is_none() {
+    let (db, ingest) = ingest_db(&[]).await;
+    let rx = Receiver::start().await;
+    let (_, secret) = add(&db.pool, &rx.url("/hooks"), &["product.*"]).await;
+    let t0 = chrono::Utc::now() - chrono::Duration::minutes(10);
+    let change = |minutes: i64, price: i64| {
+        serde_json::json!({
+            "specversion": "1.0", "id": "change-1", "source": "/catalog",
+            "type": "product.updated", "tenantid": "acme",
+            "time": (t0 + chrono::Duration::minutes(minutes)).to_rfc3339(),
+            "data": {"sku": "p1", "price": price}
+        })
+    };
+    // The producer reuses an event id for a later change; then it resends the first change.
+    for (message_id, body) in [
+        ("m-1", change(0, 10)),
+        ("m-2", change(5, 20)),
+        ("m-3", change(0, 10)),
+    ] {
+        let outcome = ingest
+            .handle(QueueBatch {
+                messages: vec![message(message_id, body.to_string())],
+            })
+            .await;
+        assert!(outcome.failed.is_empty(), "{outcome:?}");
+    }
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 2);
+    let price: i64 = sqlx::query_scalar(
+        "SELECT (state->>'price')::bigint FROM products WHERE product_id = 'p1'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(price, 20, "products shows the later change");
+
+    let f = fanout(&db, settings(&[]));
+    assert_eq!(f.drain().await.unwrap().delivered, 2);
+    let got = rx.received();
+    let mut seen: Vec<(String, i64)> = got
+        .iter()
+        .map(|r| {
+            verify(&secret, r).unwrap();
+            (
+                r.header("webhook-id").to_owned(),
+                r.json()["data"]["price"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    seen.sort_by_key(|(_, price)| *price);
+    assert_eq!(seen.len(), 2, "one webhook per stored event: {seen:?}");
+    assert_ne!(
+        seen[0].0, seen[1].0,
+        "each stored event has its own webhook-id"
+    );
+    assert_eq!((seen[0].1, seen[1].1), (10, 20));
+    // Events, products and the outbox agree: as many messages as stored events.
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM webhook_messages").await,
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_partner_receives_the_event_with_every_attribute_the_producer_sent() {
+    let (db, ingest) = ingest_db(&[]).await;
+    let rx = Receiver::start().await;
+    add(&db.pool, &rx.url("/hooks"), &["page.viewed"]).await;
+    let sent = serde_json::json!({
+        "specversion": "1.0", "id": "v-1", "source": "/web", "type": "page.viewed",
+        // PostgreSQL keeps microseconds; a finer time arrives cut to them.
+        "time": chrono::SubsecRound::trunc_subsecs(chrono::Utc::now() - chrono::Duration::minutes(1), 6)
+            .to_rfc3339(),
+        "tenantid": "acme", "subject": "/p/1", "datacontenttype": "application/json",
+        "dataschema": "https://example.com/schemas/view", "userid": "u-7", "sessionid": "s-9",
+        "campaign": "fall", "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "data": {"path": "/p/1", "ms": 120}
+    });
+    let outcome = ingest
+        .handle(QueueBatch {
+            messages: vec![message("m-1", sent.to_string())],
+        })
+        .await;
+    assert!(outcome.failed.is_empty(), "{outcome:?}");
+    let f = fanout(&db, settings(&[]));
+    assert_eq!(f.drain().await.unwrap().delivered, 1);
+    let got = rx.received();
+    let mut delivered = got[0].json();
+    let mut expected = sent.clone();
+    // `time` is normalised to RFC 3339 in UTC; compare it as an instant.
+    let at = |v: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(v["time"].as_str().unwrap()).unwrap()
+    };
+    assert_eq!(at(&delivered), at(&sent));
+    delivered.as_object_mut().unwrap().remove("time");
+    expected.as_object_mut().unwrap().remove("time");
+    assert_eq!(
+        delivered, expected,
+        "the partner receives the event as it was accepted"
+    );
+}
+
+#[tokio::test]
 async fn retries_after_500_and_waits_as_told_by_retry_after_on_429() {
     let (db, ingest) = ingest_db(&[]).await;
     let rx = Receiver::start().await;
@@ -702,6 +804,87 @@ async fn ferry(db: &TestDb, env: &[(&str, &str)], args: &[&str]) -> (bool, Strin
 }
 
 #[tokio::test]
+async fn the_fanout_and_endpoint_test_commands_send_signed_webhooks() {
+    let (db, ingest) = ingest_db(&[]).await;
+    let rx = Receiver::start().await;
+    let local = [
+        ("FERRY_WEBHOOK_ALLOW_HTTP", "true"),
+        ("FERRY_WEBHOOK_ALLOW_NETS", "127.0.0.0/8"),
+    ];
+    let url = rx.url("/hooks");
+    let (ok, out, err) = ferry(
+        &db,
+        &local,
+        &[
+            "endpoint",
+            "add",
+            "--tenant",
+            "acme",
+            "--url",
+            &url,
+            "--type",
+            "payment.*",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let secret = out
+        .lines()
+        .find_map(|l| l.strip_prefix("signing secret (shown once): "))
+        .map(|s| Secret::parse(s).unwrap())
+        .expect("the secret is printed");
+    let id: i64 = sqlx::query_scalar("SELECT endpoint_id FROM endpoints")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+
+    // A test event: signed like any webhook, and nothing recorded.
+    let (ok, out, err) = ferry(&db, &local, &["endpoint", "test", &id.to_string()]).await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("answered 200") && out.contains("accepted"),
+        "{out}"
+    );
+    let got = rx.received();
+    assert_eq!(got.len(), 1);
+    verify(&secret, &got[0]).expect("the test event verifies");
+    assert_eq!(got[0].json()["type"], "ferry.endpoint.test");
+    assert_eq!(got[0].json()["tenantid"], "acme");
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM deliveries").await, 0);
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM delivery_attempts").await,
+        0
+    );
+    // An answer other than 2xx is said, and the command fails.
+    rx.script([Reply::status(503)]);
+    let (ok, out, err) = ferry(&db, &local, &["endpoint", "test", &id.to_string()]).await;
+    assert!(!ok && out.contains("answered 503"), "{out}");
+    assert!(err.contains("not accepted"), "{err}");
+    let (ok, _, err) = ferry(&db, &local, &["endpoint", "test", "999"]).await;
+    assert!(!ok && err.contains("no endpoint 999"), "{err}");
+
+    // `ferry fanout --once` sends what is due, says so, and exits.
+    publish(&ingest, "cli", 3).await;
+    let (ok, out, err) = ferry(&db, &local, &["fanout", "--once"]).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("3 attempts: 3 delivered") && out.contains("nothing pending"),
+        "{out}"
+    );
+    let delivered: Vec<_> = rx
+        .received()
+        .into_iter()
+        .filter(|r| r.json()["type"] == "payment.captured")
+        .collect();
+    assert_eq!(delivered.len(), 3);
+    for r in &delivered {
+        verify(&secret, r).unwrap();
+    }
+    let (ok, out, _) = ferry(&db, &local, &["fanout", "--once"]).await;
+    assert!(ok && out.contains("0 attempts"), "{out}");
+}
+
+#[tokio::test]
 async fn the_endpoint_and_replay_commands_manage_endpoints() {
     let (db, _ingest) = ingest_db(&[]).await;
     // Refused with the reason, and nothing stored.
@@ -739,6 +922,22 @@ async fn the_endpoint_and_replay_commands_manage_endpoints() {
     .await;
     assert!(!ok);
     assert!(err.contains("https"), "{err}");
+    // A URL that other tools would read differently, and an unknown tenant: a sentence each.
+    let add = |tenant: &'static str, url: &'static str| {
+        [
+            "endpoint", "add", "--tenant", tenant, "--url", url, "--type", "*",
+        ]
+    };
+    let (ok, _, err) = ferry(&db, &[], &add("acme", "https://93.184.215.14\\@127.0.0.1/")).await;
+    assert!(!ok);
+    assert!(err.contains("contains a backslash"), "{err}");
+    let (ok, _, err) = ferry(&db, &[], &add("nobody", "https://93.184.215.14/")).await;
+    assert!(!ok);
+    assert!(
+        err.contains("no tenant \"nobody\"; register it first with `ferry tenant add nobody`"),
+        "{err}"
+    );
+    assert!(!err.contains("foreign key"), "{err}");
     assert_eq!(count(&db.pool, "SELECT count(*) FROM endpoints").await, 0);
 
     // Loopback allowed on purpose, as in the local demo.
@@ -755,7 +954,7 @@ async fn the_endpoint_and_replay_commands_manage_endpoints() {
             "--tenant",
             "acme",
             "--url",
-            "http://127.0.0.1:9/x",
+            "HTTP://127.0.0.1:9/y/../x",
             "--type",
             "product.*,anomaly.*",
             "--rate-limit",
@@ -766,6 +965,10 @@ async fn the_endpoint_and_replay_commands_manage_endpoints() {
     )
     .await;
     assert!(ok, "{err}");
+    assert!(
+        out.contains("added for acme: http://127.0.0.1:9/x\n"),
+        "the URL is stored and shown normalised: {out}"
+    );
     let secret = out
         .lines()
         .find_map(|l| l.strip_prefix("signing secret (shown once): "))

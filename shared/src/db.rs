@@ -53,6 +53,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "scale_out",
         include_str!("../migrations/0009_scale_out.sql"),
     ),
+    (
+        10,
+        "hardening",
+        include_str!("../migrations/0010_hardening.sql"),
+    ),
 ];
 
 #[derive(Debug)]

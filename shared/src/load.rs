@@ -49,10 +49,38 @@ macro_rules! crash_point {
     };
 }
 
+/// Longest ledger unit key stored as it is. The ledger's key is a btree entry, which must stay
+/// under ~2.7 kB; a queue message id or an object key can be longer.
+pub const MAX_UNIT_KEY_BYTES: usize = 512;
+
+/// A ledger unit key that fits the ledger: `key` itself when it is at most
+/// [`MAX_UNIT_KEY_BYTES`] long, else its first 200 bytes (cut at a character boundary), `…#`,
+/// and the SHA-256 of the whole key in hex. Distinct keys stay distinct, a redelivery maps to
+/// the same key, and a person can still tell where the unit came from.
+pub fn bounded_unit_key(key: String) -> String {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write;
+    if key.len() <= MAX_UNIT_KEY_BYTES {
+        return key;
+    }
+    let mut cut = 200;
+    while !key.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut out = String::with_capacity(cut + 4 + 64);
+    out.push_str(&key[..cut]);
+    out.push_str("…#");
+    for b in Sha256::digest(key.as_bytes()) {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
 /// One delivery unit and what was read from it.
 #[derive(Debug)]
 pub struct Unit {
-    /// Ledger key, e.g. `queue:<message id>`; unique across all units ever delivered.
+    /// Ledger key, e.g. `queue:<message id>`; unique across all units ever delivered, and
+    /// at most [`MAX_UNIT_KEY_BYTES`] (+ 70 for a hash) long: see [`bounded_unit_key`].
     pub key: String,
     pub parsed: Parsed,
 }
@@ -684,6 +712,7 @@ type FreshRow = (
     Option<Vec<Option<String>>>,
     Option<Vec<Option<String>>>,
     Option<Vec<Option<String>>>,
+    Option<Vec<Option<String>>>,
 );
 
 /// Wraps an `INSERT INTO events … ON CONFLICT DO NOTHING` so that it returns how many rows it
@@ -693,7 +722,7 @@ type FreshRow = (
 fn returning_fresh(insert: &str) -> String {
     format!(
         "WITH ins AS ({insert}
-             RETURNING tenant_id, source, event_id, type, subject, time, user_id,
+             RETURNING tenant_id, source, event_id, type, subject, time, user_id, session_id,
                        datacontenttype, dataschema, extensions, data, data_base64),
          fresh AS (
              SELECT * FROM ins
@@ -702,7 +731,7 @@ fn returning_fresh(insert: &str) -> String {
                 OR tenant_id IN (SELECT tenant_id FROM endpoints WHERE status = 'active'))
          SELECT (SELECT count(*) FROM ins),
                 array_agg(tenant_id), array_agg(source), array_agg(event_id), array_agg(type),
-                array_agg(subject), array_agg(time), array_agg(user_id),
+                array_agg(subject), array_agg(time), array_agg(user_id), array_agg(session_id),
                 array_agg(datacontenttype), array_agg(dataschema), array_agg(extensions::text),
                 array_agg(data::text), array_agg(data_base64)
          FROM fresh"
@@ -719,6 +748,7 @@ pub struct Fresh {
     subject: Vec<Option<String>>,
     time: Vec<DateTime<Utc>>,
     user_id: Vec<Option<String>>,
+    session_id: Vec<Option<String>>,
     datacontenttype: Vec<Option<String>>,
     dataschema: Vec<Option<String>>,
     extensions: Vec<Option<String>>,
@@ -737,7 +767,7 @@ impl Fresh {
 
     /// Appends a statement's result; returns the number of events it stored.
     fn absorb(&mut self, row: FreshRow) -> u64 {
-        let (stored, t, s, i, ty, sub, tm, u, dct, ds, ext, d, db) = row;
+        let (stored, t, s, i, ty, sub, tm, u, se, dct, ds, ext, d, db) = row;
         self.extend(Fresh {
             tenant_id: t.unwrap_or_default(),
             source: s.unwrap_or_default(),
@@ -746,6 +776,7 @@ impl Fresh {
             subject: sub.unwrap_or_default(),
             time: tm.unwrap_or_default(),
             user_id: u.unwrap_or_default(),
+            session_id: se.unwrap_or_default(),
             datacontenttype: dct.unwrap_or_default(),
             dataschema: ds.unwrap_or_default(),
             extensions: ext.unwrap_or_default(),
@@ -763,6 +794,7 @@ impl Fresh {
         self.subject.extend(other.subject);
         self.time.extend(other.time);
         self.user_id.extend(other.user_id);
+        self.session_id.extend(other.session_id);
         self.datacontenttype.extend(other.datacontenttype);
         self.dataschema.extend(other.dataschema);
         self.extensions.extend(other.extensions);
@@ -783,7 +815,7 @@ pub struct Derived {
 }
 
 /// Writes the derived state of `fresh` (products, recently viewed, webhook outbox) inside the
-/// caller's transaction, in one round trip (`ferry_derive`, migration 0006). Nothing to do
+/// caller's transaction, in one round trip (`ferry_derive`, migration 0010). Nothing to do
 /// costs nothing.
 pub async fn derive(
     conn: &mut PgConnection,
@@ -795,7 +827,7 @@ pub async fn derive(
     }
     let (products, views, deliveries): (i32, i32, i32) = sqlx::query_as(
         "SELECT products, views, deliveries FROM ferry_derive(
-             $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+             $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(&fresh.tenant_id)
     .bind(&fresh.source)
@@ -804,6 +836,7 @@ pub async fn derive(
     .bind(&fresh.subject)
     .bind(&fresh.time)
     .bind(&fresh.user_id)
+    .bind(&fresh.session_id)
     .bind(&fresh.datacontenttype)
     .bind(&fresh.dataschema)
     .bind(&fresh.extensions)
@@ -818,4 +851,29 @@ pub async fn derive(
         views: n(views),
         deliveries: n(deliveries),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_unit_key_is_bounded_stable_and_still_distinct() {
+        let short = "queue:0f1e2d3c".to_owned();
+        assert_eq!(bounded_unit_key(short.clone()), short);
+        let long = format!("queue:{}", "é".repeat(5000));
+        let a = bounded_unit_key(long.clone());
+        assert!(a.len() <= MAX_UNIT_KEY_BYTES, "{}", a.len());
+        assert!(a.starts_with("queue:éé"), "recognisable");
+        assert_eq!(
+            a,
+            bounded_unit_key(long.clone()),
+            "a redelivery maps to the same key"
+        );
+        let other = format!("{long}x");
+        assert_ne!(a, bounded_unit_key(other), "distinct keys stay distinct");
+        let edge = "q".repeat(MAX_UNIT_KEY_BYTES);
+        assert_eq!(bounded_unit_key(edge.clone()), edge);
+        assert_ne!(bounded_unit_key(format!("{edge}q")), format!("{edge}q"));
+    }
 }

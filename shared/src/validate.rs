@@ -99,11 +99,12 @@ pub fn validate_event(
     let attrs: BTreeMap<String, &RawValue> = match serde_json::from_str(raw) {
         Ok(m) => m,
         Err(e) => {
-            return Err(reject(
-                None,
-                RejectReason::InvalidJson,
-                format!("not a JSON object: {e}"),
-            ))
+            // A name holding an escape that no string can hold fails the parse; say so.
+            let (reason, detail) = match unstorable_escape(raw) {
+                Some(found) => (RejectReason::UnsupportedData, found.to_string()),
+                None => (RejectReason::InvalidJson, format!("not a JSON object: {e}")),
+            };
+            return Err(reject(None, reason, detail));
         }
     };
     // Best effort, so quarantine rows carry the tenant even when the event is bad.
@@ -113,6 +114,11 @@ pub fn validate_event(
         .filter(|t| valid_tenant_id(t));
     let tenant_hint = tenant_hint.as_deref();
     let fail = |reason, detail: String| Err(reject(tenant_hint, reason, detail));
+    // One reason for text that cannot be stored, wherever it is: an attribute, an extension
+    // or `data`.
+    if let Some(found) = unstorable_escape(raw) {
+        return fail(RejectReason::UnsupportedData, found.to_string());
+    }
 
     if let Some(name) = attrs
         .keys()
@@ -141,10 +147,6 @@ pub fn validate_event(
                 Some(s) if s.is_empty() => Err((
                     RejectReason::MissingAttribute,
                     format!("{name} must not be empty"),
-                )),
-                Some(s) if s.contains('\0') => Err((
-                    RejectReason::InvalidAttributeValue,
-                    format!("{name} contains a NUL character"),
                 )),
                 Some(s) => Ok(s),
             },
@@ -210,13 +212,8 @@ pub fn validate_event(
                 "data and data_base64 must not both be present".into(),
             ));
         }
-        if let Some(d) = data {
-            if has_nul_escape(d.get()) {
-                return Err((
-                    RejectReason::UnsupportedData,
-                    "data contains the \\u0000 escape, which PostgreSQL jsonb cannot store".into(),
-                ));
-            }
+        if let Some(text) = &data_base64 {
+            check_base64(text)?;
         }
         let mut user_id = None;
         let mut session_id = None;
@@ -226,16 +223,16 @@ pub fn validate_event(
                 "specversion" | "id" | "source" | "type" | "time" | "subject"
                 | "datacontenttype" | "dataschema" | "data" | "data_base64" | "tenantid" => {}
                 _ => {
-                    let v: serde_json::Value = serde_json::from_str(value.get())
-                        .map_err(|e| (RejectReason::InvalidJson, e.to_string()))?;
+                    // The text is valid JSON without unstorable escapes (checked above), so
+                    // the one way this can fail is a number beyond the range of a double.
+                    let v: serde_json::Value = serde_json::from_str(value.get()).map_err(|_| {
+                        (
+                            RejectReason::InvalidAttributeValue,
+                            format!("extension {name} is a number out of range"),
+                        )
+                    })?;
                     let text = match &v {
                         serde_json::Value::Null => continue,
-                        serde_json::Value::String(s) if s.contains('\0') => {
-                            return Err((
-                                RejectReason::InvalidAttributeValue,
-                                format!("extension {name} contains a NUL character"),
-                            ))
-                        }
                         serde_json::Value::String(s) => s.clone(),
                         serde_json::Value::Number(n) => n.to_string(),
                         serde_json::Value::Bool(b) => b.to_string(),
@@ -317,23 +314,86 @@ fn as_str(v: &RawValue) -> Option<String> {
     serde_json::from_str::<String>(v.get()).ok()
 }
 
-/// True if JSON text contains a real `\u0000` escape (not an escaped backslash before `u0000`).
-fn has_nul_escape(json: &str) -> bool {
-    let bytes = json.as_bytes();
-    let mut from = 0;
-    while let Some(at) = json[from..].find("\\u0000") {
-        let start = from + at;
-        let backslashes = bytes[..=start]
-            .iter()
-            .rev()
-            .take_while(|b| **b == b'\\')
-            .count();
-        if backslashes % 2 == 1 {
-            return true;
+/// An escape in JSON text that no stored string can hold: `\u0000` (PostgreSQL text and jsonb
+/// refuse NUL) or a UTF-16 surrogate that is not part of a pair (not a Unicode character).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unstorable {
+    /// Byte offset of the escape's backslash in the event's text.
+    pub at: usize,
+    /// The escaped code unit.
+    pub unit: u16,
+}
+
+impl std::fmt::Display for Unstorable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.unit == 0 {
+            write!(
+                f,
+                "the \\u0000 escape (NUL) at byte {}: it cannot be stored",
+                self.at
+            )
+        } else {
+            write!(
+                f,
+                "a lone UTF-16 surrogate escape \\u{:04x} at byte {}: it is not a character and \
+                 cannot be stored",
+                self.unit, self.at
+            )
         }
-        from = start + 1;
     }
-    false
+}
+
+/// Finds the first [`Unstorable`] escape in JSON text. Outside strings JSON has no backslash,
+/// so the scan needs no parser: each backslash starts an escape, and `\\` is skipped whole.
+pub fn unstorable_escape(json: &str) -> Option<Unstorable> {
+    let bytes = json.as_bytes();
+    let unit_at = |i: usize| -> Option<u16> {
+        let hex = bytes.get(i + 2..i + 6)?;
+        u16::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
+    };
+    let mut i = 0;
+    while let Some(off) = bytes.get(i..)?.iter().position(|b| *b == b'\\') {
+        let at = i + off;
+        if bytes.get(at + 1) != Some(&b'u') {
+            i = at + 2;
+            continue;
+        }
+        let Some(unit) = unit_at(at) else {
+            i = at + 2;
+            continue;
+        };
+        match unit {
+            0 | 0xDC00..=0xDFFF => return Some(Unstorable { at, unit }),
+            0xD800..=0xDBFF => {
+                let low = (bytes.get(at + 6..at + 8) == Some(b"\\u"))
+                    .then(|| unit_at(at + 6))
+                    .flatten();
+                match low {
+                    Some(0xDC00..=0xDFFF) => i = at + 12,
+                    _ => return Some(Unstorable { at, unit }),
+                }
+            }
+            _ => i = at + 6,
+        }
+    }
+    None
+}
+
+/// `data_base64` must be base64 (RFC 4648, standard alphabet; padding optional), or partners
+/// would receive bytes they cannot decode.
+fn check_base64(text: &str) -> Result<(), (RejectReason, String)> {
+    use base64::engine::{general_purpose, DecodePaddingMode, Engine};
+    const ENGINE: general_purpose::GeneralPurpose = general_purpose::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        general_purpose::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    ENGINE.decode(text).map(drop).map_err(|e| {
+        (
+            RejectReason::InvalidAttributeValue,
+            format!("data_base64 is not base64 (RFC 4648): {e}"),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -449,15 +509,118 @@ mod tests {
         );
         assert_eq!(
             reason_of(with("subject", "a\u{0}b".into())),
-            RejectReason::InvalidAttributeValue
+            RejectReason::UnsupportedData
         );
     }
 
     #[test]
-    fn an_escaped_backslash_before_u0000_is_ordinary_text() {
-        assert!(!has_nul_escape(r#""C:\\u0000""#));
-        assert!(has_nul_escape(r#""a\u0000""#));
-        assert!(has_nul_escape(r#""\\\u0000""#));
+    fn an_escaped_backslash_before_an_escape_is_ordinary_text() {
+        let at = |json: &str| unstorable_escape(json).map(|u| (u.at, u.unit));
+        assert_eq!(at(r#""C:\\u0000""#), None);
+        assert_eq!(at(r#""a\u0000""#), Some((2, 0)));
+        assert_eq!(at(r#""\\\u0000""#), Some((3, 0)));
+        assert_eq!(at(r#""\\ud800""#), None);
+        assert_eq!(at(r#""\ud83d\ude00 ok""#), None, "a pair is one character");
+        assert_eq!(at(r#""\uD83D\uDE00""#), None, "hex digits in either case");
+        assert_eq!(at(r#""\ud800""#), Some((1, 0xd800)));
+        assert_eq!(at(r#""\ud800\u0041""#), Some((1, 0xd800)));
+        assert_eq!(at(r#""x\udc00""#), Some((2, 0xdc00)), "a low half alone");
+        assert_eq!(
+            at(r#""\ud800"#),
+            Some((1, 0xd800)),
+            "cut off after the high half"
+        );
+        assert_eq!(
+            at(r#""\u12""#),
+            None,
+            "not an escape serde would accept either"
+        );
+    }
+
+    /// The raw text of `good()` with one attribute's value replaced by JSON text.
+    fn with_raw(name: &str, json_value: &str) -> String {
+        let mut e = good();
+        e[name] = serde_json::Value::String("@@@".into());
+        e.to_string().replace("\"@@@\"", json_value)
+    }
+
+    fn raw_reason(raw: &str) -> Result<(), RejectReason> {
+        validate_event(raw, 0, &Limits::default(), now())
+            .map(drop)
+            .map_err(|r| r.reason)
+    }
+
+    #[test]
+    fn text_that_cannot_be_stored_has_one_reason_wherever_it_appears() {
+        for escape in [r"\ud800", r"\udfff", r"\u0000"] {
+            let text = format!("\"a{escape}b\"");
+            for name in ["id", "source", "subject", "userid", "campaign", "data"] {
+                assert_eq!(
+                    raw_reason(&with_raw(name, &text)),
+                    Err(RejectReason::UnsupportedData),
+                    "{escape} in {name}"
+                );
+            }
+            let nested = format!("{{\"deep\": [1, {text}]}}");
+            assert_eq!(
+                raw_reason(&with_raw("data", &nested)),
+                Err(RejectReason::UnsupportedData)
+            );
+            let in_name = good()
+                .to_string()
+                .replacen('{', &format!("{{\"x{escape}\": 1, "), 1);
+            assert_eq!(raw_reason(&in_name), Err(RejectReason::UnsupportedData));
+        }
+        let r = validate_event(
+            &with_raw("campaign", r#""\ud800""#),
+            0,
+            &Limits::default(),
+            now(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            r.tenant_id.as_deref(),
+            Some("acme"),
+            "the tenant is still read"
+        );
+        assert!(r.detail.contains("surrogate"), "{}", r.detail);
+        // A surrogate pair is a character like any other.
+        assert_eq!(raw_reason(&with_raw("data", r#""\ud83d\ude00""#)), Ok(()));
+        assert_eq!(raw_reason(&with_raw("userid", r#""\ud83d\ude00""#)), Ok(()));
+    }
+
+    #[test]
+    fn numbers_beyond_a_double_are_refused_in_extensions_and_kept_in_data() {
+        assert_eq!(
+            raw_reason(&with_raw("campaign", "1e400")),
+            Err(RejectReason::InvalidAttributeValue)
+        );
+        assert_eq!(
+            raw_reason(&with_raw("sessionid", "-1e400")),
+            Err(RejectReason::InvalidAttributeValue)
+        );
+        assert_eq!(raw_reason(&with_raw("data", r#"{"n": 1e400}"#)), Ok(()));
+    }
+
+    #[test]
+    fn data_base64_must_be_base64() {
+        let b64 = |v: &str| {
+            let mut e = good();
+            e.as_object_mut().unwrap().remove("data");
+            e["data_base64"] = v.into();
+            raw_reason(&e.to_string())
+        };
+        assert_eq!(b64("AAEC"), Ok(()));
+        assert_eq!(b64("AAE="), Ok(()));
+        assert_eq!(b64("AAE"), Ok(()), "padding is optional");
+        assert_eq!(b64(""), Err(RejectReason::MissingAttribute));
+        for bad in ["!!!not base64!!!", "AA EC", "AAEC\n", "AA-_", "A", "AAE=="] {
+            assert_eq!(
+                b64(bad),
+                Err(RejectReason::InvalidAttributeValue),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub enum EndpointError {
     Invalid(String),
     #[error("no endpoint {0}")]
     NotFound(i64),
+    #[error("no tenant {0:?}; register it first with `ferry tenant add {0}`")]
+    UnknownTenant(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -73,15 +75,25 @@ pub async fn add(
             "the rate limit is a positive number of requests per second".into(),
         ));
     }
-    policy.check_endpoint(lookup, &new.url).await?;
+    let known: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT FROM tenants WHERE tenant_id = $1)")
+            .bind(&new.tenant_id)
+            .fetch_one(pool)
+            .await?;
+    if !known {
+        return Err(EndpointError::UnknownTenant(new.tenant_id.clone()));
+    }
+    let url = policy.check_endpoint(lookup, &new.url).await?;
     let secret = Secret::generate();
     let mut tx = pool.begin().await?;
+    // The normalised serialisation (lowercase host, default port dropped, `..` resolved,
+    // unsafe characters percent-encoded): what is sent to, shown and compared.
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO endpoints (tenant_id, url, event_types, subject, rate_limit, description)
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING endpoint_id",
     )
     .bind(&new.tenant_id)
-    .bind(&new.url)
+    .bind(url.as_str())
     .bind(&new.event_types)
     .bind(&new.subject)
     .bind(new.rate_limit)

@@ -65,6 +65,13 @@ impl std::fmt::Display for Class {
 pub enum Refused {
     #[error("not a valid URL: {0}")]
     Url(String),
+    #[error("the URL is {0} bytes long; at most {MAX_URL_BYTES} are accepted")]
+    TooLong(usize),
+    #[error(
+        "the URL contains {0}; type it without (percent-encode a space as %20), so every \
+         tool reads the same host"
+    )]
+    Ambiguous(&'static str),
     #[error("scheme {0:?} refused: webhooks go over https (FERRY_WEBHOOK_ALLOW_HTTP allows http)")]
     Scheme(String),
     #[error("URLs with credentials are refused; sign requests instead")]
@@ -86,6 +93,9 @@ pub enum Refused {
     #[error("{host} could not be resolved: {error}")]
     Unresolvable { host: String, error: String },
 }
+
+/// Longest endpoint URL accepted (what browsers and most servers handle).
+pub const MAX_URL_BYTES: usize = 2048;
 
 /// The class of an address that may not receive webhooks, or `None` for a public address.
 pub fn classify(ip: IpAddr) -> Option<Class> {
@@ -196,6 +206,20 @@ impl Policy {
 
     /// Checks what can be checked without DNS: scheme, credentials, IP-literal hosts.
     pub fn check_url(&self, url: &str) -> Result<Url, Refused> {
+        if url.len() > MAX_URL_BYTES {
+            return Err(Refused::TooLong(url.len()));
+        }
+        // The URL standard reads `\` as `/` and drops tabs and newlines, other parsers do
+        // not: `https://a.example\@b.example/` names a different host to each. Only text
+        // that every parser reads alike is accepted.
+        if let Some(what) = url.chars().find_map(|c| match c {
+            '\\' => Some("a backslash"),
+            c if c.is_whitespace() => Some("whitespace"),
+            c if c.is_control() => Some("a control character"),
+            _ => None,
+        }) {
+            return Err(Refused::Ambiguous(what));
+        }
         let parsed = Url::parse(url).map_err(|e| Refused::Url(format!("{url:?}: {e}")))?;
         match parsed.scheme() {
             "https" => {}
@@ -222,8 +246,9 @@ impl Policy {
     }
 
     /// Checks a URL as `ferry endpoint add` does: the URL, then every address its host
-    /// resolves to now (one refused address refuses the endpoint).
-    pub async fn check_endpoint(&self, lookup: &dyn Lookup, url: &str) -> Result<(), Refused> {
+    /// resolves to now (one refused address refuses the endpoint). Returns the URL as parsed,
+    /// whose serialisation is what is stored.
+    pub async fn check_endpoint(&self, lookup: &dyn Lookup, url: &str) -> Result<Url, Refused> {
         let parsed = self.check_url(url)?;
         if let Some(url::Host::Domain(host)) = parsed.host() {
             let addrs = lookup
@@ -241,7 +266,7 @@ impl Policy {
                 })?;
             }
         }
-        Ok(())
+        Ok(parsed)
     }
 }
 
@@ -400,6 +425,44 @@ mod tests {
         ] {
             assert_eq!(class(addr), None, "{addr}");
         }
+    }
+
+    #[test]
+    fn urls_that_parsers_read_differently_or_too_long_are_refused() {
+        let strict = Policy::default();
+        for (url, what) in [
+            ("https://93.184.215.14\\@127.0.0.1/", "a backslash"),
+            ("https://partner.example\\hook", "a backslash"),
+            ("https://partner.example/a hook", "whitespace"),
+            ("https://partner.example/\thook", "whitespace"),
+            (" https://partner.example/", "whitespace"),
+            ("https://partner.example/\u{a0}", "whitespace"),
+            ("https://partner.example/\u{7f}", "a control character"),
+            ("https://partner.example/\u{0}", "a control character"),
+        ] {
+            assert_eq!(
+                strict.check_url(url),
+                Err(Refused::Ambiguous(what)),
+                "{url:?}"
+            );
+        }
+        let long = format!("https://partner.example/{}", "a".repeat(MAX_URL_BYTES));
+        assert_eq!(strict.check_url(&long), Err(Refused::TooLong(long.len())));
+        let fits = format!("https://partner.example/{}", "a".repeat(MAX_URL_BYTES - 24));
+        assert_eq!(fits.len(), MAX_URL_BYTES);
+        assert!(strict.check_url(&fits).is_ok());
+    }
+
+    #[test]
+    fn a_url_is_kept_in_its_normalised_form() {
+        let strict = Policy::default();
+        let url = strict
+            .check_url("HTTPS://Partner.EXAMPLE:443/a/./b/../hooks?x=%7e&y=é")
+            .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://partner.example/a/hooks?x=%7e&y=%C3%A9"
+        );
     }
 
     #[test]

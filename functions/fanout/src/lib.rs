@@ -251,6 +251,62 @@ impl Fanout {
         &self.cfg
     }
 
+    /// Sends one signed `ferry.endpoint.test` event to an endpoint now, whatever its status,
+    /// through the same guard, client and signing as a delivery. Nothing is recorded: the
+    /// endpoint's health and deliveries are untouched. Returns the endpoint's URL and the
+    /// attempt.
+    pub async fn send_test(
+        &self,
+        endpoint_id: i64,
+    ) -> Result<(String, send::Attempt), endpoints::EndpointError> {
+        let (tenant, url, secrets) = store::endpoint_for_test(&self.pool, endpoint_id)
+            .await
+            .map_err(|e| endpoints::EndpointError::Invalid(e.to_string()))?
+            .ok_or(endpoints::EndpointError::NotFound(endpoint_id))?;
+        let secrets: Vec<Secret> = secrets
+            .into_iter()
+            .filter_map(|s| Secret::from_bytes(s).ok())
+            .collect();
+        if secrets.is_empty() {
+            return Err(endpoints::EndpointError::Invalid(format!(
+                "endpoint {endpoint_id} has no active signing secret; issue one with \
+                 `ferry endpoint rotate-secret {endpoint_id}`"
+            )));
+        }
+        let now = Utc::now();
+        let nonce: u64 = rand::random();
+        let id = format!("test_{}_{nonce:016x}", now.timestamp_millis());
+        let body = serde_json::json!({
+            "specversion": "1.0",
+            "id": id,
+            "source": "ferry",
+            "type": "ferry.endpoint.test",
+            "time": now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "tenantid": tenant,
+            "datacontenttype": "application/json",
+            "data": {
+                "endpoint_id": endpoint_id,
+                "note": "a test event sent by `ferry endpoint test`; verify its signature as for any webhook",
+            },
+        })
+        .to_string();
+        let message_id = format!("msg_{id}");
+        let out = Outgoing {
+            url: &url,
+            message_id: &message_id,
+            body: &body,
+            secrets: &secrets,
+        };
+        let attempt = send::attempt(
+            &self.client,
+            &self.cfg.policy,
+            &out,
+            self.cfg.retry_after_max,
+        )
+        .await;
+        Ok((url, attempt))
+    }
+
     /// Sends what is due until nothing is, or the budget is spent.
     pub async fn drain(&self) -> Result<Report, Error> {
         let start = Instant::now();

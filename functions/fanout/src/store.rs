@@ -121,6 +121,24 @@ pub async fn claim(
         .collect())
 }
 
+/// An endpoint's URL, tenant and live signing secrets (newest first), for a test message.
+pub async fn endpoint_for_test(
+    pool: &PgPool,
+    endpoint_id: i64,
+) -> Result<Option<(String, String, Vec<Vec<u8>>)>, Error> {
+    Ok(sqlx::query_as(
+        "SELECT e.tenant_id, e.url,
+                ARRAY(SELECT s.secret FROM endpoint_secrets s
+                      WHERE s.endpoint_id = e.endpoint_id
+                        AND (s.expires_at IS NULL OR s.expires_at > now())
+                      ORDER BY s.secret_id DESC)
+         FROM endpoints e WHERE e.endpoint_id = $1",
+    )
+    .bind(endpoint_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
 /// When the next unleased delivery of an active endpoint falls due, if any is pending.
 pub async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, Error> {
     Ok(sqlx::query_scalar(

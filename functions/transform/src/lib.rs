@@ -680,14 +680,14 @@ impl BlobHandler for Transform {
     }
 }
 
-/// The ledger unit of an object version.
+/// The ledger unit of an object version (bounded: a key of kilobytes is hashed).
 pub fn unit_of(blob: &BlobCreated) -> String {
     let content = blob
         .version
         .as_deref()
         .or(blob.etag.as_deref())
         .unwrap_or("unversioned");
-    format!("blob:{}/{}@{content}", blob.store, blob.key)
+    ferry_shared::load::bounded_unit_key(format!("blob:{}/{}@{content}", blob.store, blob.key))
 }
 
 /// ETags compare without their quotes (and weak marker): S3 notifications send them bare,

@@ -67,6 +67,18 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// The fanout function, locally: sends due webhook deliveries, checking every `--every`
+    /// seconds, or drains once with `--once` (FERRY_WEBHOOK_* and FERRY_FANOUT_* settings
+    /// apply; FERRY_WEBHOOK_ALLOW_HTTP and FERRY_WEBHOOK_ALLOW_NETS=127.0.0.0/8 for a receiver
+    /// on this machine).
+    Fanout {
+        /// Seconds between checks for due deliveries.
+        #[arg(long, default_value_t = 1.0)]
+        every: f64,
+        /// Drain what is due once, print what happened and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// Apply the embedded migrations and create partitions for the next hour.
     Migrate,
     /// Manage partner webhook endpoints.
@@ -150,6 +162,9 @@ enum EndpointCommand {
     },
     /// Resume sending to an endpoint; waiting deliveries fall due at once.
     Enable { id: i64 },
+    /// Send a signed `ferry.endpoint.test` event to an endpoint now and print the answer
+    /// (nothing is recorded; the endpoint's deliveries and health are untouched).
+    Test { id: i64 },
 }
 
 #[derive(Subcommand)]
@@ -315,6 +330,49 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Fanout { every, once } => {
+            let stack = stack::open(&cfg).await?;
+            let pool = db::pool(&cfg.db, &stack.url, "ferry-fanout")?;
+            let fanout = ferry_fanout::Fanout::new(
+                pool.clone(),
+                FanoutConfig::from_env()?,
+                std::sync::Arc::new(SystemLookup),
+                "fanout",
+            )?;
+            if !once {
+                eprintln!("sending due webhook deliveries every {every}s (Ctrl-C stops)");
+            }
+            let mut timer =
+                tokio::time::interval(std::time::Duration::from_secs_f64(every.max(0.1)));
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = timer.tick() => {}
+                    _ = tokio::signal::ctrl_c() => break,
+                }
+                let r = fanout.drain().await?;
+                if once || r.attempts > 0 {
+                    let next = ferry_fanout::store::next_due(&pool).await?;
+                    println!(
+                        "{} fanout  {} attempts: {} delivered, {} to retry, {} failed for good, \
+                         {} endpoints disabled; {}",
+                        chrono::Utc::now().format("%H:%M:%S"),
+                        r.attempts,
+                        r.delivered,
+                        r.retried,
+                        r.failed,
+                        r.disabled,
+                        match next {
+                            Some(at) => format!("next due {}", at.format("%H:%M:%S")),
+                            None => "nothing pending".into(),
+                        }
+                    );
+                }
+                if once {
+                    break;
+                }
+            }
+        }
         Command::Migrate => {
             let stack = stack::open(&cfg).await?;
             println!("migrations applied; database {}", redact(&stack.url));
@@ -420,7 +478,7 @@ async fn endpoint_command(pool: &sqlx::PgPool, command: EndpointCommand) -> anyh
                 &policy,
                 &SystemLookup,
                 &endpoints::NewEndpoint {
-                    tenant_id: tenant,
+                    tenant_id: tenant.clone(),
                     url,
                     event_types: types,
                     subject,
@@ -429,7 +487,13 @@ async fn endpoint_command(pool: &sqlx::PgPool, command: EndpointCommand) -> anyh
                 },
             )
             .await?;
-            println!("endpoint {id} added");
+            let stored = endpoints::list(pool, Some(&tenant))
+                .await?
+                .into_iter()
+                .find(|e| e.endpoint_id == id)
+                .map(|e| e.url)
+                .unwrap_or_default();
+            println!("endpoint {id} added for {tenant}: {stored}");
             println!("signing secret (shown once): {}", secret.reveal());
         }
         EndpointCommand::List { tenant } => {
@@ -475,6 +539,31 @@ async fn endpoint_command(pool: &sqlx::PgPool, command: EndpointCommand) -> anyh
         EndpointCommand::Enable { id } => {
             let waiting = endpoints::enable(pool, id).await?;
             println!("endpoint {id} enabled; {waiting} waiting deliveries are due now");
+        }
+        EndpointCommand::Test { id } => {
+            let fanout = ferry_fanout::Fanout::new(
+                pool.clone(),
+                FanoutConfig::from_env()?,
+                std::sync::Arc::new(SystemLookup),
+                "fanout",
+            )?;
+            let (url, a) = fanout.send_test(id).await?;
+            let answer = match (a.status, &a.error) {
+                (Some(code), _) => format!("answered {code}"),
+                (None, Some(error)) => error.clone(),
+                (None, None) => "no answer".into(),
+            };
+            println!(
+                "endpoint {id} ({url}): {answer} in {} ms",
+                a.latency.as_millis()
+            );
+            if a.verdict != ferry_fanout::send::Verdict::Delivered {
+                anyhow::bail!(
+                    "the test event was not accepted; `ferry endpoint list` shows the endpoint, \
+                     its status and its waiting deliveries"
+                );
+            }
+            println!("accepted: the receiver can verify the signature with its secret");
         }
     }
     Ok(())
