@@ -292,3 +292,44 @@ async fn an_unreachable_database_fails_every_message_quickly() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn the_demo_prints_its_summaries_and_keeps_the_function_logs_in_a_file() {
+    let db = fresh_db().await;
+    let state = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(ferry_tests::bin("ferry"))
+        .args(["demo", "--events", "1500", "--file-events", "300"])
+        .env("DATABASE_URL", &db.url)
+        .env("FERRY_STATE_DIR", state.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for section in [
+        "ferry demo summary",
+        "rollup tick",
+        "partner webhooks",
+        "signatures verified",
+        "recently viewed by",
+    ] {
+        assert!(stdout.contains(section), "{section:?} missing:\n{stdout}");
+    }
+    // Planned 503s and retries are counted in the summary, never printed as warnings.
+    assert!(stdout.contains("answered 503, then retried"), "{stdout}");
+    for noise in ["WARN", "ERROR", "INFO"] {
+        assert!(
+            !stdout.contains(noise) && !stderr.contains(noise),
+            "{noise} in the demo's output:\n{stdout}\n{stderr}"
+        );
+    }
+    let log = state.path().join("logs").join("demo.log");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("batch processed"), "the functions logged");
+    assert!(
+        stdout.contains(&format!("function logs: {}", log.display())),
+        "{stdout}"
+    );
+}

@@ -24,3 +24,27 @@ pub fn init_with_default(format: LogFormat, default_filter: &str) {
         LogFormat::Text => builder.compact().try_init(),
     };
 }
+
+/// Like [`init_with_default`], but into a file (no colours): a command whose own output is a
+/// summary keeps the functions' logs out of it, and tells where they are.
+pub fn init_to_file(
+    format: LogFormat,
+    default_filter: &str,
+    path: &std::path::Path,
+) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file));
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    Ok(())
+}

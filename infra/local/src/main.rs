@@ -180,7 +180,22 @@ enum DbCommand {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let cfg = Config::from_env()?;
-    telemetry::init_with_default(cfg.log_format, "warn");
+    // The demo prints summaries; what the functions log goes to a file it names at the end.
+    let demo_log = match &cli.command {
+        Command::Demo { .. } => {
+            let dir = stack::state_dir()?.join("logs");
+            std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+            let path = dir.join("demo.log");
+            let _ = std::fs::remove_file(&path);
+            telemetry::init_to_file(cfg.log_format, "info", &path)
+                .with_context(|| format!("open {}", path.display()))?;
+            Some(path)
+        }
+        _ => {
+            telemetry::init_with_default(cfg.log_format, "warn");
+            None
+        }
+    };
     match cli.command {
         Command::Demo {
             events,
@@ -226,6 +241,21 @@ async fn main() -> anyhow::Result<()> {
             demo::rollups(&rollup).await?;
             partner.finish(&pool).await?;
             webhooks::print_recently_viewed(&pool, webhooks::PARTNER_TENANT).await?;
+            if let Some(path) = demo_log {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let count = |level: &str| text.lines().filter(|l| l.contains(level)).count();
+                println!(
+                    "\nfunction logs: {} ({} lines; {} warnings, {} errors)",
+                    path.display(),
+                    text.lines().count(),
+                    count(" WARN "),
+                    count(" ERROR ")
+                );
+                println!(
+                    "next: `ferry rollup` and `ferry fanout` keep the timer and the webhooks \
+                     running; `ferry endpoint list` shows the partner endpoints"
+                );
+            }
         }
         Command::Backfill { store_url } => {
             let stack = stack::open(&cfg).await?;
