@@ -183,6 +183,40 @@ async fn unknown_routes_and_unreadable_envelopes_are_refused() {
 }
 
 #[tokio::test]
+async fn a_request_over_the_limit_is_refused_and_the_handler_keeps_serving() {
+    let db = fresh_db().await;
+    ferry_shared::db::add_tenant(&db.pool, "acme", "Acme")
+        .await
+        .unwrap();
+    let host = Host::start(&db.url).await;
+    // A Storage queue message is at most 64 KiB; 2 MiB is no message the host can send.
+    let huge = envelope("big", &json!({"padding": "x".repeat(2 << 20)}));
+    let (status, reply) = host.post("ingest", huge.to_string()).await;
+    assert_eq!(status, 413);
+    assert!(
+        reply["Logs"][0]
+            .as_str()
+            .is_some_and(|l| l.contains("over 1048576 bytes")),
+        "{reply}"
+    );
+    // A batch sent as a plain (not double-quoted) string, near the largest real message.
+    let batch: Vec<Value> = (0..200)
+        .map(|i| {
+            let mut e = event("acme", &format!("b-{i}"));
+            e["time"] = json!((chrono::Utc::now() - chrono::Duration::minutes(1)).to_rfc3339());
+            e
+        })
+        .collect();
+    assert_eq!(host.invoke(&envelope("batch", &json!(batch))).await, 200);
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 200);
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM ingest_ledger").await,
+        1,
+        "the refused request left nothing behind"
+    );
+}
+
+#[tokio::test]
 async fn a_database_outage_is_a_retryable_failure() {
     let host = Host::start(&unreachable_database_url()).await;
     assert_eq!(host.invoke(&fixture("azure_queue_plain.json")).await, 500);

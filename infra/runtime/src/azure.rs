@@ -7,6 +7,12 @@
 //!
 //! The host serialises string values with an extra layer of JSON quoting
 //! (`"msg": "\"hello\""`, `"DequeueCount": "1"`); [`decode_string`] accepts both encodings.
+//!
+//! Requests are bounded: [`MAX_QUEUE_REQUEST_BYTES`] for queue and timer invocations (a Storage
+//! queue message is at most 64 KiB), [`MAX_BLOB_REQUEST_BYTES`] for the server of a
+//! blob-created function, whose blob trigger route carries the whole blob (it is skipped, not
+//! read: the object is streamed from the store). A larger request is answered 413 and logged;
+//! the host retries it and then moves it to the poison queue.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,6 +28,14 @@ use crate::blob::{azure_blob_url, handle_notice};
 use crate::timer::azure_tick;
 use crate::RuntimeError;
 
+/// Largest invocation request of a queue or timer function: a Storage queue message is at most
+/// 64 KiB, base64-encoded by default, and the host quotes it once more inside its envelope.
+pub const MAX_QUEUE_REQUEST_BYTES: u64 = 1 << 20;
+
+/// Largest invocation request of a blob-created function: its blob trigger route inlines the
+/// whole blob (base64) in every request. Larger files take the Event Grid → queue route.
+pub const MAX_BLOB_REQUEST_BYTES: u64 = 128 << 20;
+
 /// Serves `POST /{function}` and `GET /` on 127.0.0.1:`port` for a queue-triggered function.
 pub async fn run_queue<H: QueueHandler>(
     port: u16,
@@ -30,7 +44,7 @@ pub async fn run_queue<H: QueueHandler>(
 ) -> Result<(), RuntimeError> {
     serve(port, vec![function.to_owned()], move |body| {
         let handler = Arc::clone(&handler);
-        async move { queue_call(&*handler, &body).await }
+        async move { queue_call(&*handler, body).await }
     })
     .await
 }
@@ -44,22 +58,31 @@ pub async fn run_blob<H: BlobHandler>(
     function: &str,
     handler: Arc<H>,
 ) -> Result<(), RuntimeError> {
-    let routes = vec![function.to_owned(), format!("{function}-blob")];
-    serve(port, routes, move |body| {
+    let blob_route = format!("{function}-blob");
+    let routes = vec![function.to_owned(), blob_route.clone()];
+    serve_named(port, routes, MAX_BLOB_REQUEST_BYTES, move |name, body| {
         let handler = Arc::clone(&handler);
+        let is_blob_trigger = name == blob_route;
         async move {
-            let envelope = match parse_envelope(&body) {
-                Ok(v) => v,
-                Err(problem) => return unreadable_envelope(problem),
-            };
-            let result = if envelope.pointer("/Data/blob").is_some() {
-                match blob_trigger(&envelope) {
+            let result = if is_blob_trigger {
+                // Only Metadata is read; the inlined content is skipped by the parser.
+                let envelope = match serde_json::from_slice::<BlobEnvelope>(&body) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        return unreadable_envelope(format!("invocation body is not JSON: {e}"))
+                    }
+                };
+                drop(body);
+                match blob_trigger_metadata(&envelope.metadata) {
                     Ok(blob) => handler.created(blob).await,
                     Err(problem) => return unreadable_envelope(problem),
                 }
             } else {
-                match queue_message_in(&envelope) {
-                    Ok(m) => handle_notice(&*handler, format!("queue:{}", m.id), &m.body).await,
+                match queue_message(&body) {
+                    Ok(m) => {
+                        drop(body);
+                        handle_notice(&*handler, format!("queue:{}", m.id), &m.body).await
+                    }
                     Err(problem) => return unreadable_envelope(problem),
                 }
             };
@@ -84,7 +107,7 @@ pub async fn run_tick<H: TickHandler>(
 ) -> Result<(), RuntimeError> {
     serve(port, vec![function.to_owned()], move |body| {
         let handler = Arc::clone(&handler);
-        async move { tick_call(&*handler, &body).await }
+        async move { tick_call(&*handler, body).await }
     })
     .await
 }
@@ -98,14 +121,14 @@ pub async fn run_queue_and_tick<H: QueueHandler + TickHandler>(
 ) -> Result<(), RuntimeError> {
     let timer_route = format!("{function}-timer");
     let routes = vec![function.to_owned(), timer_route.clone()];
-    serve_named(port, routes, move |name, body| {
+    serve_named(port, routes, MAX_QUEUE_REQUEST_BYTES, move |name, body| {
         let handler = Arc::clone(&handler);
         let is_timer = name == timer_route;
         async move {
             if is_timer {
-                tick_call(&*handler, &body).await
+                tick_call(&*handler, body).await
             } else {
-                queue_call(&*handler, &body).await
+                queue_call(&*handler, body).await
             }
         }
     })
@@ -113,11 +136,13 @@ pub async fn run_queue_and_tick<H: QueueHandler + TickHandler>(
 }
 
 /// One queue message from the host: 200 when handled, 500 to have it redelivered.
-async fn queue_call<H: QueueHandler>(handler: &H, body: &Bytes) -> (StatusCode, String) {
-    let message = match queue_message(body) {
+async fn queue_call<H: QueueHandler>(handler: &H, body: Bytes) -> (StatusCode, String) {
+    let message = match queue_message(&body) {
         Ok(m) => m,
         Err(problem) => return unreadable_envelope(problem),
     };
+    // The message holds its own copy; the request need not outlive the parse.
+    drop(body);
     let id = message.id.clone();
     let outcome = QueueHandler::handle(
         handler,
@@ -135,8 +160,8 @@ async fn queue_call<H: QueueHandler>(handler: &H, body: &Bytes) -> (StatusCode, 
 }
 
 /// One timer firing: 200, or 500 to mark the run failed in the host's log.
-async fn tick_call<H: TickHandler>(handler: &H, body: &Bytes) -> (StatusCode, String) {
-    let envelope = match parse_envelope(body) {
+async fn tick_call<H: TickHandler>(handler: &H, body: Bytes) -> (StatusCode, String) {
+    let envelope = match parse_envelope(&body) {
         Ok(v) => v,
         Err(problem) => return unreadable_envelope(problem),
     };
@@ -157,11 +182,19 @@ where
     F: Fn(Bytes) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = (StatusCode, String)> + Send,
 {
-    serve_named(port, routes, move |_, body| call(body)).await
+    serve_named(port, routes, MAX_QUEUE_REQUEST_BYTES, move |_, body| {
+        call(body)
+    })
+    .await
 }
 
 /// [`serve`], telling the handler which route was called.
-async fn serve_named<F, Fut>(port: u16, routes: Vec<String>, call: F) -> Result<(), RuntimeError>
+async fn serve_named<F, Fut>(
+    port: u16,
+    routes: Vec<String>,
+    limit: u64,
+    call: F,
+) -> Result<(), RuntimeError>
 where
     F: Fn(String, Bytes) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = (StatusCode, String)> + Send,
@@ -174,6 +207,7 @@ where
     let invoke = warp::post()
         .and(warp::path::param::<String>())
         .and(warp::path::end())
+        .and(warp::body::content_length_limit(limit))
         .and(warp::body::bytes())
         .then(move |name: String, body: Bytes| {
             let call = call.clone();
@@ -194,7 +228,21 @@ where
                 reply(status, &log, outputs)
             }
         });
-    warp::serve(ready.or(invoke)).incoming(listener).run().await;
+    let refused = move |rejection: warp::Rejection| async move {
+        let problem = if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+            format!("invocation request over {limit} bytes refused; the host will retry it, then move it to the poison queue")
+        } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
+            "invocation request without Content-Length refused".to_owned()
+        } else {
+            return Err(rejection);
+        };
+        error!(%problem, "invocation refused");
+        Ok(reply(StatusCode::PAYLOAD_TOO_LARGE, &problem, json!({})))
+    };
+    warp::serve(ready.or(invoke).recover(refused))
+        .incoming(listener)
+        .run()
+        .await;
     Ok(())
 }
 
@@ -212,12 +260,23 @@ fn retry_later() -> (StatusCode, String) {
     )
 }
 
-/// Reads a blob trigger envelope (`Data.blob`, `Metadata.Uri`, `Metadata.Properties`).
+/// A blob trigger invocation as read: its `Data` (the whole blob) is skipped by the parser.
+#[derive(serde::Deserialize)]
+struct BlobEnvelope {
+    #[serde(rename = "Metadata", default)]
+    metadata: Map<String, Value>,
+}
+
+/// Reads a blob trigger envelope (`Metadata.Uri`, `Metadata.Properties`).
 pub fn blob_trigger(envelope: &Value) -> Result<BlobCreated, String> {
     let metadata = envelope
         .get("Metadata")
         .and_then(Value::as_object)
         .ok_or("blob trigger without Metadata")?;
+    blob_trigger_metadata(metadata)
+}
+
+fn blob_trigger_metadata(metadata: &Map<String, Value>) -> Result<BlobCreated, String> {
     let uri = meta_string(metadata, "Uri").ok_or("blob trigger without Metadata.Uri")?;
     let (store, key) = azure_blob_url(&uri)?;
     let properties = match metadata.get("Properties") {
@@ -251,30 +310,35 @@ fn reply(
 
 /// Reads the queue message out of a host invocation envelope.
 pub fn queue_message(envelope: &[u8]) -> Result<QueueMessage, String> {
-    queue_message_in(&parse_envelope(envelope)?)
+    queue_message_in(parse_envelope(envelope)?)
 }
 
 fn parse_envelope(body: &[u8]) -> Result<Value, String> {
     serde_json::from_slice(body).map_err(|e| format!("invocation body is not JSON: {e}"))
 }
 
-/// Reads the queue message out of an already parsed invocation envelope.
-fn queue_message_in(envelope: &Value) -> Result<QueueMessage, String> {
+/// Reads the queue message out of an already parsed invocation envelope (taking the message
+/// out of it rather than copying it).
+fn queue_message_in(mut envelope: Value) -> Result<QueueMessage, String> {
+    let metadata = match envelope.get_mut("Metadata").map(Value::take) {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
     let data = envelope
-        .get("Data")
-        .and_then(Value::as_object)
+        .get_mut("Data")
+        .and_then(Value::as_object_mut)
         .ok_or("no Data object")?;
-    let metadata = envelope
-        .get("Metadata")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
     // The trigger's binding name comes from function.json; take the only entry of Data.
     let value = match data.len() {
-        1 => data.values().next().ok_or("empty Data")?,
+        1 => data
+            .values_mut()
+            .next()
+            .map(Value::take)
+            .ok_or("empty Data")?,
         0 => return Err("Data holds no trigger value".into()),
         _ => data
-            .get("message")
+            .get_mut("message")
+            .map(Value::take)
             .ok_or("Data holds several values and none named \"message\"")?,
     };
     let id = meta_string(&metadata, "Id")
@@ -289,7 +353,7 @@ fn queue_message_in(envelope: &Value) -> Result<QueueMessage, String> {
         .collect();
     Ok(QueueMessage {
         id,
-        body: decode_string(value),
+        body: decode_owned(value),
         delivery_count,
         attributes,
     })
@@ -306,13 +370,30 @@ fn meta_string(metadata: &Map<String, Value>, key: &str) -> Option<String> {
 /// JSON-quoted string (the host's double encoding), or a JSON object/array/number.
 pub fn decode_string(value: &Value) -> Vec<u8> {
     match value {
-        Value::String(s) => match serde_json::from_str::<Value>(s) {
-            Ok(Value::String(inner)) => inner.into_bytes(),
-            _ => s.clone().into_bytes(),
-        },
+        Value::String(s) => unquote(s).unwrap_or_else(|| s.clone().into_bytes()),
         Value::Null => Vec::new(),
         other => other.to_string().into_bytes(),
     }
+}
+
+/// [`decode_string`] of a value the caller gives up: a plain string is moved, not copied.
+fn decode_owned(value: Value) -> Vec<u8> {
+    match value {
+        Value::String(s) => unquote(&s).unwrap_or_else(|| s.into_bytes()),
+        other => decode_string(&other),
+    }
+}
+
+/// The string inside a JSON-quoted string (the host's double encoding). Only text that starts
+/// with a quote can be one, so a message that is JSON of another kind (an event, a batch) is
+/// never parsed here: a plain batch of thousands of events is not turned into a tree.
+fn unquote(s: &str) -> Option<Vec<u8>> {
+    if !s.trim_start().starts_with('"') {
+        return None;
+    }
+    serde_json::from_str::<String>(s)
+        .ok()
+        .map(String::into_bytes)
 }
 
 #[cfg(test)]
@@ -333,6 +414,22 @@ mod tests {
                 ("abc", event.as_bytes(), 2)
             );
         }
+    }
+
+    #[test]
+    fn only_a_quoted_string_is_unquoted() {
+        let batch = r#"[{"id":"1"},{"id":"2"}]"#;
+        assert_eq!(decode_string(&json!(batch)), batch.as_bytes());
+        assert_eq!(
+            decode_string(&json!(format!("  {}", json!(batch)))),
+            batch.as_bytes()
+        );
+        assert_eq!(
+            decode_string(&json!("\"abc")),
+            b"\"abc",
+            "not JSON: kept as is"
+        );
+        assert_eq!(decode_string(&json!("17")), b"17");
     }
 
     #[test]
