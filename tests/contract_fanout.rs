@@ -34,6 +34,7 @@ async fn db_with_endpoint(rx: &Receiver) -> TestDb {
     endpoints::add(
         &db.pool,
         &policy,
+        &ferry_tests::test_keys(),
         &SystemLookup,
         &NewEndpoint {
             tenant_id: "acme".into(),

@@ -157,3 +157,85 @@ async fn a_missing_secret_stops_the_start_with_the_service_answer() {
     assert!(stderr.contains(arn), "{stderr}");
     assert!(stderr.contains("ResourceNotFoundException"), "{stderr}");
 }
+
+/// The webhook keyring from Secrets Manager: the real `fanout` binary (Azure mode, so a timer
+/// envelope drives it) without FERRY_WEBHOOK_KEYS but with FERRY_WEBHOOK_KEYS_SECRET_ARN opens
+/// a sealed signing secret with the keyring it read at start-up, and signs with it.
+#[tokio::test]
+async fn the_webhook_keyring_is_read_from_its_secret_and_opens_sealed_secrets() {
+    use ferry_fanout::endpoints::{self, NewEndpoint};
+    use ferry_fanout::guard::{Policy, SystemLookup};
+    use ferry_fanout::keys::Keyring;
+    use ferry_tests::receiver::Receiver;
+
+    let db = db_with_tenants().await;
+    let rx = Receiver::start().await;
+    let ring = Keyring::new_entry("sm-1");
+    let policy = Policy {
+        allow_http: true,
+        allow: vec!["127.0.0.0/8".parse().unwrap()],
+    };
+    let (_, secret) = endpoints::add(
+        &db.pool,
+        &policy,
+        &Keyring::parse(&ring).unwrap(),
+        &SystemLookup,
+        &NewEndpoint {
+            tenant_id: "acme".into(),
+            url: rx.url("/hook"),
+            event_types: vec!["order.*".into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    sqlx::query(
+        "SELECT ferry_enqueue('acme', 'msg_sm', 'order.placed', NULL,
+                              '{\"specversion\":\"1.0\",\"id\":\"o-1\",\"source\":\"/shop\",\"type\":\"order.placed\"}')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let moto = ferry_tests::moto().await;
+    let arn = create_secret(&moto.endpoint, &ring).await;
+    let (_f, base) = ferry_tests::spawn_azure(
+        "fanout",
+        &db.url,
+        &[
+            ("FERRY_WEBHOOK_KEYS", ""),
+            ("FERRY_WEBHOOK_KEYS_SECRET_ARN", &arn),
+            ("AWS_ENDPOINT_URL_SECRETS_MANAGER", &moto.endpoint),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            (
+                "AWS_SECRET_ACCESS_KEY",
+                "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            ),
+            ("FERRY_WEBHOOK_ALLOW_HTTP", "true"),
+            ("FERRY_WEBHOOK_ALLOW_NETS", "127.0.0.0/8"),
+        ],
+    )
+    .await;
+    let t = chrono::Utc::now();
+    let timer = ferry_tests::fill(
+        "azure_timer.json",
+        &[
+            ("last", &(t - chrono::Duration::minutes(1)).to_rfc3339()),
+            ("next", &(t + chrono::Duration::minutes(1)).to_rfc3339()),
+            ("now", &t.to_rfc3339()),
+        ],
+    );
+    let r = reqwest::Client::new()
+        .post(format!("{base}/fanout-timer"))
+        .json(&timer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = rx.received();
+    assert_eq!(got.len(), 1, "the sealed secret opened and signed");
+    standardwebhooks::Webhook::new(&secret.reveal())
+        .unwrap()
+        .verify(&got[0].body, &got[0].headers)
+        .expect("signed with the endpoint's secret");
+}

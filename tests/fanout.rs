@@ -27,6 +27,7 @@ fn settings(extra: &[(&str, &str)]) -> FanoutConfig {
         ("FERRY_WEBHOOK_RETRY_SCHEDULE", "1h"),
         ("FERRY_FANOUT_LINGER", "5s"),
         ("FERRY_FANOUT_BUDGET", "30s"),
+        ("FERRY_WEBHOOK_KEYS", ferry_tests::TEST_KEYS),
     ]
     .into_iter()
     .collect();
@@ -46,6 +47,7 @@ async fn add(pool: &PgPool, url: &str, types: &[&str]) -> (i64, Secret) {
     endpoints::add(
         pool,
         &settings(&[]).policy,
+        &ferry_tests::test_keys(),
         &SystemLookup,
         &NewEndpoint {
             tenant_id: "acme".into(),
@@ -149,9 +151,14 @@ async fn signatures_verify_independently_through_a_secret_rotation() {
     }
 
     // Rotation: the new secret signs at once, the old one keeps signing during the overlap.
-    let second = endpoints::rotate_secret(&db.pool, endpoint, Duration::from_secs(3600))
-        .await
-        .unwrap();
+    let second = endpoints::rotate_secret(
+        &db.pool,
+        &ferry_tests::test_keys(),
+        endpoint,
+        Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
     assert_ne!(second, first);
     publish(&ingest, "rotating", 1).await;
     f.drain().await.unwrap();
@@ -161,9 +168,14 @@ async fn signatures_verify_independently_through_a_secret_rotation() {
     verify(&second, &r).expect("the new secret verifies");
 
     // Rotating with no overlap retires every older secret at once.
-    let third = endpoints::rotate_secret(&db.pool, endpoint, Duration::ZERO)
-        .await
-        .unwrap();
+    let third = endpoints::rotate_secret(
+        &db.pool,
+        &ferry_tests::test_keys(),
+        endpoint,
+        Duration::ZERO,
+    )
+    .await
+    .unwrap();
     publish(&ingest, "rotated", 1).await;
     f.drain().await.unwrap();
     let r = rx.received().pop().unwrap();
@@ -277,6 +289,170 @@ async fn a_partner_receives_the_event_with_every_attribute_the_producer_sent() {
         delivered, expected,
         "the partner receives the event as it was accepted"
     );
+}
+
+/// `pg_dump` of the endpoint_secrets table, as text.
+async fn dump_secrets(db: &TestDb) -> String {
+    let pg_dump = ferry_local::postgres::find_bin_dir()
+        .unwrap()
+        .join("pg_dump");
+    let out = tokio::process::Command::new(pg_dump)
+        .args(["--data-only", "--table=endpoint_secrets", &db.url])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// True if `dump` holds the secret in any form a reader could use: bytes as hex (bytea), its
+/// `whsec_` text, or base64.
+fn leaks(dump: &str, secret: &Secret) -> bool {
+    use base64::Engine;
+    let hex: String = secret.bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(secret.bytes());
+    dump.contains(&hex) || dump.contains(&secret.reveal()) || dump.contains(&b64)
+}
+
+#[tokio::test]
+async fn signing_secrets_are_sealed_at_rest_and_a_key_rotation_keeps_every_endpoint_verifiable() {
+    use ferry_fanout::keys::Keyring;
+    let (db, ingest) = ingest_db(&[]).await;
+    let rx = Receiver::start().await;
+    let old = Keyring::new_entry("k1");
+    let new = Keyring::new_entry("k2");
+    let with_keys = |ring: &str| settings(&[("FERRY_WEBHOOK_KEYS", ring)]);
+    let (_, sealed_secret) = endpoints::add(
+        &db.pool,
+        &with_keys(&old).policy,
+        with_keys(&old).keys().unwrap(),
+        &SystemLookup,
+        &NewEndpoint {
+            tenant_id: "acme".into(),
+            url: rx.url("/sealed"),
+            event_types: vec!["payment.*".into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // An endpoint whose secret a release before encryption at rest stored in plain.
+    let plain_secret = Secret::generate();
+    let plain_endpoint: i64 = sqlx::query_scalar(
+        "INSERT INTO endpoints (tenant_id, url, event_types) VALUES ('acme', $1, '{payment.*}')
+         RETURNING endpoint_id",
+    )
+    .bind(rx.url("/plain"))
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO endpoint_secrets (endpoint_id, secret_id, secret) VALUES ($1, 1, $2)")
+        .bind(plain_endpoint)
+        .bind(plain_secret.bytes())
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let dump = dump_secrets(&db).await;
+    assert!(
+        !leaks(&dump, &sealed_secret),
+        "a sealed secret is not in a dump"
+    );
+    assert!(
+        leaks(&dump, &plain_secret),
+        "the check finds a plain secret"
+    );
+
+    // Every endpoint verifies, whichever key each secret is under.
+    let deliver_and_verify = |ring: String, prefix: &'static str| {
+        let db = &db;
+        let ingest = &ingest;
+        let rx = &rx;
+        let (sealed_secret, plain_secret) = (&sealed_secret, &plain_secret);
+        async move {
+            let before = rx.received().len();
+            publish(ingest, prefix, 1).await;
+            let report = fanout(db, with_keys(&ring)).drain().await.unwrap();
+            assert_eq!(report.delivered, 2, "{prefix}: {report:?}");
+            for r in &rx.received()[before..] {
+                let secret = if r.path == "/sealed" {
+                    sealed_secret
+                } else {
+                    plain_secret
+                };
+                verify(secret, r).expect("verifies with the endpoint's secret");
+            }
+        }
+    };
+    // 1. The new key joins last (every instance can open with it), then moves first.
+    deliver_and_verify(format!("{old},{new}"), "ring-a").await;
+    deliver_and_verify(format!("{new},{old}"), "ring-b").await;
+    // 2. `ferry secrets rekey` seals everything under the new key, the plain secret included.
+    let env = [("FERRY_WEBHOOK_KEYS", format!("{new},{old}"))];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (ok, out, err) = ferry(&db, &env, &["secrets", "rekey"]).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("2 signing secrets sealed anew under key k2; 0 already under it"),
+        "{out}"
+    );
+    let (ok, out, _) = ferry(&db, &env, &["secrets", "rekey"]).await;
+    assert!(
+        ok && out.contains("0 signing secrets sealed anew under key k2; 2 already"),
+        "{out}"
+    );
+    let dump = dump_secrets(&db).await;
+    assert!(
+        !leaks(&dump, &sealed_secret) && !leaks(&dump, &plain_secret),
+        "no secret in a dump"
+    );
+    // 3. The old key leaves the keyring: nothing needs it any more.
+    deliver_and_verify(new.clone(), "ring-c").await;
+
+    // A keyring without the key a secret is under: nothing is sent, the reason is recorded,
+    // and rekey refuses to pretend.
+    let before = rx.received().len();
+    publish(&ingest, "wrong", 1).await;
+    let report = fanout(&db, with_keys(&old)).drain().await.unwrap();
+    assert_eq!((report.delivered, rx.received().len()), (0, before));
+    let error: String =
+        sqlx::query_scalar("SELECT last_error FROM deliveries WHERE status = 'pending' LIMIT 1")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(
+        error.contains("key \"k2\", which is not in the keyring"),
+        "{error}"
+    );
+    let env = [("FERRY_WEBHOOK_KEYS", old.as_str())];
+    let (ok, out, err) = ferry(&db, &env, &["secrets", "rekey"]).await;
+    assert!(!ok && out.contains("not in the keyring"), "{out}");
+    assert!(err.contains("2 secrets could not be opened"), "{err}");
+    // Without any keyring, adding an endpoint says what to do, and stores nothing.
+    let (ok, _, err) = ferry(
+        &db,
+        &[("FERRY_WEBHOOK_KEYS", "")],
+        &[
+            "endpoint",
+            "add",
+            "--tenant",
+            "acme",
+            "--url",
+            "https://93.184.215.14/",
+            "--type",
+            "*",
+        ],
+    )
+    .await;
+    assert!(!ok && err.contains("ferry secrets new-key"), "{err}");
+    assert!(
+        !err.contains(new.split_once(':').unwrap().1),
+        "no key material in errors"
+    );
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM endpoints").await, 2);
 }
 
 #[tokio::test]
@@ -672,6 +848,7 @@ async fn refused_addresses_are_refused_at_add_and_at_send_time_even_after_a_dns_
         let e = endpoints::add(
             &db.pool,
             &strict,
+            &ferry_tests::test_keys(),
             &*dns,
             &new(&format!("https://{host}/hook")),
         )
@@ -689,14 +866,21 @@ async fn refused_addresses_are_refused_at_add_and_at_send_time_even_after_a_dns_
         } else {
             format!("https://{addr}/hook")
         };
-        let e = endpoints::add(&db.pool, &strict, &*dns, &new(&literal))
-            .await
-            .unwrap_err();
+        let e = endpoints::add(
+            &db.pool,
+            &strict,
+            &ferry_tests::test_keys(),
+            &*dns,
+            &new(&literal),
+        )
+        .await
+        .unwrap_err();
         assert!(e.to_string().contains(&class.to_string()), "{literal}: {e}");
     }
     let e = endpoints::add(
         &db.pool,
         &strict,
+        &ferry_tests::test_keys(),
         &*dns,
         &new("http://partner.example/hook"),
     )
@@ -719,9 +903,15 @@ async fn refused_addresses_are_refused_at_add_and_at_send_time_even_after_a_dns_
     };
     dns.answer("rebind.test", &["93.184.216.34"]);
     let url = format!("http://rebind.test:{}/hook", rx.addr.port());
-    endpoints::add(&db.pool, &http.policy, &*dns, &new(&url))
-        .await
-        .expect("a public address is accepted");
+    endpoints::add(
+        &db.pool,
+        &http.policy,
+        &ferry_tests::test_keys(),
+        &*dns,
+        &new(&url),
+    )
+    .await
+    .expect("a public address is accepted");
     // And one stored before the guard existed, pointing at the metadata service.
     sqlx::query("INSERT INTO endpoints (tenant_id, url, event_types) VALUES ('acme', 'http://169.254.169.254/latest/', '{*}')")
         .execute(&db.pool)
@@ -792,6 +982,7 @@ async fn ferry(db: &TestDb, env: &[(&str, &str)], args: &[&str]) -> (bool, Strin
         .env("DATABASE_URL", &db.url)
         .env_remove("FERRY_WEBHOOK_ALLOW_HTTP")
         .env_remove("FERRY_WEBHOOK_ALLOW_NETS")
+        .env("FERRY_WEBHOOK_KEYS", ferry_tests::TEST_KEYS)
         .envs(env.iter().copied())
         .output()
         .await
@@ -981,7 +1172,13 @@ async fn the_endpoint_and_replay_commands_manage_endpoints() {
     .await
     .unwrap();
     assert_eq!(types, ["product.*", "anomaly.*"]);
-    assert_eq!(stored, secret.bytes());
+    assert_ne!(stored, secret.bytes(), "stored sealed");
+    assert_eq!(
+        ferry_tests::test_keys()
+            .open(id, "test-1", &stored)
+            .unwrap(),
+        secret.bytes()
+    );
     let id_text = id.to_string();
 
     let (ok, out, _) = ferry(&db, &[], &["endpoint", "list", "--tenant", "acme"]).await;

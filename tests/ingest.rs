@@ -301,6 +301,7 @@ async fn the_demo_prints_its_summaries_and_keeps_the_function_logs_in_a_file() {
         .args(["demo", "--events", "1500", "--file-events", "300"])
         .env("DATABASE_URL", &db.url)
         .env("FERRY_STATE_DIR", state.path())
+        .env("FERRY_WEBHOOK_KEYS", ferry_tests::TEST_KEYS)
         .env_remove("RUST_LOG")
         .output()
         .await

@@ -1,5 +1,13 @@
 -- Hardening (issue 14).
 
+-- Signing secrets are stored sealed (AES-256-GCM, nonce ‖ ciphertext ‖ tag) under a key of the
+-- keyring that the platform's secret store gives the functions (FERRY_WEBHOOK_KEYS); key_id
+-- names that key. NULL: a secret stored in plain by an earlier release, until `ferry secrets
+-- rekey` seals it.
+ALTER TABLE endpoint_secrets ADD COLUMN key_id text;
+COMMENT ON COLUMN endpoint_secrets.key_id IS
+    'keyring key that sealed secret (FERRY_WEBHOOK_KEYS); NULL = stored in plain before 0010';
+
 -- The `webhook-id` of an event's message is derived from the events table's own key,
 -- (tenant, source, id, time): two events that both load (same id and source, different times)
 -- are two messages, and a redelivery of one event (same time) is still one. The time enters

@@ -265,12 +265,23 @@ pub fn fill(name: &str, values: &[(&str, &str)]) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
+/// The webhook keyring of the tests (test-only key material): secrets are sealed under
+/// `test-1`; `test-0` is an older key still in the ring.
+pub const TEST_KEYS: &str = "test-1:dGVzdC1rZXktb25lLTMyLWJ5dGVzLWxvbmctLS0tLS0=,\
+                             test-0:dGVzdC1rZXktemVyby0zMi1ieXRlcy1sb25nLS0tLS0=";
+
+/// The tests' keyring, parsed.
+pub fn test_keys() -> ferry_fanout::keys::Keyring {
+    ferry_fanout::keys::Keyring::parse(TEST_KEYS).expect("TEST_KEYS")
+}
+
 /// Environment every function binary gets in contract tests: the fixtures carry fixed event
 /// times, so the accepted window is widened; lock waits are short.
 pub const FUNCTION_ENV: &[(&str, &str)] = &[
     ("FERRY_MAX_EVENT_AGE", "36500d"),
     ("FERRY_DB_LOCK_TIMEOUT", "500ms"),
     ("FERRY_DB_CONNECT_TIMEOUT", "2s"),
+    ("FERRY_WEBHOOK_KEYS", TEST_KEYS),
     ("RUST_LOG", "warn"),
 ];
 

@@ -8,6 +8,7 @@ use sqlx::PgPool;
 use thiserror::Error;
 
 use crate::guard::{Lookup, Policy, Refused};
+use crate::keys::{KeyError, Keyring};
 use crate::sign::Secret;
 
 /// Why an endpoint command failed.
@@ -21,6 +22,8 @@ pub enum EndpointError {
     NotFound(i64),
     #[error("no tenant {0:?}; register it first with `ferry tenant add {0}`")]
     UnknownTenant(String),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -58,10 +61,11 @@ pub struct Endpoint {
 }
 
 /// Adds an endpoint after checking its URL and current DNS answer; returns its id and its
-/// first signing secret (shown once: only its bytes are stored).
+/// first signing secret (shown once: it is stored sealed under the keyring's current key).
 pub async fn add(
     pool: &PgPool,
     policy: &Policy,
+    keys: &Keyring,
     lookup: &dyn Lookup,
     new: &NewEndpoint,
 ) -> Result<(i64, Secret), EndpointError> {
@@ -100,11 +104,16 @@ pub async fn add(
     .bind(&new.description)
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query("INSERT INTO endpoint_secrets (endpoint_id, secret_id, secret) VALUES ($1, 1, $2)")
-        .bind(id)
-        .bind(secret.bytes())
-        .execute(&mut *tx)
-        .await?;
+    let (key_id, sealed) = keys.seal(id, secret.bytes())?;
+    sqlx::query(
+        "INSERT INTO endpoint_secrets (endpoint_id, secret_id, secret, key_id)
+         VALUES ($1, 1, $2, $3)",
+    )
+    .bind(id)
+    .bind(sealed)
+    .bind(key_id)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok((id, secret))
 }
@@ -166,6 +175,7 @@ pub async fn list(pool: &PgPool, tenant: Option<&str>) -> Result<Vec<Endpoint>, 
 /// expire), so partners can switch without a gap. Returns the new secret.
 pub async fn rotate_secret(
     pool: &PgPool,
+    keys: &Keyring,
     endpoint: i64,
     overlap: Duration,
 ) -> Result<Secret, EndpointError> {
@@ -189,16 +199,94 @@ pub async fn rotate_secret(
     .bind(overlap.as_millis() as i64)
     .execute(&mut *tx)
     .await?;
+    let (key_id, sealed) = keys.seal(endpoint, secret.bytes())?;
     sqlx::query(
-        "INSERT INTO endpoint_secrets (endpoint_id, secret_id, secret)
-         SELECT $1, coalesce(max(secret_id), 0) + 1, $2 FROM endpoint_secrets WHERE endpoint_id = $1",
+        "INSERT INTO endpoint_secrets (endpoint_id, secret_id, secret, key_id)
+         SELECT $1, coalesce(max(secret_id), 0) + 1, $2, $3
+         FROM endpoint_secrets WHERE endpoint_id = $1",
     )
     .bind(endpoint)
-    .bind(secret.bytes())
+    .bind(sealed)
+    .bind(key_id)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
     Ok(secret)
+}
+
+/// What [`rekey`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rekeyed {
+    /// Secrets sealed anew under the current key (from another key, or stored in plain).
+    pub rekeyed: u64,
+    /// Secrets that were already under the current key.
+    pub current: u64,
+    /// Secrets that could not be opened: (endpoint, secret id, why). They are left as they
+    /// are; sending to their endpoint fails until the key is back in the keyring.
+    pub unreadable: Vec<(i64, i32, KeyError)>,
+}
+
+/// Seals every stored signing secret under the keyring's current key: those under an older
+/// key, and any stored in plain by a release before encryption at rest. Each secret is
+/// re-sealed in its own short transaction, so sending goes on meanwhile; running it again
+/// finds nothing left to do.
+pub async fn rekey(pool: &PgPool, keys: &Keyring) -> Result<Rekeyed, EndpointError> {
+    let current: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM endpoint_secrets WHERE key_id = $1")
+            .bind(keys.current())
+            .fetch_one(pool)
+            .await?;
+    let mut report = Rekeyed {
+        current: current as u64,
+        ..Rekeyed::default()
+    };
+    let stale: Vec<(i64, i32)> = sqlx::query_as(
+        "SELECT endpoint_id, secret_id FROM endpoint_secrets
+         WHERE key_id IS DISTINCT FROM $1 ORDER BY endpoint_id, secret_id",
+    )
+    .bind(keys.current())
+    .fetch_all(pool)
+    .await?;
+    for (endpoint, secret_id) in stale {
+        let mut tx = pool.begin().await?;
+        let row: Option<(Vec<u8>, Option<String>)> = sqlx::query_as(
+            "SELECT secret, key_id FROM endpoint_secrets
+             WHERE endpoint_id = $1 AND secret_id = $2 AND key_id IS DISTINCT FROM $3
+             FOR UPDATE",
+        )
+        .bind(endpoint)
+        .bind(secret_id)
+        .bind(keys.current())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((stored, key_id)) = row else {
+            continue; // rekeyed meanwhile, or deleted
+        };
+        let plain = match &key_id {
+            None => stored,
+            Some(k) => match keys.open(endpoint, k, &stored) {
+                Ok(p) => p,
+                Err(e) => {
+                    report.unreadable.push((endpoint, secret_id, e));
+                    continue;
+                }
+            },
+        };
+        let (new_key, sealed) = keys.seal(endpoint, &plain)?;
+        sqlx::query(
+            "UPDATE endpoint_secrets SET secret = $3, key_id = $4
+             WHERE endpoint_id = $1 AND secret_id = $2",
+        )
+        .bind(endpoint)
+        .bind(secret_id)
+        .bind(sealed)
+        .bind(new_key)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        report.rekeyed += 1;
+    }
+    Ok(report)
 }
 
 /// Disables an endpoint: nothing is sent to it, its pending deliveries wait.

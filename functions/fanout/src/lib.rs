@@ -13,6 +13,7 @@
 
 pub mod endpoints;
 pub mod guard;
+pub mod keys;
 pub mod send;
 pub mod sign;
 pub mod store;
@@ -30,6 +31,7 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use crate::guard::{GuardedResolver, Lookup, Policy, SystemLookup};
+use crate::keys::Keyring;
 use crate::send::{Outgoing, Verdict};
 use crate::sign::Secret;
 use crate::store::{Claimed, Done};
@@ -56,6 +58,10 @@ pub struct FanoutConfig {
     /// How long an invocation waits for a retry that falls due soon, rather than leaving it
     /// to the next sweep.
     pub linger: Duration,
+    /// The keys that seal signing secrets at rest (`FERRY_WEBHOOK_KEYS`, or the file named by
+    /// `FERRY_WEBHOOK_KEYS_FILE`). Without them no endpoint can be added and no sealed secret
+    /// opened.
+    pub keys: Option<Keyring>,
 }
 
 impl Default for FanoutConfig {
@@ -73,8 +79,55 @@ impl Default for FanoutConfig {
             per_endpoint: 8,
             budget: Duration::from_secs(50),
             linger: Duration::from_secs(10),
+            keys: None,
         }
     }
+}
+
+/// `FERRY_WEBHOOK_KEYS` (the keyring text) or `FERRY_WEBHOOK_KEYS_FILE` (a file holding it).
+/// The errors never repeat the value: it is key material.
+fn keyring(get: &impl Fn(&str) -> Option<String>) -> Result<Option<Keyring>, ConfigError> {
+    let (var, text) = match (get("FERRY_WEBHOOK_KEYS"), get("FERRY_WEBHOOK_KEYS_FILE")) {
+        (Some(text), _) => ("FERRY_WEBHOOK_KEYS", text),
+        (None, Some(path)) => (
+            "FERRY_WEBHOOK_KEYS_FILE",
+            std::fs::read_to_string(path.trim())
+                .map_err(|e| bad("FERRY_WEBHOOK_KEYS_FILE", &path, &e.to_string()))?,
+        ),
+        (None, None) => return Ok(None),
+    };
+    Keyring::parse(&text)
+        .map(Some)
+        .map_err(|e| bad(var, "(not shown)", &e.to_string()))
+}
+
+/// Opens an endpoint's live signing secrets. Every one must open: signing with only some of
+/// them could fail a receiver that already holds the newest. A secret stored in plain by a
+/// release before encryption at rest is used as it is (until `ferry secrets rekey`).
+fn open_secrets(
+    keys: Option<&Keyring>,
+    endpoint_id: i64,
+    stored: &[store::StoredSecret],
+) -> Result<Vec<Secret>, String> {
+    let mut out = Vec::with_capacity(stored.len());
+    for s in stored {
+        let plain = match (&s.key_id, keys) {
+            (None, _) => s.bytes.clone(),
+            (Some(_), None) => return Err(keys::KeyError::Missing.to_string()),
+            (Some(k), Some(keys)) => keys.open(endpoint_id, k, &s.bytes).map_err(|e| {
+                error!(endpoint = endpoint_id, error = %e, "a signing secret cannot be opened");
+                format!("signing secret: {e}")
+            })?,
+        };
+        out.push(Secret::from_bytes(plain).map_err(|e| format!("signing secret: {e}"))?);
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "endpoint {endpoint_id} has no active signing secret; issue one with \
+             `ferry endpoint rotate-secret {endpoint_id}`"
+        ));
+    }
+    Ok(out)
 }
 
 /// The shortest wait a receiver's `Retry-After` can ask for (`0` would burn the schedule).
@@ -181,7 +234,13 @@ impl FanoutConfig {
             per_endpoint: positive("FERRY_FANOUT_PER_ENDPOINT", d.per_endpoint)?,
             budget: duration(&get, "FERRY_FANOUT_BUDGET", d.budget)?,
             linger: duration(&get, "FERRY_FANOUT_LINGER", d.linger)?,
+            keys: keyring(&get)?,
         })
+    }
+
+    /// The keyring, or an error saying how to provide one.
+    pub fn keys(&self) -> Result<&Keyring, keys::KeyError> {
+        self.keys.as_ref().ok_or(keys::KeyError::Missing)
     }
 
     /// A claimed delivery stays leased for a whole attempt plus a margin: no other instance
@@ -263,16 +322,8 @@ impl Fanout {
             .await
             .map_err(|e| endpoints::EndpointError::Invalid(e.to_string()))?
             .ok_or(endpoints::EndpointError::NotFound(endpoint_id))?;
-        let secrets: Vec<Secret> = secrets
-            .into_iter()
-            .filter_map(|s| Secret::from_bytes(s).ok())
-            .collect();
-        if secrets.is_empty() {
-            return Err(endpoints::EndpointError::Invalid(format!(
-                "endpoint {endpoint_id} has no active signing secret; issue one with \
-                 `ferry endpoint rotate-secret {endpoint_id}`"
-            )));
-        }
+        let secrets = open_secrets(self.cfg.keys.as_ref(), endpoint_id, &secrets)
+            .map_err(endpoints::EndpointError::Invalid)?;
         let now = Utc::now();
         let nonce: u64 = rand::random();
         let id = format!("test_{}_{nonce:016x}", now.timestamp_millis());
@@ -468,26 +519,19 @@ impl Fanout {
                 }
                 tokio::time::sleep_until(slot.into()).await;
             }
-            let secrets: Vec<Secret> = claimed
-                .secrets
-                .iter()
-                .filter_map(|s| Secret::from_bytes(s.clone()).ok())
-                .collect();
-            let attempt = if secrets.is_empty() {
-                send::Attempt::unsent(
-                    Utc::now(),
-                    "the endpoint has no active signing secret".into(),
-                    None,
-                )
-            } else {
-                let out = Outgoing {
-                    url: &claimed.url,
-                    message_id: &claimed.message_id,
-                    body: &claimed.body,
-                    secrets: &secrets,
+            let attempt =
+                match open_secrets(cfg.keys.as_ref(), claimed.endpoint_id, &claimed.secrets) {
+                    Err(problem) => send::Attempt::unsent(Utc::now(), problem, None),
+                    Ok(secrets) => {
+                        let out = Outgoing {
+                            url: &claimed.url,
+                            message_id: &claimed.message_id,
+                            body: &claimed.body,
+                            secrets: &secrets,
+                        };
+                        send::attempt(&client, &cfg.policy, &out, cfg.retry_after_max).await
+                    }
                 };
-                send::attempt(&client, &cfg.policy, &out, cfg.retry_after_max).await
-            };
             (claimed, attempt)
         }
     }

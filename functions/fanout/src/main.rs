@@ -8,7 +8,19 @@ use ferry_shared::telemetry;
 async fn main() -> anyhow::Result<()> {
     let cfg = ferry_runtime::config().await?;
     telemetry::init(cfg.log_format);
-    let fanout = Fanout::from_config(&cfg, FanoutConfig::from_env()?)?;
+    // The keyring: from the environment, or (Lambda) the secret FERRY_WEBHOOK_KEYS_SECRET_ARN.
+    let keys = ferry_runtime::secrets::webhook_keys().await?;
+    let fcfg = FanoutConfig::from_lookup(|k| match (k, &keys) {
+        ("FERRY_WEBHOOK_KEYS", Some(text)) => Some(text.clone()),
+        _ => std::env::var(k).ok(),
+    })?;
+    if fcfg.keys.is_none() {
+        tracing::warn!(
+            "no webhook keyring (FERRY_WEBHOOK_KEYS or FERRY_WEBHOOK_KEYS_SECRET_ARN): sealed \
+             signing secrets cannot be opened, so nothing can be sent"
+        );
+    }
+    let fanout = Fanout::from_config(&cfg, fcfg)?;
     let function = fanout.function().to_owned();
     ferry_runtime::serve_queue_and_tick(&function, fanout).await?;
     Ok(())

@@ -21,8 +21,27 @@ pub struct Claimed {
     /// Attempts made before this one.
     pub attempts: i32,
     pub lease: DateTime<Utc>,
-    pub secrets: Vec<Vec<u8>>,
+    /// The endpoint's live signing secrets, newest first, as stored (sealed).
+    pub secrets: Vec<StoredSecret>,
     pub rate_limit: Option<i32>,
+}
+
+/// A signing secret as stored: sealed under `key_id`, or in plain (`None`) when it was written
+/// by a release before encryption at rest and not yet rekeyed.
+#[derive(Clone)]
+pub struct StoredSecret {
+    pub key_id: Option<String>,
+    pub bytes: Vec<u8>,
+}
+
+impl StoredSecret {
+    fn zip(bytes: Vec<Vec<u8>>, keys: Vec<Option<String>>) -> Vec<StoredSecret> {
+        bytes
+            .into_iter()
+            .zip(keys)
+            .map(|(bytes, key_id)| StoredSecret { key_id, bytes })
+            .collect()
+    }
 }
 
 /// Claims up to `limit` due deliveries of active endpoints, at most `per_endpoint` per
@@ -52,6 +71,7 @@ pub async fn claim(
         DateTime<Utc>,
         Option<i32>,
         Vec<Vec<u8>>,
+        Vec<Option<String>>,
     );
     let rows: Vec<Row> = sqlx::query_as(
         "WITH caps AS (SELECT * FROM unnest($3::bigint[], $4::int[]) AS c(endpoint_id, free)),
@@ -80,7 +100,11 @@ pub async fn claim(
                    ARRAY(SELECT s.secret FROM endpoint_secrets s
                          WHERE s.endpoint_id = d.endpoint_id
                            AND (s.expires_at IS NULL OR s.expires_at > now())
-                         ORDER BY s.secret_id DESC) AS secrets",
+                         ORDER BY s.secret_id DESC) AS secrets,
+                   ARRAY(SELECT s.key_id FROM endpoint_secrets s
+                         WHERE s.endpoint_id = d.endpoint_id
+                           AND (s.expires_at IS NULL OR s.expires_at > now())
+                         ORDER BY s.secret_id DESC) AS secret_keys",
     )
     .bind(limit as i64)
     .bind(per_endpoint as i64)
@@ -103,6 +127,7 @@ pub async fn claim(
                 lease,
                 rate_limit,
                 secrets,
+                secret_keys,
             )| {
                 Claimed {
                     delivery_id,
@@ -113,7 +138,7 @@ pub async fn claim(
                     body,
                     attempts,
                     lease,
-                    secrets,
+                    secrets: StoredSecret::zip(secrets, secret_keys),
                     rate_limit,
                 }
             },
@@ -125,10 +150,15 @@ pub async fn claim(
 pub async fn endpoint_for_test(
     pool: &PgPool,
     endpoint_id: i64,
-) -> Result<Option<(String, String, Vec<Vec<u8>>)>, Error> {
-    Ok(sqlx::query_as(
+) -> Result<Option<(String, String, Vec<StoredSecret>)>, Error> {
+    type Row = (String, String, Vec<Vec<u8>>, Vec<Option<String>>);
+    let row: Option<Row> = sqlx::query_as(
         "SELECT e.tenant_id, e.url,
                 ARRAY(SELECT s.secret FROM endpoint_secrets s
+                      WHERE s.endpoint_id = e.endpoint_id
+                        AND (s.expires_at IS NULL OR s.expires_at > now())
+                      ORDER BY s.secret_id DESC),
+                ARRAY(SELECT s.key_id FROM endpoint_secrets s
                       WHERE s.endpoint_id = e.endpoint_id
                         AND (s.expires_at IS NULL OR s.expires_at > now())
                       ORDER BY s.secret_id DESC)
@@ -136,7 +166,8 @@ pub async fn endpoint_for_test(
     )
     .bind(endpoint_id)
     .fetch_optional(pool)
-    .await?)
+    .await?;
+    Ok(row.map(|(tenant, url, bytes, keys)| (tenant, url, StoredSecret::zip(bytes, keys))))
 }
 
 /// When the next unleased delivery of an active endpoint falls due, if any is pending.

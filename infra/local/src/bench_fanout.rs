@@ -44,11 +44,15 @@ pub struct FanoutBench {
 
 const TENANT: &str = "acme";
 
-/// Settings for loopback receivers; everything else is the production default.
+/// Settings for loopback receivers, with one keyring made for this run (sealing is part of
+/// what is measured); everything else is the production default.
 fn settings() -> anyhow::Result<FanoutConfig> {
+    static KEYS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let keys = KEYS.get_or_init(|| ferry_fanout::keys::Keyring::new_entry("bench"));
     Ok(FanoutConfig::from_lookup(|k| match k {
         "FERRY_WEBHOOK_ALLOW_HTTP" => Some("true".into()),
         "FERRY_WEBHOOK_ALLOW_NETS" => Some("127.0.0.0/8".into()),
+        "FERRY_WEBHOOK_KEYS" => Some(keys.clone()),
         other => std::env::var(other).ok(),
     })?)
 }
@@ -100,6 +104,7 @@ async fn add_endpoints(
         let (id, _secret) = endpoints::add(
             pool,
             &cfg.policy,
+            cfg.keys()?,
             &SystemLookup,
             &NewEndpoint {
                 tenant_id: TENANT.into(),

@@ -3,7 +3,6 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ferry_fanout::guard::SystemLookup;
-use ferry_fanout::FanoutConfig;
 use ferry_ingest::Ingest;
 use ferry_local::{blobs, demo, stack, webhooks};
 use ferry_rollup::{Rollup, RollupConfig};
@@ -96,6 +95,11 @@ enum Command {
         #[arg(long)]
         since: String,
     },
+    /// Webhook signing secrets at rest: make a key, re-seal every secret under the current key.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
     /// Manage tenants.
     Tenant {
         #[command(subcommand)]
@@ -106,6 +110,20 @@ enum Command {
         #[command(subcommand)]
         command: DbCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Print a fresh keyring entry `<id>:<base64 of 32 bytes>` for FERRY_WEBHOOK_KEYS (put it
+    /// in the platform's secret store; the database never sees it).
+    NewKey {
+        /// The key's id: 1-32 of a-z, 0-9, - and _ (e.g. a date: k2026-11).
+        id: String,
+    },
+    /// Seal every stored signing secret under the keyring's current (first) key: those under
+    /// older keys, and any stored in plain. Run after putting a new key first; then the old
+    /// key can leave the keyring.
+    Rekey,
 }
 
 #[derive(Subcommand)]
@@ -211,7 +229,7 @@ async fn main() -> anyhow::Result<()> {
             for t in demo::TENANTS {
                 db::add_tenant(&pool, t, &format!("{t} (demo)")).await?;
             }
-            let partner = webhooks::WebhookDemo::start(&pool).await?;
+            let partner = webhooks::WebhookDemo::start(&pool, stack.fanout_config()?).await?;
             let ingest =
                 Ingest::with_pool(&cfg, pool.clone(), "ingest").with_nudge(partner.nudge());
             demo::run(
@@ -365,7 +383,7 @@ async fn main() -> anyhow::Result<()> {
             let pool = db::pool(&cfg.db, &stack.url, "ferry-fanout")?;
             let fanout = ferry_fanout::Fanout::new(
                 pool.clone(),
-                FanoutConfig::from_env()?,
+                stack.fanout_config()?,
                 std::sync::Arc::new(SystemLookup),
                 "fanout",
             )?;
@@ -438,7 +456,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Endpoint { command } => {
             let stack = stack::open(&cfg).await?;
-            endpoint_command(&stack.pool, command).await?;
+            endpoint_command(&stack, command).await?;
         }
         Command::Replay { endpoint, since } => {
             let stack = stack::open(&cfg).await?;
@@ -451,6 +469,42 @@ async fn main() -> anyhow::Result<()> {
                 r.added,
                 since.to_rfc3339()
             );
+        }
+        Command::Secrets {
+            command: SecretsCommand::NewKey { id },
+        } => {
+            let entry = ferry_fanout::keys::Keyring::new_entry(&id);
+            // Checked like any keyring, so a bad id is refused here, not at deploy time.
+            ferry_fanout::keys::Keyring::parse(&entry)?;
+            println!("{entry}");
+            eprintln!(
+                "add it to FERRY_WEBHOOK_KEYS in the secret store: last to let every instance \
+                 read it, then first to seal with it; then `ferry secrets rekey`"
+            );
+        }
+        Command::Secrets {
+            command: SecretsCommand::Rekey,
+        } => {
+            let stack = stack::open(&cfg).await?;
+            let fcfg = stack.fanout_config()?;
+            let keys = fcfg.keys()?;
+            let r = ferry_fanout::endpoints::rekey(&stack.pool, keys).await?;
+            println!(
+                "{} signing secrets sealed anew under key {}; {} already under it",
+                r.rekeyed,
+                keys.current(),
+                r.current
+            );
+            for (endpoint, secret, why) in &r.unreadable {
+                println!("  endpoint {endpoint} secret {secret}: {why}");
+            }
+            if !r.unreadable.is_empty() {
+                anyhow::bail!(
+                    "{} secrets could not be opened with this keyring; put their key back in \
+                     FERRY_WEBHOOK_KEYS and run `ferry secrets rekey` again",
+                    r.unreadable.len()
+                );
+            }
         }
         Command::Tenant {
             command: TenantCommand::Add { id, name },
@@ -491,8 +545,9 @@ async fn main() -> anyhow::Result<()> {
 }
 
 #[allow(clippy::print_stdout)]
-async fn endpoint_command(pool: &sqlx::PgPool, command: EndpointCommand) -> anyhow::Result<()> {
+async fn endpoint_command(stack: &stack::Stack, command: EndpointCommand) -> anyhow::Result<()> {
     use ferry_fanout::endpoints;
+    let pool = &stack.pool;
     match command {
         EndpointCommand::Add {
             tenant,
@@ -502,10 +557,11 @@ async fn endpoint_command(pool: &sqlx::PgPool, command: EndpointCommand) -> anyh
             rate_limit,
             description,
         } => {
-            let policy = FanoutConfig::from_env()?.policy;
+            let cfg = stack.fanout_config()?;
             let (id, secret) = endpoints::add(
                 pool,
-                &policy,
+                &cfg.policy,
+                cfg.keys()?,
                 &SystemLookup,
                 &endpoints::NewEndpoint {
                     tenant_id: tenant.clone(),
@@ -552,7 +608,8 @@ async fn endpoint_command(pool: &sqlx::PgPool, command: EndpointCommand) -> anyh
         EndpointCommand::RotateSecret { id, overlap } => {
             let overlap = humantime::parse_duration(&overlap)
                 .with_context(|| format!("--overlap {overlap:?}: expected e.g. 24h"))?;
-            let secret = endpoints::rotate_secret(pool, id, overlap).await?;
+            let cfg = stack.fanout_config()?;
+            let secret = endpoints::rotate_secret(pool, cfg.keys()?, id, overlap).await?;
             println!(
                 "endpoint {id}: new signing secret (shown once): {}",
                 secret.reveal()
@@ -573,7 +630,7 @@ async fn endpoint_command(pool: &sqlx::PgPool, command: EndpointCommand) -> anyh
         EndpointCommand::Test { id } => {
             let fanout = ferry_fanout::Fanout::new(
                 pool.clone(),
-                FanoutConfig::from_env()?,
+                stack.fanout_config()?,
                 std::sync::Arc::new(SystemLookup),
                 "fanout",
             )?;

@@ -238,7 +238,8 @@ pub fn free_port() -> Result<u16, PgError> {
         .map_err(|e| PgError::Io("local_addr".into(), e))
 }
 
-fn find_bin_dir() -> Result<PathBuf, PgError> {
+/// The directory of the newest PostgreSQL server binaries (FERRY_PG_BIN, else /usr/lib/postgresql/*/bin).
+pub fn find_bin_dir() -> Result<PathBuf, PgError> {
     if let Some(dir) = std::env::var_os("FERRY_PG_BIN") {
         return Ok(PathBuf::from(dir));
     }

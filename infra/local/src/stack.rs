@@ -94,3 +94,44 @@ pub async fn open(cfg: &Config) -> anyhow::Result<Stack> {
         migrated,
     })
 }
+
+impl Stack {
+    /// The fanout settings from the environment. With the private server and no keyring in
+    /// the environment, the keyring is the state directory's `webhook-keys` file (created with
+    /// a fresh key on first use, readable by its owner only). Against a `DATABASE_URL` the
+    /// keyring must be given (FERRY_WEBHOOK_KEYS or FERRY_WEBHOOK_KEYS_FILE): a key made up
+    /// here would seal secrets that the deployed fanout could never open.
+    pub fn fanout_config(&self) -> anyhow::Result<ferry_fanout::FanoutConfig> {
+        let given = ["FERRY_WEBHOOK_KEYS", "FERRY_WEBHOOK_KEYS_FILE"]
+            .iter()
+            .any(|k| std::env::var(k).is_ok_and(|v| !v.trim().is_empty()));
+        let file = match (&self.server, given) {
+            (Some(_), false) => Some(local_key_file()?),
+            _ => None,
+        };
+        Ok(ferry_fanout::FanoutConfig::from_lookup(|k| {
+            match (k, &file) {
+                ("FERRY_WEBHOOK_KEYS_FILE", Some(path)) => Some(path.display().to_string()),
+                _ => std::env::var(k).ok(),
+            }
+        })?)
+    }
+}
+
+/// The local stack's keyring file, created with one fresh key if missing.
+fn local_key_file() -> anyhow::Result<PathBuf> {
+    let path = state_dir()?.join("webhook-keys");
+    if !path.exists() {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("create {}", path.display()))?;
+        writeln!(f, "{}", ferry_fanout::keys::Keyring::new_entry("local-1"))?;
+        info!(path = %path.display(), "created the local webhook keyring");
+    }
+    Ok(path)
+}

@@ -51,8 +51,7 @@ impl WebhookDemo {
     /// Starts the receiver, subscribes it (a new endpoint with a new secret) and starts the
     /// fanout consumer of the local nudge queue.
     #[allow(clippy::print_stdout)]
-    pub async fn start(pool: &PgPool) -> anyhow::Result<WebhookDemo> {
-        let mut cfg = FanoutConfig::from_env()?;
+    pub async fn start(pool: &PgPool, mut cfg: FanoutConfig) -> anyhow::Result<WebhookDemo> {
         cfg.policy.allow_http = true;
         cfg.policy.allow = vec!["127.0.0.1/32".parse()?];
         // One first attempt in ten is answered 503 with Retry-After: 1, to show retries.
@@ -70,6 +69,7 @@ impl WebhookDemo {
             let (id, secret) = endpoints::add(
                 pool,
                 &cfg.policy,
+                cfg.keys()?,
                 &SystemLookup,
                 &NewEndpoint {
                     tenant_id: tenant.into(),

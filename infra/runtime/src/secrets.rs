@@ -1,5 +1,6 @@
-//! The functions' configuration at start-up, with the database URL taken from AWS Secrets
-//! Manager when it is not in the environment.
+//! The functions' configuration at start-up, with the database URL (and, for fanout, the
+//! webhook keyring: [`webhook_keys`]) taken from AWS Secrets Manager when it is not in the
+//! environment.
 //!
 //! Lambda has no way to put a secret into a function's environment, and a URL with a
 //! password in it must not be a plain environment value. So on Lambda the function gets
@@ -28,19 +29,29 @@ pub enum StartupError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The secret could not be read or used. Never holds the secret's value.
-    #[error("FERRY_DATABASE_SECRET_ARN={arn}: {problem}")]
-    Secret { arn: String, problem: String },
+    #[error("{var}={arn}: {problem}")]
+    Secret {
+        var: &'static str,
+        arn: String,
+        problem: String,
+    },
 }
 
 /// The configuration from the environment; without `DATABASE_URL`, the database URL is read
 /// from the Secrets Manager secret named by `FERRY_DATABASE_SECRET_ARN`.
 pub async fn config() -> Result<Config, StartupError> {
     let url = match (var("DATABASE_URL"), var("FERRY_DATABASE_SECRET_ARN")) {
-        (None, Some(arn)) => Some(
-            database_url(&arn)
-                .await
-                .map_err(|problem| StartupError::Secret { arn, problem })?,
-        ),
+        (None, Some(arn)) => {
+            Some(
+                database_url(&arn)
+                    .await
+                    .map_err(|problem| StartupError::Secret {
+                        var: "FERRY_DATABASE_SECRET_ARN",
+                        arn,
+                        problem,
+                    })?,
+            )
+        }
         _ => None,
     };
     Ok(Config::from_lookup(|k| match (k, &url) {
@@ -49,8 +60,34 @@ pub async fn config() -> Result<Config, StartupError> {
     })?)
 }
 
+/// The webhook keyring text for `FERRY_WEBHOOK_KEYS` when it is not in the environment: the
+/// `SecretString` of the secret named by `FERRY_WEBHOOK_KEYS_SECRET_ARN` (Lambda). `None`
+/// when neither is set, or the keyring is in the environment already (Azure resolves its Key
+/// Vault reference into the app setting).
+pub async fn webhook_keys() -> Result<Option<String>, StartupError> {
+    match (
+        var("FERRY_WEBHOOK_KEYS"),
+        var("FERRY_WEBHOOK_KEYS_SECRET_ARN"),
+    ) {
+        (None, Some(arn)) => match secret_string(&arn).await {
+            Ok(text) => Ok(Some(text)),
+            Err(problem) => Err(StartupError::Secret {
+                var: "FERRY_WEBHOOK_KEYS_SECRET_ARN",
+                arn,
+                problem,
+            }),
+        },
+        _ => Ok(None),
+    }
+}
+
 /// Reads the secret and turns it into a URL.
 async fn database_url(arn: &str) -> Result<String, String> {
+    url_from_secret(&secret_string(arn).await?, var)
+}
+
+/// The `SecretString` of a Secrets Manager secret, read with the function's credentials.
+async fn secret_string(arn: &str) -> Result<String, String> {
     let credential = credential_from_env().ok_or(
         "AWS credentials are not set (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY): \
          the function's role provides them on Lambda",
@@ -88,11 +125,11 @@ async fn database_url(arn: &str) -> Result<String, String> {
             Err(problem) => return Err(problem.to_string()),
         }
     };
-    let secret = answer
+    answer
         .get("SecretString")
         .and_then(Value::as_str)
-        .ok_or("the secret has no SecretString (a binary secret cannot hold the URL)")?;
-    url_from_secret(secret, var)
+        .map(str::to_owned)
+        .ok_or_else(|| "the secret has no SecretString (a binary secret cannot be used)".into())
 }
 
 /// The URL a secret stands for: the secret itself when it is a URL, else built from the RDS
