@@ -221,6 +221,11 @@ impl Policy {
             return Err(Refused::Ambiguous(what));
         }
         let parsed = Url::parse(url).map_err(|e| Refused::Url(format!("{url:?}: {e}")))?;
+        // Percent-encoding can lengthen a URL: the bound holds for the form that is stored and
+        // checked again at send time (found by fuzzing).
+        if parsed.as_str().len() > MAX_URL_BYTES {
+            return Err(Refused::TooLong(parsed.as_str().len()));
+        }
         match parsed.scheme() {
             "https" => {}
             "http" if self.allow_http => {}
@@ -451,6 +456,11 @@ mod tests {
         let fits = format!("https://partner.example/{}", "a".repeat(MAX_URL_BYTES - 24));
         assert_eq!(fits.len(), MAX_URL_BYTES);
         assert!(strict.check_url(&fits).is_ok());
+        // Under the bound as typed, over it once percent-encoded: refused, or it would be
+        // stored and then refused at every send.
+        let grows = format!("https://partner.example/{}", "é".repeat(1000));
+        assert!(grows.len() <= MAX_URL_BYTES);
+        assert!(matches!(strict.check_url(&grows), Err(Refused::TooLong(n)) if n > MAX_URL_BYTES));
     }
 
     #[test]

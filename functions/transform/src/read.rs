@@ -431,11 +431,14 @@ fn json_array(
                     let last = b == b']';
                     if text.is_empty() {
                         if !(last && count == 0) {
+                            // An empty element still takes its number, so every record of the
+                            // file has its own (found by fuzzing: `[, {` gave two element 1s).
+                            count += 1;
                             let flow = each(
-                                count + 1,
+                                count,
                                 Record::Malformed {
                                     raw: b"",
-                                    detail: format!("empty element after element {count}"),
+                                    detail: format!("element {count} is empty"),
                                 },
                             );
                             if let Flow::Stop = flow {
@@ -536,12 +539,17 @@ fn csv_rows(
         Err(e) => return csv_error(e).map(|_| Flow::Continue),
     };
     let mut row = csv::ByteRecord::new();
+    // Records are numbered by their line, but a lone CR ends a record without starting a line
+    // (the csv crate counts `\n`): such a record takes the next number, so none shares one
+    // (found by fuzzing).
+    let mut last = 1u64;
     loop {
         boundary.set(reader.position().byte());
         match reader.read_byte_record(&mut row) {
             Ok(false) => return Ok(Flow::Continue),
             Ok(true) => {
-                let line = row.position().map_or(0, |p| p.line());
+                let line = row.position().map_or(0, |p| p.line()).max(last + 1);
+                last = line;
                 if let Flow::Stop = each(
                     line,
                     Record::Row {
@@ -554,7 +562,8 @@ fn csv_rows(
             }
             Err(e) if is_too_long(&e) => return Ok(too_long(reader.position().line(), each)),
             Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
+                let line = e.position().map_or(0, |p| p.line()).max(last + 1);
+                last = line;
                 let detail = csv_error(e)?;
                 if let Flow::Stop = each(line, Record::Malformed { raw: b"", detail }) {
                     return Ok(Flow::Stop);
@@ -650,6 +659,33 @@ mod tests {
             Flow::Continue
         });
         (result, seen)
+    }
+
+    #[test]
+    fn csv_records_ended_by_a_lone_cr_take_the_next_numbers() {
+        let csv = b"ts,tenant,method,path,status,user,session,request_id\n\
+                    a,b,c,d,e,f,g,h\rA,B,C,D,E,F,G,H\r\rx,y\n1,2,3,4,5,6,7,8\n";
+        let (_, seen) = read_all(csv.to_vec(), "access-logs/x.csv");
+        let numbers: Vec<u64> = seen.iter().map(|(n, _)| *n).collect();
+        assert_eq!(numbers, [2, 3, 4, 5], "{seen:?}");
+    }
+
+    #[test]
+    fn every_array_element_has_its_own_number_even_an_empty_one() {
+        let (_, seen) = read_all(b"[, \"so>".to_vec(), "dumps/x");
+        assert_eq!(
+            seen,
+            vec![
+                (1, "malformed: element 1 is empty".into()),
+                (
+                    2,
+                    "malformed: the JSON array ends without `]` after 1 elements".into()
+                )
+            ]
+        );
+        let (_, seen) = read_all(b"[{\"a\":1},,{\"b\":2},]".to_vec(), "dumps/x");
+        let numbers: Vec<u64> = seen.iter().map(|(n, _)| *n).collect();
+        assert_eq!(numbers, [1, 2, 3, 4], "{seen:?}");
     }
 
     #[test]

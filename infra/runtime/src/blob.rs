@@ -93,6 +93,9 @@ fn s3_records(value: &Value) -> Notice {
             Ok(k) => k,
             Err(e) => return Notice::Invalid(format!("record {i}: {e}")),
         };
+        if bucket.is_empty() || key.is_empty() {
+            return Notice::Invalid(format!("record {i}: an empty bucket name or object key"));
+        }
         blobs.push(BlobCreated {
             store: format!("s3://{bucket}"),
             key,
@@ -126,6 +129,11 @@ fn eventbridge(value: &Value) -> Notice {
     let (Some(bucket), Some(object), Some(key)) = (bucket, object, key) else {
         return Notice::Invalid("EventBridge detail without bucket.name or object.key".into());
     };
+    if bucket.is_empty() || key.is_empty() {
+        return Notice::Invalid(
+            "EventBridge detail with an empty bucket name or object key".into(),
+        );
+    }
     Notice::Blobs(vec![BlobCreated {
         store: format!("s3://{bucket}"),
         key: key.to_owned(),
@@ -243,6 +251,22 @@ mod tests {
             Notice::Blobs(b) => b,
             other => panic!("expected blobs, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn an_empty_bucket_or_key_is_an_invalid_notification() {
+        let s3 = |bucket: &str, key: &str| {
+            json!({"Records": [{"eventName": "ObjectCreated:Put", "s3": {
+                "bucket": {"name": bucket}, "object": {"key": key}}}]})
+        };
+        let eb = |bucket: &str, key: &str| {
+            json!({"source": "aws.s3", "detail-type": "Object Created",
+                   "detail": {"bucket": {"name": bucket}, "object": {"key": key}}})
+        };
+        for v in [s3("b", ""), s3("", "k"), eb("b", ""), eb("", "k")] {
+            assert!(matches!(read_value(&v), Notice::Invalid(_)), "{v}");
+        }
+        assert!(matches!(read_value(&s3("b", "k")), Notice::Blobs(_)));
     }
 
     #[test]

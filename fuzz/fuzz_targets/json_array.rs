@@ -1,0 +1,44 @@
+//! The streaming JSON-array scanner yields the same elements as serde_json on valid arrays of
+//! objects, each numbered from 1, and never a record that is not one whole element.
+#![no_main]
+
+#[path = "common.rs"]
+mod common;
+
+use common::Got;
+use libfuzzer_sys::fuzz_target;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+fuzz_target!(|data: &[u8]| {
+    let (result, got) = common::read(data, "dumps/a.json", 1 << 20);
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let text_no_bom = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let Ok(elements) = serde_json::from_str::<Vec<&RawValue>>(text_no_bom) else {
+        return;
+    };
+    if !text_no_bom.trim_start().starts_with('[')
+        || !elements.iter().all(|e| e.get().starts_with('{'))
+    {
+        return;
+    }
+    result.expect("a valid array is read");
+    let expected: Vec<Value> = elements
+        .iter()
+        .map(|e| serde_json::from_str(e.get()).unwrap())
+        .collect();
+    let scanned: Vec<Value> = got
+        .iter()
+        .enumerate()
+        .map(|(i, (n, g, _))| {
+            assert_eq!(*n, i as u64 + 1, "elements are numbered from 1");
+            match g {
+                Got::Json(t, false) => serde_json::from_slice(t).expect("a whole element"),
+                other => panic!("element {n}: {other:?} in a valid array"),
+            }
+        })
+        .collect();
+    assert_eq!(scanned, expected);
+});
