@@ -23,6 +23,7 @@ ZIGBUILD_VERSION=0.24.1
 PYTEST_VERSION=8.3.4
 HCL2_VERSION=8.1.4
 CHECKOV_VERSION=3.3.30
+STANDARDWEBHOOKS_VERSION=1.1.0
 FERRY_SETUP=${FERRY_SETUP:-all}
 
 FERRY_TOOLS=${FERRY_TOOLS:-"$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.ferry/tools"}
@@ -141,6 +142,7 @@ if [ -n "$need_azurite" ]; then
 fi
 
 if [ "$FERRY_SETUP" = all ]; then
-  pip_pin "$FERRY_TOOLS/venv" "pytest==$PYTEST_VERSION" "python-hcl2==$HCL2_VERSION"
+  pip_pin "$FERRY_TOOLS/venv" "pytest==$PYTEST_VERSION" "python-hcl2==$HCL2_VERSION" \
+    "standardwebhooks==$STANDARDWEBHOOKS_VERSION"
   pip_pin "$FERRY_TOOLS/checkov" "checkov==$CHECKOV_VERSION"
 fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, then format check, clippy, every Rust test
 # (unit, integration against a real PostgreSQL, contract tests of the real binaries), the
+# one-minute soak under faults (scripts/soak.sh 1, with the debug binaries), the
 # release packages (scripts/package.sh) and the deploy checks (tests/deploy, pytest): the
 # packages' binaries and zips, Terraform fmt/validate/test, the AWS example applied against
 # moto server, checkov, and the Azure module's wiring.
@@ -22,6 +23,10 @@ set +e
 cargo test --workspace --no-fail-fast 2>&1 | tee "$work/cargo.log"
 status=${PIPESTATUS[0]}
 set -e
+
+echo "== soak under faults, 1 minute (scripts/soak.sh)" >&2
+soak=0
+FERRY_SOAK_BIN_DIR="$(pwd)/target/debug" bash scripts/soak.sh 1 || soak=$?
 
 echo "== scripts/package.sh" >&2
 package=0
@@ -54,6 +59,8 @@ EOF
 read -r cp cf <<<"$cargo_counts"
 read -r dp df <<<"$deploy_counts"
 [ "$package" -eq 0 ] || df=$((df + 1))
-echo "rust: $cp passed, $cf failed; deploy: $dp passed, $df failed; package exit $package"
-echo "tests: $((cp + dp)) passed, $((cf + df)) failed"
-[ "$status" -eq 0 ] && [ "$package" -eq 0 ] && [ "$deploy" -eq 0 ]
+sp=1 sf=0
+[ "$soak" -eq 0 ] || { sp=0; sf=1; }
+echo "rust: $cp passed, $cf failed; soak: $sp passed, $sf failed; deploy: $dp passed, $df failed; package exit $package"
+echo "tests: $((cp + sp + dp)) passed, $((cf + sf + df)) failed"
+[ "$status" -eq 0 ] && [ "$soak" -eq 0 ] && [ "$package" -eq 0 ] && [ "$deploy" -eq 0 ]
