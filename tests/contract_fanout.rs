@@ -6,8 +6,6 @@
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
-use ferry_fanout::endpoints::{self, NewEndpoint};
-use ferry_fanout::guard::{Policy, SystemLookup};
 use ferry_tests::receiver::Receiver;
 use ferry_tests::{
     count, fill, fixture, fresh_db, spawn_azure, spawn_function, unreachable_database_url,
@@ -27,24 +25,9 @@ async fn db_with_endpoint(rx: &Receiver) -> TestDb {
     ferry_shared::db::add_tenant(&db.pool, "acme", "Acme")
         .await
         .unwrap();
-    let policy = Policy {
-        allow_http: true,
-        allow: vec!["127.0.0.0/8".parse().unwrap()],
-    };
-    endpoints::add(
-        &db.pool,
-        &policy,
-        &ferry_tests::test_keys(),
-        &SystemLookup,
-        &NewEndpoint {
-            tenant_id: "acme".into(),
-            url: rx.url("/hook"),
-            event_types: vec!["order.*".into()],
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let keys = ferry_tests::test_keys();
+    ferry_tests::add_loopback_endpoint(&db.pool, &keys, "acme", &rx.url("/hook"), &["order.*"])
+        .await;
     db
 }
 

@@ -163,32 +163,16 @@ async fn a_missing_secret_stops_the_start_with_the_service_answer() {
 /// a sealed signing secret with the keyring it read at start-up, and signs with it.
 #[tokio::test]
 async fn the_webhook_keyring_is_read_from_its_secret_and_opens_sealed_secrets() {
-    use ferry_fanout::endpoints::{self, NewEndpoint};
-    use ferry_fanout::guard::{Policy, SystemLookup};
     use ferry_fanout::keys::Keyring;
     use ferry_tests::receiver::Receiver;
 
     let db = db_with_tenants().await;
     let rx = Receiver::start().await;
     let ring = Keyring::new_entry("sm-1");
-    let policy = Policy {
-        allow_http: true,
-        allow: vec!["127.0.0.0/8".parse().unwrap()],
-    };
-    let (_, secret) = endpoints::add(
-        &db.pool,
-        &policy,
-        &Keyring::parse(&ring).unwrap(),
-        &SystemLookup,
-        &NewEndpoint {
-            tenant_id: "acme".into(),
-            url: rx.url("/hook"),
-            event_types: vec!["order.*".into()],
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let keys = Keyring::parse(&ring).unwrap();
+    let (_, secret) =
+        ferry_tests::add_loopback_endpoint(&db.pool, &keys, "acme", &rx.url("/hook"), &["order.*"])
+            .await;
     sqlx::query(
         "SELECT ferry_enqueue('acme', 'msg_sm', 'order.placed', NULL,
                               '{\"specversion\":\"1.0\",\"id\":\"o-1\",\"source\":\"/shop\",\"type\":\"order.placed\"}')",

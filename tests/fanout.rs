@@ -326,20 +326,15 @@ async fn signing_secrets_are_sealed_at_rest_and_a_key_rotation_keeps_every_endpo
     let old = Keyring::new_entry("k1");
     let new = Keyring::new_entry("k2");
     let with_keys = |ring: &str| settings(&[("FERRY_WEBHOOK_KEYS", ring)]);
-    let (_, sealed_secret) = endpoints::add(
+    let keys = Keyring::parse(&old).unwrap();
+    let (_, sealed_secret) = ferry_tests::add_loopback_endpoint(
         &db.pool,
-        &with_keys(&old).policy,
-        with_keys(&old).keys().unwrap(),
-        &SystemLookup,
-        &NewEndpoint {
-            tenant_id: "acme".into(),
-            url: rx.url("/sealed"),
-            event_types: vec!["payment.*".into()],
-            ..Default::default()
-        },
+        &keys,
+        "acme",
+        &rx.url("/sealed"),
+        &["payment.*"],
     )
-    .await
-    .unwrap();
+    .await;
     // An endpoint whose secret a release before encryption at rest stored in plain.
     let plain_secret = Secret::generate();
     let plain_endpoint: i64 = sqlx::query_scalar(

@@ -275,6 +275,36 @@ pub fn test_keys() -> ferry_fanout::keys::Keyring {
     ferry_fanout::keys::Keyring::parse(TEST_KEYS).expect("TEST_KEYS")
 }
 
+/// Subscribes a loopback receiver `url` of `tenant` to `types` through the real
+/// `endpoints::add` (http and 127.0.0.0/8 allowed), its secret sealed under `keys`; returns
+/// the endpoint id and its secret.
+pub async fn add_loopback_endpoint(
+    pool: &sqlx::PgPool,
+    keys: &ferry_fanout::keys::Keyring,
+    tenant: &str,
+    url: &str,
+    types: &[&str],
+) -> (i64, ferry_fanout::sign::Secret) {
+    let policy = ferry_fanout::guard::Policy {
+        allow_http: true,
+        allow: vec!["127.0.0.0/8".parse().expect("a network")],
+    };
+    ferry_fanout::endpoints::add(
+        pool,
+        &policy,
+        keys,
+        &ferry_fanout::guard::SystemLookup,
+        &ferry_fanout::endpoints::NewEndpoint {
+            tenant_id: tenant.into(),
+            url: url.into(),
+            event_types: types.iter().map(|t| t.to_string()).collect(),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("endpoint added")
+}
+
 /// Environment every function binary gets in contract tests: the fixtures carry fixed event
 /// times, so the accepted window is widened; lock waits are short.
 pub const FUNCTION_ENV: &[(&str, &str)] = &[

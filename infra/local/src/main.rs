@@ -353,14 +353,8 @@ async fn main() -> anyhow::Result<()> {
             let stack = stack::open(&cfg).await?;
             let pool = db::pool(&cfg.db, &stack.url, "ferry-rollup")?;
             let rollup = Rollup::with_pool(&cfg, RollupConfig::from_env()?, pool, "rollup");
-            let mut timer =
-                tokio::time::interval(std::time::Duration::from_secs_f64(every.max(1.0)));
-            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = timer.tick() => {}
-                    _ = tokio::signal::ctrl_c() => break,
-                }
+            let mut timer = ticker(every.max(1.0));
+            while tick(&mut timer).await {
                 let now = chrono::Utc::now();
                 for r in rollup.run_at(now, now).await {
                     println!(
@@ -390,14 +384,8 @@ async fn main() -> anyhow::Result<()> {
             if !once {
                 eprintln!("sending due webhook deliveries every {every}s (Ctrl-C stops)");
             }
-            let mut timer =
-                tokio::time::interval(std::time::Duration::from_secs_f64(every.max(0.1)));
-            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = timer.tick() => {}
-                    _ = tokio::signal::ctrl_c() => break,
-                }
+            let mut timer = ticker(every.max(0.1));
+            while tick(&mut timer).await {
                 let r = fanout.drain().await?;
                 if once || r.attempts > 0 {
                     let next = ferry_fanout::store::next_due(&pool).await?;
@@ -654,6 +642,21 @@ async fn endpoint_command(stack: &stack::Stack, command: EndpointCommand) -> any
         }
     }
     Ok(())
+}
+
+/// The timer of a local function loop: every `secs`, a missed tick delayed rather than burst.
+fn ticker(secs: f64) -> tokio::time::Interval {
+    let mut timer = tokio::time::interval(std::time::Duration::from_secs_f64(secs));
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    timer
+}
+
+/// Waits for the next tick; false when Ctrl-C comes first.
+async fn tick(timer: &mut tokio::time::Interval) -> bool {
+    tokio::select! {
+        _ = timer.tick() => true,
+        _ = tokio::signal::ctrl_c() => false,
+    }
 }
 
 /// `--since`: an RFC 3339 time, or an age such as `2h`.
