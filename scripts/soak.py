@@ -487,10 +487,14 @@ def main():
             else:
                 log(f"fault: partner receiver down for {what:.0f}s")
                 receiver.down()
-                time.sleep(what)
-                receiver.up()
-                counts["receiver_down_s"] += int(what)
-                log("fault: partner receiver back")
+
+                def back(seconds=what):
+                    receiver.up()
+                    counts["receiver_down_s"] += int(seconds)
+                    log("fault: partner receiver back")
+
+                # Other faults go on while the receiver is away.
+                threading.Timer(what, back).start()
 
     threads = [threading.Thread(target=f, daemon=True)
                for f in (producer_loop, file_loop, timers, supervisor, fault_loop)]

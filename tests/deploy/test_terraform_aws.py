@@ -20,6 +20,7 @@ meanwhile.
 import base64
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -45,6 +46,11 @@ REGION = "us-east-1"
 # configuration.
 SECRET_PASSWORD = "n0t-in-any-env-7f3a"
 SECRET_STRING = f"postgres://ferry:{SECRET_PASSWORD}@db.internal:5432/ferry"
+# What the webhook keyring secret holds: a key made for this run (as `ferry secrets new-key`
+# makes one), of which nothing may reach a function's configuration either.
+KEYRING_KEY = base64.b64encode(os.urandom(32)).decode()
+KEYRING = f"k1:{KEYRING_KEY}"
+KEYRING_FUNCTIONS = ["fanout"]
 
 # The module's defaults, which the example does not override.
 TIMEOUTS = {"ingest": 60, "transform": 900, "rollup": 300, "fanout": 120}
@@ -125,6 +131,7 @@ class Deployment:
         self.workdir = workdir
         self.dir = None
         self.secret_arn = None
+        self.keys_arn = None
         self.error = None
         self.proc = None
         self._thread = threading.Thread(target=self._apply, daemon=True)
@@ -165,6 +172,10 @@ class Deployment:
             self.secret_arn = self.client("secretsmanager").create_secret(
                 Name=f"{PREFIX}/database", SecretString=SECRET_STRING
             )["ARN"]
+            # So does the webhook keyring's (the example takes it; it never creates it).
+            self.keys_arn = self.client("secretsmanager").create_secret(
+                Name=f"{PREFIX}/webhook-keys", SecretString=KEYRING
+            )["ARN"]
             (self.dir / "moto.auto.tfvars.json").write_text(
                 json.dumps(
                     {
@@ -172,6 +183,7 @@ class Deployment:
                         "name_prefix": PREFIX,
                         "package_dir": str(PACKAGE_DIR),
                         "database_secret_arn": self.secret_arn,
+                        "webhook_keys_secret_arn": self.keys_arn,
                         "aws_endpoint_url": self.moto_url,
                     }
                 )
@@ -381,7 +393,9 @@ def test_example_applies_against_moto_and_destroys_cleanly(deployment):
     rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
     assert [r["NoncurrentVersionExpiration"]["NoncurrentDays"] for r in rules] == [30]
 
-    # Functions: the packaged code, the custom runtime, the secret's ARN and never its value.
+    # Functions: the packaged code, the custom runtime, the secrets' ARNs and never their
+    # values; the keyring's ARN for fanout only.
+    assert outputs["webhook_keys_secret_arn"] == d.keys_arn
     zips = package_zips()["zips"]
     fanout_url = queue_url["fanout"]
     for fn in FUNCTIONS:
@@ -395,10 +409,18 @@ def test_example_applies_against_moto_and_destroys_cleanly(deployment):
         assert env["FERRY_DATABASE_SECRET_ARN"] == d.secret_arn
         assert "DATABASE_URL" not in env
         assert not [k for k, v in env.items() if SECRET_PASSWORD in v or v == SECRET_STRING]
-        expected_keys = {"FERRY_DATABASE_SECRET_ARN"} | ({"FERRY_FANOUT_QUEUE_URL"} if fn in NUDGING_FUNCTIONS else set())
+        assert not [k for k, v in env.items() if KEYRING_KEY in v]
+        assert "FERRY_WEBHOOK_KEYS" not in env
+        expected_keys = (
+            {"FERRY_DATABASE_SECRET_ARN"}
+            | ({"FERRY_FANOUT_QUEUE_URL"} if fn in NUDGING_FUNCTIONS else set())
+            | ({"FERRY_WEBHOOK_KEYS_SECRET_ARN"} if fn in KEYRING_FUNCTIONS else set())
+        )
         assert set(env) == expected_keys, env
         if fn in NUDGING_FUNCTIONS:
             assert env["FERRY_FANOUT_QUEUE_URL"] == fanout_url
+        if fn in KEYRING_FUNCTIONS:
+            assert env["FERRY_WEBHOOK_KEYS_SECRET_ARN"] == d.keys_arn
         reserved = got.get("Concurrency", {}).get("ReservedConcurrentExecutions")
         assert reserved == RESERVED.get(fn), (fn, reserved)
     assert outputs["function_names"] == {fn: f"{PREFIX}-{fn}" for fn in FUNCTIONS}
@@ -442,6 +464,10 @@ def test_example_applies_against_moto_and_destroys_cleanly(deployment):
                 expected.add(("Allow", f"sqs:{action}", queue_arn[fn], None))
         if fn in NUDGING_FUNCTIONS:
             expected.add(("Allow", "sqs:SendMessage", queue_arn["fanout"], None))
+        if fn in KEYRING_FUNCTIONS:
+            # fanout alone may read the keyring (the exact comparison below keeps it from
+            # every other role).
+            expected.add(("Allow", "secretsmanager:GetSecretValue", d.keys_arn, None))
         if fn == "transform":
             expected |= {
                 ("Allow", "s3:GetObject", f"{bucket_arn}/*", None),

@@ -379,6 +379,7 @@ def test_no_role_is_granted_on_the_account_or_resource_group(module):
         '${azurerm_storage_container.this["eventgrid-deadletter"].id}',
         "${azurerm_application_insights.main.id}",
         "${local.database_url_secret_scope}",
+        "${local.webhook_keys_secret_scope}",
     }
     for name, ra in resources(module, "azurerm_role_assignment").items():
         assert ra["scope"] in allowed_scopes, f"azurerm_role_assignment.{name}: {ra['scope']}"
@@ -494,6 +495,36 @@ def test_no_variable_can_carry_a_password(module):
     for name, var in module["variable"].items():
         assert "password" not in name.lower() and "secret_value" not in name.lower(), name
         assert not var.get("sensitive"), f"{name}: no variable should need to be sensitive"
+
+
+def test_only_fanout_gets_the_webhook_keyring_as_a_key_vault_reference(module):
+    reference = "@Microsoft.KeyVault(SecretUri=${var.webhook_keys_secret_id})"
+    assert app_settings(module, "fanout")["FERRY_WEBHOOK_KEYS"] == reference
+    assert "FERRY_WEBHOOK_KEYS" not in module["locals"]["shared_app_settings"]
+    for app in ("ingest", "transform", "rollup"):
+        settings = app_settings(module, app)
+        assert not [k for k in settings if k.startswith("FERRY_WEBHOOK_KEYS")], app
+        assert not [v for v in settings.values() if "webhook_keys" in v], app
+
+
+def test_only_fanouts_identity_may_read_the_webhook_keyring(module):
+    ras = resources(module, "azurerm_role_assignment")
+    ra = ras["webhook_keys"]
+    assert "for_each" not in ra and "count" not in ra
+    assert ra["role_definition_name"] == "Key Vault Secrets User"
+    assert ra["scope"] == "${local.webhook_keys_secret_scope}"
+    assert module["locals"]["webhook_keys_secret_scope"] == (
+        "${var.key_vault_id}/secrets/${local.webhook_keys_secret_name}"
+    )
+    assert module["locals"]["webhook_keys_secret_name"] == (
+        '${element(split("/", var.webhook_keys_secret_id), 4)}'
+    )
+    # The identity that resolves Key Vault references (see the DATABASE_URL test), of fanout.
+    assert ra["principal_id"] == (
+        '${azurerm_function_app_flex_consumption.app["fanout"].identity[0].principal_id}'
+    )
+    others = [n for n, r in ras.items() if n != "webhook_keys" and "webhook_keys" in json.dumps(r)]
+    assert others == [], "another role assignment touches the keyring secret"
 
 
 # --- Event Grid --------------------------------------------------------------------------------
@@ -647,7 +678,10 @@ VALID = {
     "key_vault_id": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/kv"
     "/providers/Microsoft.KeyVault/vaults/ferrykv",
     "database_url_secret_id": "https://ferrykv.vault.azure.net/secrets/ferry-database-url",
+    "webhook_keys_secret_id": "https://ferrykv.vault.azure.net/secrets/ferry-webhook-keys",
 }
+# A keyring entry of 32 zero bytes: a placeholder, not a key.
+PLACEHOLDER_KEYRING = "k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 
 # (name, variables over VALID, the variable whose validation must fail, or None)
 VALIDATION_CASES = [
@@ -659,6 +693,13 @@ VALIDATION_CASES = [
     ("secret_with_version", {"database_url_secret_id": VALID["database_url_secret_id"] + "/0123abcd"}, "database_url_secret_id"),
     ("secret_in_another_vault", {"database_url_secret_id": "https://otherkv.vault.azure.net/secrets/ferry-database-url"}, "database_url_secret_id"),
     ("vault_id_malformed", {"key_vault_id": "ferrykv"}, "key_vault_id"),
+    ("keys_secret_with_version", {"webhook_keys_secret_id": VALID["webhook_keys_secret_id"] + "/0123abcd"}, "webhook_keys_secret_id"),
+    ("keys_secret_in_another_vault", {"webhook_keys_secret_id": "https://otherkv.vault.azure.net/secrets/ferry-webhook-keys"}, "webhook_keys_secret_id"),
+    ("keys_secret_not_a_url", {"webhook_keys_secret_id": PLACEHOLDER_KEYRING}, "webhook_keys_secret_id"),
+    ("keys_secret_is_the_database_url", {"webhook_keys_secret_id": VALID["database_url_secret_id"]}, "webhook_keys_secret_id"),
+    ("keyring_as_setting", {"app_settings": {"FERRY_WEBHOOK_KEYS": PLACEHOLDER_KEYRING}}, "app_settings"),
+    ("keyring_as_fanout_setting", {"functions": {"fanout": {"app_settings": {"FERRY_WEBHOOK_KEYS": PLACEHOLDER_KEYRING}}}}, "functions"),
+    ("keyring_file_as_setting", {"app_settings": {"FERRY_WEBHOOK_KEYS_FILE": "/home/keys"}}, "app_settings"),
     ("rollup_two_instances", {"functions": {"rollup": {"maximum_instance_count": 2}}}, "functions"),
     ("ingest_fifty_instances", {"functions": {"ingest": {"maximum_instance_count": 50}}}, None),
     ("memory_not_a_flex_size", {"functions": {"fanout": {"instance_memory_in_mb": 1024}}}, "functions"),

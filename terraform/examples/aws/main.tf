@@ -15,6 +15,13 @@ module "ferry" {
   database_sslmode = var.create_database ? "require" : null
   kms_key_arn      = var.database_kms_key_arn
 
+  # The webhook keyring is brought, like option (a) of the database: a secret the operator
+  # creates from `ferry secrets new-key` output (README step 2). Not created here: a keyring
+  # in a variable or a secret version would sit in the state, and a destroy of this root
+  # would delete the keys that open every stored signing secret, which must outlive it.
+  webhook_keys_secret_arn  = var.webhook_keys_secret_arn
+  webhook_keys_kms_key_arn = var.webhook_keys_kms_key_arn
+
   vpc_config = length(var.function_subnet_ids) == 0 ? null : {
     subnet_ids         = var.function_subnet_ids
     security_group_ids = var.function_security_group_ids

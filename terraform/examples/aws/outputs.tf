@@ -38,6 +38,11 @@ output "database_secret_arn" {
   value       = var.create_database ? aws_db_instance.ferry[0].master_user_secret[0].secret_arn : var.database_secret_arn
 }
 
+output "webhook_keys_secret_arn" {
+  description = "The secret fanout reads the webhook keyring from (for key rotation and ferry secrets rekey)."
+  value       = var.webhook_keys_secret_arn
+}
+
 output "database_address" {
   description = "Host, port and database name of the created RDS instance (null with option a)."
   value = var.create_database ? {

@@ -34,6 +34,17 @@ variable "database_kms_key_arn" {
   default     = null
 }
 
+variable "webhook_keys_secret_arn" {
+  description = "Secrets Manager secret holding the webhook keyring (<key id>:<base64 of 32 bytes> entries, first one current), created before apply from `ferry secrets new-key` output (see README). Only fanout reads it."
+  type        = string
+}
+
+variable "webhook_keys_kms_key_arn" {
+  description = "Customer-managed KMS key of the webhook keyring secret, if any."
+  type        = string
+  default     = null
+}
+
 variable "create_database" {
   description = "Option (b): create an RDS PostgreSQL instance whose master password RDS keeps in Secrets Manager."
   type        = bool

@@ -14,6 +14,9 @@ module "ferry" {
 
   key_vault_id           = var.key_vault_id
   database_url_secret_id = var.database_url_secret_id
+  # Like the database URL, the keyring is set in the vault by the operator (README step 2),
+  # never through a variable or the state, and outlives this root with the vault.
+  webhook_keys_secret_id = var.webhook_keys_secret_id
 
   create_database = var.create_database
   database        = var.database

@@ -37,3 +37,8 @@ output "database_fqdn" {
   description = "Created PostgreSQL server's host name (null when bringing your own)."
   value       = module.ferry.database_fqdn
 }
+
+output "webhook_keys_secret_id" {
+  description = "The webhook keyring secret the fanout app references (for key rotation)."
+  value       = module.ferry.webhook_keys_secret_id
+}

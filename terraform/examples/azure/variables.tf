@@ -40,6 +40,12 @@ variable "database_url_secret_id" {
   nullable    = false
 }
 
+variable "webhook_keys_secret_id" {
+  description = "Versionless ID of the secret holding the webhook keyring (from ferry secrets new-key, see README): https://<vault>.vault.azure.net/secrets/ferry-webhook-keys. Only the fanout app reads it."
+  type        = string
+  nullable    = false
+}
+
 variable "create_database" {
   description = "Create a PostgreSQL flexible server (true) or bring your own (false)."
   type        = bool

@@ -37,6 +37,10 @@ resource "aws_lambda_function" "fn" {
       contains(local.nudging_functions, each.key) ? {
         FERRY_FANOUT_QUEUE_URL = aws_sqs_queue.main["fanout"].url
       } : {},
+      # The keyring's ARN, never the keyring: fanout reads it at cold start with its role.
+      contains(local.keyring_functions, each.key) ? {
+        FERRY_WEBHOOK_KEYS_SECRET_ARN = var.webhook_keys_secret_arn
+      } : {},
       var.environment,
       each.value.environment,
     )

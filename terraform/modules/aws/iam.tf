@@ -42,6 +42,24 @@ locals {
     Condition = { StringEquals = { "kms:ViaService" = "secretsmanager.${local.region}.amazonaws.com" } }
   }]
 
+  # The webhook keyring: read by fanout alone, the only function that opens sealed signing
+  # secrets. Its customer-managed key, if any, the same way as the database secret's.
+  keyring_statements = concat(
+    [{
+      Sid      = "ReadWebhookKeys"
+      Effect   = "Allow"
+      Action   = "secretsmanager:GetSecretValue"
+      Resource = var.webhook_keys_secret_arn
+    }],
+    var.webhook_keys_kms_key_arn == null ? [] : [{
+      Sid       = "DecryptWebhookKeys"
+      Effect    = "Allow"
+      Action    = "kms:Decrypt"
+      Resource  = var.webhook_keys_kms_key_arn
+      Condition = { StringEquals = { "kms:ViaService" = "secretsmanager.${local.region}.amazonaws.com" } }
+    }],
+  )
+
   policy_statements = {
     for name in keys(local.fn) : name => concat(
       [
@@ -59,6 +77,8 @@ locals {
         },
       ],
       local.kms_statements,
+      # Filtered rather than a conditional: the two statements differ in shape.
+      [for s in local.keyring_statements : s if contains(local.keyring_functions, name)],
       contains(local.queue_functions, name) ? [{
         Sid      = "ConsumeOwnQueue"
         Effect   = "Allow"
@@ -116,4 +136,14 @@ resource "aws_iam_role_policy" "fn" {
     Version   = "2012-10-17"
     Statement = local.policy_statements[each.key]
   })
+
+  lifecycle {
+    # Every role reads the database secret; the keyring must be readable by fanout alone.
+    # (A precondition, not a validation: the module still accepts Terraform 1.5, where a
+    # validation cannot name a second variable.)
+    precondition {
+      condition     = var.webhook_keys_secret_arn != var.database_secret_arn
+      error_message = "webhook_keys_secret_arn must be a secret of its own, not database_secret_arn: every function reads that one, and only fanout may read the keyring."
+    }
+  }
 }

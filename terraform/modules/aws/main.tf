@@ -13,6 +13,9 @@ locals {
   queue_functions     = toset(["ingest", "transform", "fanout"])
   scheduled_functions = toset(["rollup", "fanout"])
   nudging_functions   = toset(["ingest", "transform", "rollup"])
+  # Only fanout opens the sealed webhook signing secrets (to sign deliveries), so only fanout
+  # learns where the keyring is and may read it.
+  keyring_functions = toset(["fanout"])
 
   fn = {
     for name in ["ingest", "transform", "rollup", "fanout"] : name => {

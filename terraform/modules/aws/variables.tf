@@ -164,6 +164,17 @@ variable "functions" {
     ])
     error_message = "functions.*.environment must not contain DATABASE_URL: the functions read the database credentials from the secret (database_secret_arn)."
   }
+
+  validation {
+    # The keyring comes from the secret only: FERRY_WEBHOOK_KEYS here would put key material in
+    # the functions' configuration, _FILE would mean a key file in the package, and an ARN
+    # here would override the module's with a secret fanout's role is not granted.
+    condition = alltrue([
+      for f in [var.functions.ingest, var.functions.transform, var.functions.rollup, var.functions.fanout] :
+      length(setintersection(keys(f.environment), ["FERRY_WEBHOOK_KEYS", "FERRY_WEBHOOK_KEYS_FILE", "FERRY_WEBHOOK_KEYS_SECRET_ARN"])) == 0
+    ])
+    error_message = "functions.*.environment must not contain FERRY_WEBHOOK_KEYS, FERRY_WEBHOOK_KEYS_FILE or FERRY_WEBHOOK_KEYS_SECRET_ARN: fanout reads the webhook keyring from the secret (webhook_keys_secret_arn)."
+  }
 }
 
 variable "environment" {
@@ -175,6 +186,11 @@ variable "environment" {
   validation {
     condition     = !contains(keys(var.environment), "DATABASE_URL")
     error_message = "environment must not contain DATABASE_URL: the functions read the database credentials from the secret (database_secret_arn)."
+  }
+
+  validation {
+    condition     = length(setintersection(keys(var.environment), ["FERRY_WEBHOOK_KEYS", "FERRY_WEBHOOK_KEYS_FILE", "FERRY_WEBHOOK_KEYS_SECRET_ARN"])) == 0
+    error_message = "environment must not contain FERRY_WEBHOOK_KEYS, FERRY_WEBHOOK_KEYS_FILE or FERRY_WEBHOOK_KEYS_SECRET_ARN: fanout reads the webhook keyring from the secret (webhook_keys_secret_arn)."
   }
 }
 
@@ -231,6 +247,28 @@ variable "kms_key_arn" {
   validation {
     condition     = var.kms_key_arn == null ? true : can(regex("^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[a-zA-Z0-9-]+$", var.kms_key_arn))
     error_message = "kms_key_arn must be a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>), not an alias."
+  }
+}
+
+variable "webhook_keys_secret_arn" {
+  description = "ARN of the Secrets Manager secret holding the webhook keyring: entries \"<key id>:<base64 of 32 bytes>\" separated by commas or whitespace (ferry secrets new-key <id> prints one); the first seals new signing secrets, every one opens. Passed to fanout only, as FERRY_WEBHOOK_KEYS_SECRET_ARN; only fanout's role is granted secretsmanager:GetSecretValue on it."
+  type        = string
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]+$", var.webhook_keys_secret_arn))
+    error_message = "webhook_keys_secret_arn must be a Secrets Manager secret ARN (arn:aws:secretsmanager:<region>:<account>:secret:<name>)."
+  }
+}
+
+variable "webhook_keys_kms_key_arn" {
+  description = "Customer-managed KMS key that encrypts the webhook keyring secret, if it is not the AWS-managed aws/secretsmanager key. Grants fanout's role (only) kms:Decrypt through Secrets Manager only."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.webhook_keys_kms_key_arn == null ? true : can(regex("^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[a-zA-Z0-9-]+$", var.webhook_keys_kms_key_arn))
+    error_message = "webhook_keys_kms_key_arn must be a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>), not an alias."
   }
 }
 

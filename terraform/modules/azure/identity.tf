@@ -1,6 +1,7 @@
 # One user-assigned identity per app, created before the app so that its roles exist when the
 # host first starts. It carries every data-plane role of the app; the app's system-assigned
-# identity only reads the DATABASE_URL secret (see database_url below).
+# identity only reads the DATABASE_URL secret and, for fanout, the webhook keyring (see
+# database_url and webhook_keys below).
 resource "azurerm_user_assigned_identity" "app" {
   for_each = local.functions
 
@@ -48,6 +49,15 @@ resource "azurerm_role_assignment" "database_url" {
   scope                = local.database_url_secret_scope
   role_definition_name = "Key Vault Secrets User"
   principal_id         = azurerm_function_app_flex_consumption.app[each.key].identity[0].principal_id
+  principal_type       = "ServicePrincipal"
+}
+
+# The webhook keyring, the same way, for fanout's system-assigned identity only: the other
+# apps never open a sealed signing secret.
+resource "azurerm_role_assignment" "webhook_keys" {
+  scope                = local.webhook_keys_secret_scope
+  role_definition_name = "Key Vault Secrets User"
+  principal_id         = azurerm_function_app_flex_consumption.app["fanout"].identity[0].principal_id
   principal_type       = "ServicePrincipal"
 }
 

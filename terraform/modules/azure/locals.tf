@@ -84,6 +84,8 @@ locals {
   # Key Vault RBAC accepts a role assignment on a single secret.
   database_url_secret_name  = element(split("/", var.database_url_secret_id), 4)
   database_url_secret_scope = "${var.key_vault_id}/secrets/${local.database_url_secret_name}"
+  webhook_keys_secret_name  = element(split("/", var.webhook_keys_secret_id), 4)
+  webhook_keys_secret_scope = "${var.key_vault_id}/secrets/${local.webhook_keys_secret_name}"
 
   client_ids = { for name, identity in azurerm_user_assigned_identity.app : name => identity.client_id }
 
@@ -132,6 +134,9 @@ locals {
       AzureWebJobsStorage__clientId             = local.client_ids["fanout"]
       FERRY_FANOUT_STORAGE__clientId            = local.client_ids["fanout"]
       APPLICATIONINSIGHTS_AUTHENTICATION_STRING = "ClientId=${local.client_ids["fanout"]};Authorization=AAD"
+      # The webhook keyring, resolved from the vault like DATABASE_URL (the role is
+      # webhook_keys in identity.tf). fanout alone opens the sealed signing secrets.
+      FERRY_WEBHOOK_KEYS = "@Microsoft.KeyVault(SecretUri=${var.webhook_keys_secret_id})"
     }
   }
 

@@ -73,6 +73,11 @@ output "database_url_secret_id" {
   value       = var.database_url_secret_id
 }
 
+output "webhook_keys_secret_id" {
+  description = "Versionless ID of the webhook keyring secret the fanout app references."
+  value       = var.webhook_keys_secret_id
+}
+
 output "application_insights_name" {
   description = "Application Insights resource receiving the apps' logs and requests."
   value       = azurerm_application_insights.main.name

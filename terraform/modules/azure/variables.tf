@@ -165,7 +165,7 @@ variable "custom_runtime_version" {
 }
 
 variable "key_vault_id" {
-  description = "Resource ID of the Key Vault (RBAC authorization mode) holding the database_url secret and, with create_database, the admin password secret. The module does not create the vault: its purge protection outlives any one deployment."
+  description = "Resource ID of the Key Vault (RBAC authorization mode) holding the database_url and webhook keyring secrets and, with create_database, the admin password secret. The module does not create the vault: its purge protection outlives any one deployment."
   type        = string
   nullable    = false
 
@@ -189,6 +189,29 @@ variable "database_url_secret_id" {
   validation {
     condition     = try(lower(regex("^https://([a-zA-Z0-9-]+)\\.", var.database_url_secret_id)[0]) == lower(element(split("/", var.key_vault_id), 8)), false)
     error_message = "database_url_secret_id must name a secret in the vault given as key_vault_id (the role assignment is scoped to that vault's secret)."
+  }
+}
+
+variable "webhook_keys_secret_id" {
+  description = "Versionless ID of the Key Vault secret holding the webhook keyring (https://<vault>.vault.azure.net/secrets/<name>): entries \"<key id>:<base64 of 32 bytes>\" separated by commas or whitespace (ferry secrets new-key <id> prints one); the first seals new signing secrets, every one opens. Only the fanout app gets it (FERRY_WEBHOOK_KEYS, a Key Vault reference) and may read it."
+  type        = string
+  nullable    = false
+
+  validation {
+    # Versionless: a pinned version would keep fanout on an old keyring after a rotation.
+    condition     = can(regex("^https://[a-zA-Z0-9-]{3,24}\\.vault\\.[a-z0-9.]+/secrets/[a-zA-Z0-9-]{1,127}$", var.webhook_keys_secret_id))
+    error_message = "webhook_keys_secret_id must be a versionless secret ID: https://<vault>.vault.azure.net/secrets/<name>, without a version segment or trailing slash."
+  }
+
+  validation {
+    condition     = try(lower(regex("^https://([a-zA-Z0-9-]+)\\.", var.webhook_keys_secret_id)[0]) == lower(element(split("/", var.key_vault_id), 8)), false)
+    error_message = "webhook_keys_secret_id must name a secret in the vault given as key_vault_id (the role assignment is scoped to that vault's secret)."
+  }
+
+  validation {
+    # Every app reads the database_url secret; the keyring must be readable by fanout alone.
+    condition     = lower(var.webhook_keys_secret_id) != lower(var.database_url_secret_id)
+    error_message = "webhook_keys_secret_id must be a secret of its own, not database_url_secret_id: every app reads that one, and only fanout may read the keyring."
   }
 }
 

@@ -39,9 +39,10 @@ mock_provider "aws" {
 }
 
 variables {
-  name_prefix         = "ferry-test"
-  package_dir         = "tests/package"
-  database_secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:ferry-db-AbCdEf"
+  name_prefix             = "ferry-test"
+  package_dir             = "tests/package"
+  database_secret_arn     = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:ferry-db-AbCdEf"
+  webhook_keys_secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:ferry-webhook-keys-GhIjKl"
 }
 
 run "defaults" {
@@ -84,6 +85,19 @@ run "defaults" {
   assert {
     condition     = !contains(keys(aws_lambda_function.fn["fanout"].environment[0].variables), "FERRY_FANOUT_QUEUE_URL")
     error_message = "fanout does not nudge itself"
+  }
+  assert {
+    condition     = aws_lambda_function.fn["fanout"].environment[0].variables["FERRY_WEBHOOK_KEYS_SECRET_ARN"] == var.webhook_keys_secret_arn
+    error_message = "fanout gets the keyring secret's ARN"
+  }
+  assert {
+    condition = alltrue([for k in ["ingest", "transform", "rollup"] :
+    length(setintersection(keys(aws_lambda_function.fn[k].environment[0].variables), ["FERRY_WEBHOOK_KEYS_SECRET_ARN", "FERRY_WEBHOOK_KEYS", "FERRY_WEBHOOK_KEYS_FILE"])) == 0])
+    error_message = "ingest, transform and rollup learn nothing of the keyring"
+  }
+  assert {
+    condition     = alltrue([for f in aws_lambda_function.fn : !contains(keys(f.environment[0].variables), "FERRY_WEBHOOK_KEYS")])
+    error_message = "no function gets the keyring itself in its environment"
   }
   assert {
     condition     = aws_lambda_function.fn["rollup"].reserved_concurrent_executions == 1 && aws_lambda_function.fn["fanout"].reserved_concurrent_executions == 3
@@ -141,8 +155,28 @@ run "defaults" {
     error_message = "no statement on every resource outside a VPC"
   }
   assert {
-    condition     = [for s in jsondecode(aws_iam_role_policy.fn["fanout"].policy).Statement : s.Sid] == ["WriteOwnLogs", "ReadDatabaseSecret", "ConsumeOwnQueue"]
-    error_message = "fanout may write its logs, read the secret and consume its queue, nothing else"
+    condition     = [for s in jsondecode(aws_iam_role_policy.fn["fanout"].policy).Statement : s.Sid] == ["WriteOwnLogs", "ReadDatabaseSecret", "ReadWebhookKeys", "ConsumeOwnQueue"]
+    error_message = "fanout may write its logs, read the two secrets and consume its queue, nothing else"
+  }
+  assert {
+    condition = [for s in jsondecode(aws_iam_role_policy.fn["fanout"].policy).Statement : s if s.Sid == "ReadWebhookKeys"] == [{
+      Sid      = "ReadWebhookKeys"
+      Effect   = "Allow"
+      Action   = "secretsmanager:GetSecretValue"
+      Resource = var.webhook_keys_secret_arn
+    }]
+    error_message = "fanout may read the keyring secret, and only that one"
+  }
+  assert {
+    condition = alltrue([for k in ["ingest", "transform", "rollup"] :
+      length([for s in jsondecode(aws_iam_role_policy.fn[k].policy).Statement : s
+    if s.Sid == "ReadWebhookKeys" || s.Resource == var.webhook_keys_secret_arn]) == 0])
+    error_message = "ingest, transform and rollup may not read the keyring secret"
+  }
+  assert {
+    condition = [for s in jsondecode(aws_iam_role_policy.fn["ingest"].policy).Statement : s.Sid] == [
+    "WriteOwnLogs", "ReadDatabaseSecret", "ConsumeOwnQueue", "NudgeFanout"]
+    error_message = "ingest may write its logs, read the database secret, consume its queue and nudge the fanout"
   }
   assert {
     condition     = [for s in jsondecode(aws_iam_role_policy.fn["rollup"].policy).Statement : s.Sid] == ["WriteOwnLogs", "ReadDatabaseSecret", "NudgeFanout"]
@@ -238,6 +272,35 @@ run "customer_managed_key_for_the_secret" {
       Condition = { StringEquals = { "kms:ViaService" = "secretsmanager.eu-west-1.amazonaws.com" } }
     }]])
     error_message = "every role may decrypt with the key, through Secrets Manager only"
+  }
+}
+
+run "customer_managed_key_for_the_webhook_keys" {
+  command = apply
+
+  variables {
+    webhook_keys_kms_key_arn = "arn:aws:kms:eu-west-1:123456789012:key/66666666-7777-8888-9999-000000000000"
+  }
+
+  assert {
+    condition = [for s in jsondecode(aws_iam_role_policy.fn["fanout"].policy).Statement : s if s.Sid == "DecryptWebhookKeys"] == [{
+      Sid       = "DecryptWebhookKeys"
+      Effect    = "Allow"
+      Action    = "kms:Decrypt"
+      Resource  = "arn:aws:kms:eu-west-1:123456789012:key/66666666-7777-8888-9999-000000000000"
+      Condition = { StringEquals = { "kms:ViaService" = "secretsmanager.eu-west-1.amazonaws.com" } }
+    }]
+    error_message = "fanout may decrypt with the keyring's key, through Secrets Manager only"
+  }
+  assert {
+    condition     = [for s in jsondecode(aws_iam_role_policy.fn["fanout"].policy).Statement : s.Sid] == ["WriteOwnLogs", "ReadDatabaseSecret", "ReadWebhookKeys", "DecryptWebhookKeys", "ConsumeOwnQueue"]
+    error_message = "the key adds one statement to fanout's policy"
+  }
+  assert {
+    condition = alltrue([for k in ["ingest", "transform", "rollup"] :
+      length([for s in jsondecode(aws_iam_role_policy.fn[k].policy).Statement : s
+    if s.Sid == "DecryptWebhookKeys" || s.Resource == "arn:aws:kms:eu-west-1:123456789012:key/66666666-7777-8888-9999-000000000000"]) == 0])
+    error_message = "no other role may use the keyring's key"
   }
 }
 

@@ -3,9 +3,10 @@
 mock_provider "aws" {}
 
 variables {
-  name_prefix         = "ferry-test"
-  package_dir         = "tests/package"
-  database_secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:ferry-db-AbCdEf"
+  name_prefix             = "ferry-test"
+  package_dir             = "tests/package"
+  database_secret_arn     = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:ferry-db-AbCdEf"
+  webhook_keys_secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:ferry-webhook-keys-GhIjKl"
 }
 
 run "accepts_the_defaults" {
@@ -113,6 +114,71 @@ run "rejects_a_database_secret_that_is_not_a_secret_arn" {
     database_secret_arn = "postgres://u:p@db/ferry"
   }
   expect_failures = [var.database_secret_arn]
+}
+
+# A keyring entry (32 zero bytes: a placeholder, not a key) where the ARN belongs.
+run "rejects_a_keyring_instead_of_the_webhook_keys_secret_arn" {
+  command = plan
+  variables {
+    webhook_keys_secret_arn = "k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+  }
+  expect_failures = [var.webhook_keys_secret_arn]
+}
+
+run "rejects_a_parameter_store_arn_for_the_webhook_keys" {
+  command = plan
+  variables {
+    webhook_keys_secret_arn = "arn:aws:ssm:eu-west-1:123456789012:parameter/ferry/webhook-keys"
+  }
+  expect_failures = [var.webhook_keys_secret_arn]
+}
+
+run "rejects_the_database_secret_as_the_keyring_secret" {
+  command = plan
+  variables {
+    webhook_keys_secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:ferry-db-AbCdEf"
+  }
+  expect_failures = [aws_iam_role_policy.fn]
+}
+
+run "rejects_the_keyring_in_common_environment" {
+  command = plan
+  variables {
+    environment = { FERRY_WEBHOOK_KEYS = "k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=" }
+  }
+  expect_failures = [var.environment]
+}
+
+run "rejects_another_keyring_secret_in_common_environment" {
+  command = plan
+  variables {
+    environment = { FERRY_WEBHOOK_KEYS_SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:other-AbCdEf" }
+  }
+  expect_failures = [var.environment]
+}
+
+run "rejects_the_keyring_in_fanout_environment" {
+  command = plan
+  variables {
+    functions = { fanout = { environment = { FERRY_WEBHOOK_KEYS = "k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=" } } }
+  }
+  expect_failures = [var.functions]
+}
+
+run "rejects_a_keyring_file_in_fanout_environment" {
+  command = plan
+  variables {
+    functions = { fanout = { environment = { FERRY_WEBHOOK_KEYS_FILE = "/var/task/webhook-keys" } } }
+  }
+  expect_failures = [var.functions]
+}
+
+run "rejects_a_kms_alias_for_the_webhook_keys" {
+  command = plan
+  variables {
+    webhook_keys_kms_key_arn = "alias/ferry-webhook-keys"
+  }
+  expect_failures = [var.webhook_keys_kms_key_arn]
 }
 
 run "rejects_a_port_out_of_range" {
