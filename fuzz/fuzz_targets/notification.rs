@@ -12,6 +12,9 @@ fuzz_target!(|data: &[u8]| {
         for b in blobs {
             let name = b.store.split_once("://").map_or("", |(_, n)| n);
             assert!(!name.is_empty() && !name.ends_with('/'), "{b:?}");
+            if let Some(bucket) = b.store.strip_prefix("s3://") {
+                assert!(!bucket.contains('/'), "{b:?}");
+            }
             assert!(!b.key.is_empty(), "{b:?}");
         }
     }

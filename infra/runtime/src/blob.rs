@@ -93,8 +93,8 @@ fn s3_records(value: &Value) -> Notice {
             Ok(k) => k,
             Err(e) => return Notice::Invalid(format!("record {i}: {e}")),
         };
-        if bucket.is_empty() || key.is_empty() {
-            return Notice::Invalid(format!("record {i}: an empty bucket name or object key"));
+        if !usable_bucket(bucket) || key.is_empty() {
+            return Notice::Invalid(format!("record {i}: bucket {bucket:?} or an empty key"));
         }
         blobs.push(BlobCreated {
             store: format!("s3://{bucket}"),
@@ -129,10 +129,10 @@ fn eventbridge(value: &Value) -> Notice {
     let (Some(bucket), Some(object), Some(key)) = (bucket, object, key) else {
         return Notice::Invalid("EventBridge detail without bucket.name or object.key".into());
     };
-    if bucket.is_empty() || key.is_empty() {
-        return Notice::Invalid(
-            "EventBridge detail with an empty bucket name or object key".into(),
-        );
+    if !usable_bucket(bucket) || key.is_empty() {
+        return Notice::Invalid(format!(
+            "EventBridge detail: bucket {bucket:?} or an empty key"
+        ));
     }
     Notice::Blobs(vec![BlobCreated {
         store: format!("s3://{bucket}"),
@@ -163,6 +163,16 @@ fn event_grid(value: &Value) -> Notice {
         version: None,
         sequencer: text(data, "sequencer"),
     }])
+}
+
+/// A bucket name that makes a store URL naming that bucket and no other: not empty, and
+/// without `/`, `\\`, whitespace or control characters (AWS allows none of them; a `/` would
+/// move the rest of the name into the store's prefix: found by fuzzing).
+fn usable_bucket(bucket: &str) -> bool {
+    !bucket.is_empty()
+        && !bucket
+            .chars()
+            .any(|c| c == '/' || c == '\\' || c.is_whitespace() || c.is_control())
 }
 
 fn text(v: &Value, key: &str) -> Option<String> {
@@ -263,7 +273,15 @@ mod tests {
             json!({"source": "aws.s3", "detail-type": "Object Created",
                    "detail": {"bucket": {"name": bucket}, "object": {"key": key}}})
         };
-        for v in [s3("b", ""), s3("", "k"), eb("b", ""), eb("", "k")] {
+        for v in [
+            s3("b", ""),
+            s3("", "k"),
+            eb("b", ""),
+            eb("", "k"),
+            s3("b///", "k"),
+            eb("a/b", "k"),
+            s3("a b", "k"),
+        ] {
             assert!(matches!(read_value(&v), Notice::Invalid(_)), "{v}");
         }
         assert!(matches!(read_value(&s3("b", "k")), Notice::Blobs(_)));
