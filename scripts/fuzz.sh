@@ -19,6 +19,13 @@ all=(events escapes azure_envelope notification object json_array csv rules url_
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 
+# libFuzzer is C++, built by libfuzzer-sys.
+if ! command -v c++ >/dev/null; then
+    echo "== installing g++ (libFuzzer is built from C++)" >&2
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends g++ >/dev/null
+fi
 if ! command -v cargo-fuzz >/dev/null; then
     echo "== installing cargo-fuzz (crates.io)" >&2
     cargo install cargo-fuzz --locked
@@ -32,14 +39,18 @@ else
     fuzz=(cargo fuzz)
 fi
 cd fuzz
-echo "== building ${#targets[@]} targets (sanitizer none: ferry has no unsafe code)" >&2
-"${fuzz[@]}" build -s none -O "${targets[@]/#/--bin=}" >/dev/null 2>&1 || "${fuzz[@]}" build -s none -O
+# Optimised, with debug assertions (an integer overflow is a finding); no sanitizer: ferry has
+# no unsafe code.
+echo "== building the targets" >&2
+"${fuzz[@]}" build -s none -O -a
 
 logs=$(mktemp -d)
+# Findings of this run only: artifacts newer than this marker.
+touch "$logs/start"
 run() {
     local t=$1
     mkdir -p "corpus/$t" "artifacts/$t"
-    "${fuzz[@]}" run -s none -O "$t" "corpus/$t" "seeds/$t" -- \
+    "${fuzz[@]}" run -s none -O -a "$t" "corpus/$t" "seeds/$t" -- \
         -max_total_time="$seconds" -print_final_stats=1 -max_len=65536 -timeout=10 \
         -rss_limit_mb=2048 >"$logs/$t.log" 2>&1 || true
 }
@@ -57,7 +68,7 @@ for t in "${targets[@]}"; do
     execs=$(stat number_of_executed_units)
     rate=$(stat average_exec_per_sec)
     corpus=$(find "corpus/$t" -type f | wc -l)
-    found=$(find "artifacts/$t" -type f 2>/dev/null | wc -l)
+    found=$(find "artifacts/$t" -type f -newer "$logs/start" 2>/dev/null | wc -l)
     where=""
     if [ "$found" -gt 0 ] || grep -q "panicked\|ERROR: libFuzzer" "$log"; then
         status=1
@@ -67,6 +78,6 @@ for t in "${targets[@]}"; do
 done
 echo
 if [ "$status" -ne 0 ]; then
-    echo "findings: reproduce with (cd fuzz && cargo +nightly fuzz run -s none <target> <artifact>)" >&2
+    echo "findings: reproduce with (cd fuzz && cargo +nightly fuzz run -s none -O -a <target> <artifact>)" >&2
 fi
 exit "$status"

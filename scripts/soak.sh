@@ -13,7 +13,7 @@
 #   FERRY_SOAK_BIN_DIR=target/debug scripts/soak.sh 1  (binaries already built: no build;
 #                                                     scripts/test.sh runs this)
 #
-# State and function logs under .ferry/soak/. Not part of scripts/test.sh.
+# State and function logs under .ferry/soak/. scripts/test.sh runs one minute of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FERRY_SETUP=local source scripts/setup.sh
@@ -38,10 +38,16 @@ port=$("$FERRY_TOOLS/venv/bin/python" -c 'import socket; s=socket.socket(); s.bi
 "$FERRY_TOOLS/venv/bin/moto_server" -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
 moto=$!
 trap 'kill $moto 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+"$FERRY_TOOLS/venv/bin/python" - "$port" <<'EOF'
+import sys, time, urllib.request
+for _ in range(300):
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/moto-api/", timeout=1).read()
+        sys.exit(0)
+    except Exception:
+        time.sleep(0.1)
+sys.exit("moto server did not start")
+EOF
 
 "$FERRY_TOOLS/venv/bin/python" scripts/soak.py --minutes "$minutes" --bin-dir "$bin_dir" \
   --moto "http://127.0.0.1:$port" "$@"

@@ -451,6 +451,40 @@ async fn signing_secrets_are_sealed_at_rest_and_a_key_rotation_keeps_every_endpo
 }
 
 #[tokio::test]
+async fn a_url_stored_by_an_earlier_release_with_a_raw_space_is_still_sent_to() {
+    let (db, ingest) = ingest_db(&[]).await;
+    let rx = Receiver::start().await;
+    // As a release before URL normalisation stored it; its secret in plain, as then.
+    let url = rx.url("/old hooks");
+    let secret = Secret::generate();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO endpoints (tenant_id, url, event_types) VALUES ('acme', $1, '{payment.*}')
+         RETURNING endpoint_id",
+    )
+    .bind(&url)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO endpoint_secrets (endpoint_id, secret_id, secret) VALUES ($1, 1, $2)")
+        .bind(id)
+        .bind(secret.bytes())
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    publish(&ingest, "legacy", 1).await;
+    assert_eq!(
+        fanout(&db, settings(&[])).drain().await.unwrap().delivered,
+        1
+    );
+    let got = rx.received();
+    assert_eq!(
+        got[0].path, "/old%20hooks",
+        "sent to the host and path the parser reads"
+    );
+    verify(&secret, &got[0]).unwrap();
+}
+
+#[tokio::test]
 async fn retries_after_500_and_waits_as_told_by_retry_after_on_429() {
     let (db, ingest) = ingest_db(&[]).await;
     let rx = Receiver::start().await;

@@ -918,3 +918,29 @@ async fn a_record_the_database_refuses_is_quarantined_alone() {
     assert_eq!(rows[0].0, Some(51), "element 51");
     assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 50);
 }
+
+#[tokio::test]
+async fn an_unreadable_notification_with_a_message_id_of_kilobytes_is_quarantined_once() {
+    use ferry_shared::BlobHandler;
+    let (db, t) = setup(TransformConfig::default()).await;
+    let unit = format!("queue:{}", "m".repeat(10_000));
+    for _ in 0..2 {
+        t.unreadable(
+            unit.clone(),
+            b"not a notification".to_vec(),
+            "unreadable".into(),
+        )
+        .await
+        .expect("acknowledged, not retried forever");
+    }
+    let units: Vec<String> = sqlx::query_scalar("SELECT unit FROM quarantine")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(units.len(), 1, "a redelivery is recognised");
+    assert!(
+        units[0].starts_with("queue:mmm") && units[0].len() < 600,
+        "{}",
+        units[0]
+    );
+}

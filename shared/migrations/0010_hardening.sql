@@ -5,6 +5,11 @@
 -- names that key. NULL: a secret stored in plain by an earlier release, until `ferry secrets
 -- rekey` seals it.
 ALTER TABLE endpoint_secrets ADD COLUMN key_id text;
+-- A sealed secret is 34 bytes longer (the mark `ferry1`, the nonce and the tag).
+ALTER TABLE endpoint_secrets DROP CONSTRAINT endpoint_secrets_secret_check;
+ALTER TABLE endpoint_secrets ADD CONSTRAINT endpoint_secrets_secret_check CHECK (
+    CASE WHEN key_id IS NULL THEN length(secret) BETWEEN 24 AND 64
+         ELSE length(secret) BETWEEN 58 AND 98 END);
 COMMENT ON COLUMN endpoint_secrets.key_id IS
     'keyring key that sealed secret (FERRY_WEBHOOK_KEYS); NULL = stored in plain before 0010';
 

@@ -183,6 +183,9 @@ pub fn pool(cfg: &DbConfig, url: &str, application: &str) -> Result<PgPool, sqlx
         .options([
             ("lock_timeout", lock.as_str()),
             ("statement_timeout", statement.as_str()),
+            // Times written into text (a delivered event's `time`) are in UTC, whatever the
+            // server's default time zone.
+            ("TimeZone", "UTC"),
         ]);
     Ok(PgPoolOptions::new()
         .max_connections(cfg.max_connections)

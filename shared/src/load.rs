@@ -328,6 +328,9 @@ impl Loader {
         raw: &[u8],
         detail: &str,
     ) -> Result<bool, Error> {
+        // Whatever the caller built (a notification's `queue:<message id>` too) fits the ledger.
+        let key = bounded_unit_key(key.to_owned());
+        let key = key.as_str();
         let mut tx = self.pool.begin().await?;
         let claimed = sqlx::query(
             "INSERT INTO ingest_ledger (unit, function, quarantined) VALUES ($1, $2, 1)

@@ -99,8 +99,10 @@ pub fn validate_event(
     let attrs: BTreeMap<String, &RawValue> = match serde_json::from_str(raw) {
         Ok(m) => m,
         Err(e) => {
-            // A name holding an escape that no string can hold fails the parse; say so.
-            let (reason, detail) = match unstorable_escape(raw) {
+            // An object whose name holds an escape that no string can hold fails the parse; say
+            // so. Anything that is not an object is invalid JSON for an event, whatever it holds.
+            let object = raw.trim_start().starts_with('{');
+            let (reason, detail) = match unstorable_escape(raw).filter(|_| object) {
                 Some(found) => (RejectReason::UnsupportedData, found.to_string()),
                 None => (RejectReason::InvalidJson, format!("not a JSON object: {e}")),
             };
@@ -223,12 +225,12 @@ pub fn validate_event(
                 "specversion" | "id" | "source" | "type" | "time" | "subject"
                 | "datacontenttype" | "dataschema" | "data" | "data_base64" | "tenantid" => {}
                 _ => {
-                    // The text is valid JSON without unstorable escapes (checked above), so
-                    // the one way this can fail is a number beyond the range of a double.
-                    let v: serde_json::Value = serde_json::from_str(value.get()).map_err(|_| {
+                    // The text is valid JSON without unstorable escapes (checked above): what
+                    // can still fail is a number beyond a double's range, or nesting too deep.
+                    let v: serde_json::Value = serde_json::from_str(value.get()).map_err(|e| {
                         (
                             RejectReason::InvalidAttributeValue,
-                            format!("extension {name} is a number out of range"),
+                            format!("extension {name} cannot be read: {e}"),
                         )
                     })?;
                     let text = match &v {
@@ -657,8 +659,8 @@ mod tests {
 
     #[test]
     fn a_non_object_batch_element_is_invalid_json() {
-        let p = parse_body(b"[1, \"x\"]", &Limits::default(), now());
-        assert_eq!(p.rejected.len(), 2);
+        let p = parse_body(br#"[1, "x", ["\u0000"]]"#, &Limits::default(), now());
+        assert_eq!(p.rejected.len(), 3);
         assert!(p
             .rejected
             .iter()

@@ -226,65 +226,81 @@ pub struct Rekeyed {
     pub unreadable: Vec<(i64, i32, KeyError)>,
 }
 
-/// Seals every stored signing secret under the keyring's current key: those under an older
+/// Seals every live signing secret under the keyring's current key: those under an older
 /// key, and any stored in plain by a release before encryption at rest. Each secret is
-/// re-sealed in its own short transaction, so sending goes on meanwhile; running it again
-/// finds nothing left to do.
+/// re-sealed in its own short transaction, so sending goes on meanwhile. It passes over the
+/// table until a pass finds nothing left (a secret added meanwhile by a process whose keyring
+/// still had the old key first is caught too); running it again finds nothing to do. Expired
+/// secrets never sign again and are left as they are.
 pub async fn rekey(pool: &PgPool, keys: &Keyring) -> Result<Rekeyed, EndpointError> {
-    let current: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM endpoint_secrets WHERE key_id = $1")
-            .bind(keys.current())
-            .fetch_one(pool)
-            .await?;
+    const LIVE: &str = "(expires_at IS NULL OR expires_at > now())";
+    let current: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM endpoint_secrets WHERE key_id = $1 AND {LIVE}"
+    ))
+    .bind(keys.current())
+    .fetch_one(pool)
+    .await?;
     let mut report = Rekeyed {
         current: current as u64,
         ..Rekeyed::default()
     };
-    let stale: Vec<(i64, i32)> = sqlx::query_as(
-        "SELECT endpoint_id, secret_id FROM endpoint_secrets
-         WHERE key_id IS DISTINCT FROM $1 ORDER BY endpoint_id, secret_id",
-    )
-    .bind(keys.current())
-    .fetch_all(pool)
-    .await?;
-    for (endpoint, secret_id) in stale {
-        let mut tx = pool.begin().await?;
-        let row: Option<(Vec<u8>, Option<String>)> = sqlx::query_as(
-            "SELECT secret, key_id FROM endpoint_secrets
-             WHERE endpoint_id = $1 AND secret_id = $2 AND key_id IS DISTINCT FROM $3
-             FOR UPDATE",
-        )
-        .bind(endpoint)
-        .bind(secret_id)
+    for _pass in 0..5 {
+        let skip: Vec<i64> = report.unreadable.iter().map(|(e, _, _)| *e).collect();
+        let skip_ids: Vec<i32> = report.unreadable.iter().map(|(_, s, _)| *s).collect();
+        let stale: Vec<(i64, i32)> = sqlx::query_as(&format!(
+            "SELECT endpoint_id, secret_id FROM endpoint_secrets
+             WHERE key_id IS DISTINCT FROM $1 AND {LIVE}
+               AND (endpoint_id, secret_id) NOT IN
+                   (SELECT * FROM unnest($2::bigint[], $3::int[]))
+             ORDER BY endpoint_id, secret_id"
+        ))
         .bind(keys.current())
-        .fetch_optional(&mut *tx)
+        .bind(&skip)
+        .bind(&skip_ids)
+        .fetch_all(pool)
         .await?;
-        let Some((stored, key_id)) = row else {
-            continue; // rekeyed meanwhile, or deleted
-        };
-        let plain = match &key_id {
-            None => stored,
-            Some(k) => match keys.open(endpoint, k, &stored) {
-                Ok(p) => p,
-                Err(e) => {
-                    report.unreadable.push((endpoint, secret_id, e));
-                    continue;
-                }
-            },
-        };
-        let (new_key, sealed) = keys.seal(endpoint, &plain)?;
-        sqlx::query(
-            "UPDATE endpoint_secrets SET secret = $3, key_id = $4
-             WHERE endpoint_id = $1 AND secret_id = $2",
-        )
-        .bind(endpoint)
-        .bind(secret_id)
-        .bind(sealed)
-        .bind(new_key)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        report.rekeyed += 1;
+        if stale.is_empty() {
+            break;
+        }
+        for (endpoint, secret_id) in stale {
+            let mut tx = pool.begin().await?;
+            let row: Option<(Vec<u8>, Option<String>)> = sqlx::query_as(
+                "SELECT secret, key_id FROM endpoint_secrets
+                 WHERE endpoint_id = $1 AND secret_id = $2 AND key_id IS DISTINCT FROM $3
+                 FOR UPDATE",
+            )
+            .bind(endpoint)
+            .bind(secret_id)
+            .bind(keys.current())
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((stored, key_id)) = row else {
+                continue; // rekeyed meanwhile, or deleted
+            };
+            let plain = match &key_id {
+                None => stored,
+                Some(k) => match keys.open(endpoint, k, &stored) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        report.unreadable.push((endpoint, secret_id, e));
+                        continue;
+                    }
+                },
+            };
+            let (new_key, sealed) = keys.seal(endpoint, &plain)?;
+            sqlx::query(
+                "UPDATE endpoint_secrets SET secret = $3, key_id = $4
+                 WHERE endpoint_id = $1 AND secret_id = $2",
+            )
+            .bind(endpoint)
+            .bind(secret_id)
+            .bind(sealed)
+            .bind(new_key)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            report.rekeyed += 1;
+        }
     }
     Ok(report)
 }

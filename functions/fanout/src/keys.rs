@@ -8,8 +8,11 @@
 //! rotated without downtime: add the new key last, move it first, `ferry secrets rekey`,
 //! remove the old one.
 //!
-//! A sealed secret is `nonce (12 bytes) ‖ ciphertext ‖ tag (16 bytes)`, with the endpoint id
-//! as associated data: a sealed secret copied onto another endpoint does not open.
+//! A sealed secret is `ferry1 ‖ nonce (12 bytes) ‖ ciphertext ‖ tag (16 bytes)`, with the
+//! endpoint id as associated data: a sealed secret copied onto another endpoint does not open.
+//! The six-byte mark makes a sealed 32-byte secret 66 bytes long, more than the 64 that a
+//! fanout of an earlier release takes as a secret: during a rolling deploy such a fanout finds
+//! no usable secret and retries later, instead of signing with the sealed bytes.
 
 use std::fmt;
 
@@ -20,6 +23,9 @@ use thiserror::Error;
 
 /// Bytes of a key.
 pub const KEY_LEN: usize = 32;
+
+/// The first bytes of every sealed secret (format version 1).
+pub const SEALED_MARK: &[u8; 6] = b"ferry1";
 
 /// Why a keyring or a sealed secret could not be used. Never holds key or secret bytes.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
@@ -133,7 +139,8 @@ impl Keyring {
             &mut sealed,
         )
         .map_err(|_| KeyError::Seal)?;
-        let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
+        let mut out = Vec::with_capacity(SEALED_MARK.len() + NONCE_LEN + sealed.len());
+        out.extend_from_slice(SEALED_MARK);
         out.extend_from_slice(&nonce_bytes);
         out.extend_from_slice(&sealed);
         Ok((id.to_owned(), out))
@@ -145,6 +152,9 @@ impl Keyring {
             .key(key_id)
             .ok_or_else(|| KeyError::UnknownKey(key_id.to_owned()))?;
         let fail = || KeyError::Open(key_id.to_owned());
+        let Some(sealed) = sealed.strip_prefix(SEALED_MARK) else {
+            return Err(fail());
+        };
         if sealed.len() < NONCE_LEN {
             return Err(fail());
         }
@@ -179,7 +189,11 @@ mod tests {
         let keys = ring(&["k2", "k1"]);
         let (id, sealed) = keys.seal(7, b"whsec-bytes-0123456789abcdef0123").unwrap();
         assert_eq!(id, "k2", "the first key seals");
-        assert_eq!(sealed.len(), NONCE_LEN + 32 + 16);
+        assert_eq!(sealed.len(), 6 + NONCE_LEN + 32 + 16);
+        assert!(
+            crate::sign::Secret::from_bytes(sealed.clone()).is_err(),
+            "an earlier release, which takes 24-64 bytes as a secret, cannot sign with it"
+        );
         assert!(
             !sealed.windows(8).any(|w| w == b"whsec-by"),
             "no plaintext in the sealed bytes"

@@ -261,7 +261,13 @@ async fn main() -> anyhow::Result<()> {
             webhooks::print_recently_viewed(&pool, webhooks::PARTNER_TENANT).await?;
             if let Some(path) = demo_log {
                 let text = std::fs::read_to_string(&path).unwrap_or_default();
-                let count = |level: &str| text.lines().filter(|l| l.contains(level)).count();
+                // Text lines carry " WARN ", JSON lines "level":"WARN".
+                let count = |level: &str| {
+                    let json = format!("\"level\":\"{}\"", level.trim());
+                    text.lines()
+                        .filter(|l| l.contains(level) || l.contains(&json))
+                        .count()
+                };
                 println!(
                     "\nfunction logs: {} ({} lines; {} warnings, {} errors)",
                     path.display(),

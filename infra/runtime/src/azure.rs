@@ -229,15 +229,24 @@ where
             }
         });
     let refused = move |rejection: warp::Rejection| async move {
-        let problem = if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
-            format!("invocation request over {limit} bytes refused; the host will retry it, then move it to the poison queue")
+        let (status, problem) = if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "invocation request over {limit} bytes refused; the host will retry it, \
+                     then move it to the poison queue"
+                ),
+            )
         } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
-            "invocation request without Content-Length refused".to_owned()
+            (
+                StatusCode::LENGTH_REQUIRED,
+                "invocation request without Content-Length refused".to_owned(),
+            )
         } else {
             return Err(rejection);
         };
         error!(%problem, "invocation refused");
-        Ok(reply(StatusCode::PAYLOAD_TOO_LARGE, &problem, json!({})))
+        Ok(reply(status, &problem, json!({})))
     };
     warp::serve(ready.or(invoke).recover(refused))
         .incoming(listener)
