@@ -19,11 +19,14 @@ fuzz_target!(|data: &[u8]| {
             let _ = rule.time_format.to_rfc3339(text);
         }
     }
-    for rule in common_rules().rules() {
+    for rule in shipped().rules() {
         let _ = rule.time_format.to_rfc3339(text);
     }
 });
 
-fn common_rules() -> Sources {
-    Sources::parse(include_str!("../../config/sources.toml")).expect("the shipped rules parse")
+fn shipped() -> &'static Sources {
+    static SOURCES: std::sync::OnceLock<Sources> = std::sync::OnceLock::new();
+    SOURCES.get_or_init(|| {
+        Sources::parse(include_str!("../../config/sources.toml")).expect("the shipped rules parse")
+    })
 }
