@@ -291,6 +291,27 @@ async fn a_partner_receives_the_event_with_every_attribute_the_producer_sent() {
     );
 }
 
+/// An acme endpoint for `payment.*` as a release before issue 14 stored it: the URL as typed,
+/// the secret in plain (no key id).
+async fn stored_by_an_earlier_release(pool: &PgPool, url: &str) -> (i64, Secret) {
+    let secret = Secret::generate();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO endpoints (tenant_id, url, event_types) VALUES ('acme', $1, '{payment.*}')
+         RETURNING endpoint_id",
+    )
+    .bind(url)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO endpoint_secrets (endpoint_id, secret_id, secret) VALUES ($1, 1, $2)")
+        .bind(id)
+        .bind(secret.bytes())
+        .execute(pool)
+        .await
+        .unwrap();
+    (id, secret)
+}
+
 /// `pg_dump` of the endpoint_secrets table, as text.
 async fn dump_secrets(db: &TestDb) -> String {
     let pg_dump = ferry_local::postgres::find_bin_dir()
@@ -336,21 +357,7 @@ async fn signing_secrets_are_sealed_at_rest_and_a_key_rotation_keeps_every_endpo
     )
     .await;
     // An endpoint whose secret a release before encryption at rest stored in plain.
-    let plain_secret = Secret::generate();
-    let plain_endpoint: i64 = sqlx::query_scalar(
-        "INSERT INTO endpoints (tenant_id, url, event_types) VALUES ('acme', $1, '{payment.*}')
-         RETURNING endpoint_id",
-    )
-    .bind(rx.url("/plain"))
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
-    sqlx::query("INSERT INTO endpoint_secrets (endpoint_id, secret_id, secret) VALUES ($1, 1, $2)")
-        .bind(plain_endpoint)
-        .bind(plain_secret.bytes())
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    let (_, plain_secret) = stored_by_an_earlier_release(&db.pool, &rx.url("/plain")).await;
     let dump = dump_secrets(&db).await;
     assert!(
         !leaks(&dump, &sealed_secret),
@@ -455,22 +462,7 @@ async fn a_url_stored_by_an_earlier_release_with_a_raw_space_is_still_sent_to() 
     let (db, ingest) = ingest_db(&[]).await;
     let rx = Receiver::start().await;
     // As a release before URL normalisation stored it; its secret in plain, as then.
-    let url = rx.url("/old hooks");
-    let secret = Secret::generate();
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO endpoints (tenant_id, url, event_types) VALUES ('acme', $1, '{payment.*}')
-         RETURNING endpoint_id",
-    )
-    .bind(&url)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
-    sqlx::query("INSERT INTO endpoint_secrets (endpoint_id, secret_id, secret) VALUES ($1, 1, $2)")
-        .bind(id)
-        .bind(secret.bytes())
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    let (_, secret) = stored_by_an_earlier_release(&db.pool, &rx.url("/old hooks")).await;
     publish(&ingest, "legacy", 1).await;
     assert_eq!(
         fanout(&db, settings(&[])).drain().await.unwrap().delivered,
@@ -634,13 +626,12 @@ async fn a_receiver_down_for_a_while_gets_every_delivery_once_back_with_stable_i
     let port = rx.stop().await;
     let (_, secret) = add(&db.pool, &url, &["payment.*"]).await;
     let ids = publish(&ingest, "down", 20).await;
+    // Retries 2 s (±20%) apart: long enough that a drain on a busy machine never meets its own
+    // retries (200 ms once let a slow drain make 32 attempts instead of 20).
     let f = fanout(
         &db,
         settings(&[
-            (
-                "FERRY_WEBHOOK_RETRY_SCHEDULE",
-                "200ms,200ms,200ms,200ms,200ms,200ms",
-            ),
+            ("FERRY_WEBHOOK_RETRY_SCHEDULE", "2s,2s,2s,2s,2s,2s"),
             ("FERRY_FANOUT_LINGER", "0s"),
         ]),
     );
@@ -648,7 +639,7 @@ async fn a_receiver_down_for_a_while_gets_every_delivery_once_back_with_stable_i
     for _ in 0..2 {
         let report = f.drain().await.unwrap();
         assert_eq!((report.attempts, report.delivered), (20, 0));
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(2500)).await;
     }
     let error: String = sqlx::query_scalar("SELECT last_error FROM deliveries LIMIT 1")
         .fetch_one(&db.pool)

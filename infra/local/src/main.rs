@@ -381,12 +381,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Fanout { every, once } => {
             let stack = stack::open(&cfg).await?;
             let pool = db::pool(&cfg.db, &stack.url, "ferry-fanout")?;
-            let fanout = ferry_fanout::Fanout::new(
-                pool.clone(),
-                stack.fanout_config()?,
-                std::sync::Arc::new(SystemLookup),
-                "fanout",
-            )?;
+            let fanout = local_fanout(&stack, pool.clone())?;
             if !once {
                 eprintln!("sending due webhook deliveries every {every}s (Ctrl-C stops)");
             }
@@ -622,12 +617,7 @@ async fn endpoint_command(stack: &stack::Stack, command: EndpointCommand) -> any
             println!("endpoint {id} enabled; {waiting} waiting deliveries are due now");
         }
         EndpointCommand::Test { id } => {
-            let fanout = ferry_fanout::Fanout::new(
-                pool.clone(),
-                stack.fanout_config()?,
-                std::sync::Arc::new(SystemLookup),
-                "fanout",
-            )?;
+            let fanout = local_fanout(stack, pool.clone())?;
             let (url, a) = fanout.send_test(id).await?;
             let answer = match (a.status, &a.error) {
                 (Some(code), _) => format!("answered {code}"),
@@ -648,6 +638,16 @@ async fn endpoint_command(stack: &stack::Stack, command: EndpointCommand) -> any
         }
     }
     Ok(())
+}
+
+/// The fanout handler as the local commands run it (the system resolver, the local keyring).
+fn local_fanout(stack: &stack::Stack, pool: sqlx::PgPool) -> anyhow::Result<ferry_fanout::Fanout> {
+    ferry_fanout::Fanout::new(
+        pool,
+        stack.fanout_config()?,
+        std::sync::Arc::new(SystemLookup),
+        "fanout",
+    )
 }
 
 /// The timer of a local function loop: every `secs`, a missed tick delayed rather than burst.
