@@ -995,6 +995,20 @@ async fn refused_addresses_are_refused_at_add_and_at_send_time_even_after_a_dns_
     assert!(got[0].header("host").starts_with("rebind.test"));
 }
 
+/// The environment that lets `ferry` subscribe a receiver on loopback, as the demo does.
+const LOOPBACK: [(&str, &str); 2] = [
+    ("FERRY_WEBHOOK_ALLOW_HTTP", "true"),
+    ("FERRY_WEBHOOK_ALLOW_NETS", "127.0.0.0/8"),
+];
+
+/// The signing secret `ferry endpoint add` printed (once).
+fn printed_secret(out: &str) -> Secret {
+    out.lines()
+        .find_map(|l| l.strip_prefix("signing secret (shown once): "))
+        .map(|s| Secret::parse(s).unwrap())
+        .expect("the secret is printed")
+}
+
 /// Runs the real `ferry` command against the test database.
 async fn ferry(db: &TestDb, env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
     let out = tokio::process::Command::new(ferry_tests::bin("ferry"))
@@ -1018,10 +1032,7 @@ async fn ferry(db: &TestDb, env: &[(&str, &str)], args: &[&str]) -> (bool, Strin
 async fn the_fanout_and_endpoint_test_commands_send_signed_webhooks() {
     let (db, ingest) = ingest_db(&[]).await;
     let rx = Receiver::start().await;
-    let local = [
-        ("FERRY_WEBHOOK_ALLOW_HTTP", "true"),
-        ("FERRY_WEBHOOK_ALLOW_NETS", "127.0.0.0/8"),
-    ];
+    let local = LOOPBACK;
     let url = rx.url("/hooks");
     let (ok, out, err) = ferry(
         &db,
@@ -1039,11 +1050,7 @@ async fn the_fanout_and_endpoint_test_commands_send_signed_webhooks() {
     )
     .await;
     assert!(ok, "{err}");
-    let secret = out
-        .lines()
-        .find_map(|l| l.strip_prefix("signing secret (shown once): "))
-        .map(|s| Secret::parse(s).unwrap())
-        .expect("the secret is printed");
+    let secret = printed_secret(&out);
     let id: i64 = sqlx::query_scalar("SELECT endpoint_id FROM endpoints")
         .fetch_one(&db.pool)
         .await
@@ -1152,10 +1159,7 @@ async fn the_endpoint_and_replay_commands_manage_endpoints() {
     assert_eq!(count(&db.pool, "SELECT count(*) FROM endpoints").await, 0);
 
     // Loopback allowed on purpose, as in the local demo.
-    let local = [
-        ("FERRY_WEBHOOK_ALLOW_HTTP", "true"),
-        ("FERRY_WEBHOOK_ALLOW_NETS", "127.0.0.0/8"),
-    ];
+    let local = LOOPBACK;
     let (ok, out, err) = ferry(
         &db,
         &local,
@@ -1180,11 +1184,7 @@ async fn the_endpoint_and_replay_commands_manage_endpoints() {
         out.contains("added for acme: http://127.0.0.1:9/x\n"),
         "the URL is stored and shown normalised: {out}"
     );
-    let secret = out
-        .lines()
-        .find_map(|l| l.strip_prefix("signing secret (shown once): "))
-        .expect("the secret is printed");
-    let secret = Secret::parse(secret).unwrap();
+    let secret = printed_secret(&out);
     let (id, types, stored): (i64, Vec<String>, Vec<u8>) = sqlx::query_as(
         "SELECT e.endpoint_id, e.event_types, s.secret FROM endpoints e JOIN endpoint_secrets s USING (endpoint_id)",
     )

@@ -104,18 +104,30 @@ pub async fn add(
     .bind(&new.description)
     .fetch_one(&mut *tx)
     .await?;
-    let (key_id, sealed) = keys.seal(id, secret.bytes())?;
-    sqlx::query(
-        "INSERT INTO endpoint_secrets (endpoint_id, secret_id, secret, key_id)
-         VALUES ($1, 1, $2, $3)",
-    )
-    .bind(id)
-    .bind(sealed)
-    .bind(key_id)
-    .execute(&mut *tx)
-    .await?;
+    store_secret(&mut tx, keys, id, &secret).await?;
     tx.commit().await?;
     Ok((id, secret))
+}
+
+/// Stores `secret` sealed under the keyring's current key as the endpoint's next secret.
+async fn store_secret(
+    tx: &mut sqlx::PgConnection,
+    keys: &Keyring,
+    endpoint: i64,
+    secret: &Secret,
+) -> Result<(), EndpointError> {
+    let (key_id, sealed) = keys.seal(endpoint, secret.bytes())?;
+    sqlx::query(
+        "INSERT INTO endpoint_secrets (endpoint_id, secret_id, secret, key_id)
+         SELECT $1, coalesce(max(secret_id), 0) + 1, $2, $3
+         FROM endpoint_secrets WHERE endpoint_id = $1",
+    )
+    .bind(endpoint)
+    .bind(sealed)
+    .bind(key_id)
+    .execute(tx)
+    .await?;
+    Ok(())
 }
 
 /// Endpoints of one tenant, or of all.
@@ -199,17 +211,7 @@ pub async fn rotate_secret(
     .bind(overlap.as_millis() as i64)
     .execute(&mut *tx)
     .await?;
-    let (key_id, sealed) = keys.seal(endpoint, secret.bytes())?;
-    sqlx::query(
-        "INSERT INTO endpoint_secrets (endpoint_id, secret_id, secret, key_id)
-         SELECT $1, coalesce(max(secret_id), 0) + 1, $2, $3
-         FROM endpoint_secrets WHERE endpoint_id = $1",
-    )
-    .bind(endpoint)
-    .bind(sealed)
-    .bind(key_id)
-    .execute(&mut *tx)
-    .await?;
+    store_secret(&mut tx, keys, endpoint, &secret).await?;
     tx.commit().await?;
     Ok(secret)
 }

@@ -94,6 +94,10 @@ pub enum Refused {
     Unresolvable { host: String, error: String },
 }
 
+fn parse(url: &str) -> Result<Url, Refused> {
+    Url::parse(url).map_err(|e| Refused::Url(format!("{url:?}: {e}")))
+}
+
 /// Longest endpoint URL accepted (what browsers and most servers handle).
 pub const MAX_URL_BYTES: usize = 2048;
 
@@ -220,14 +224,18 @@ impl Policy {
         }) {
             return Err(Refused::Ambiguous(what));
         }
-        let parsed = Url::parse(url).map_err(|e| Refused::Url(format!("{url:?}: {e}")))?;
-        self.check_parsed(parsed)
+        self.check_parsed(parse(url)?)
     }
 
-    /// The checks of [`Policy::check_url`] that hold for a URL as parsed: at send time a URL
-    /// stored by an earlier release (which may hold a space the parser encodes) is judged by
-    /// the host the parser reads, which is the host the request goes to.
-    pub fn check_parsed(&self, parsed: Url) -> Result<Url, Refused> {
+    /// The send-time check of a stored URL: judged as parsed, so a URL stored by an earlier
+    /// release (which may hold a space the parser encodes) is judged by the host the parser
+    /// reads, which is the host the request goes to.
+    pub fn check_stored(&self, url: &str) -> Result<Url, Refused> {
+        self.check_parsed(parse(url)?)
+    }
+
+    /// The checks of [`Policy::check_url`] that hold for a URL as parsed.
+    fn check_parsed(&self, parsed: Url) -> Result<Url, Refused> {
         // Percent-encoding can lengthen a URL: the bound holds for the form that is stored and
         // checked again at send time (found by fuzzing).
         if parsed.as_str().len() > MAX_URL_BYTES {

@@ -76,13 +76,8 @@ pub async fn attempt(
     let started = Utc::now();
     let clock = Instant::now();
     let failed = |error: String| Attempt::unsent(started, error, None);
-    // Checked again at send time: the URL may predate a stricter policy. Judged as parsed
-    // (the host the request goes to), so a URL stored by an earlier release with a raw space
-    // still works.
-    let url = match reqwest::Url::parse(out.url)
-        .map_err(|e| crate::guard::Refused::Url(format!("{:?}: {e}", out.url)))
-        .and_then(|u| policy.check_parsed(u))
-    {
+    // Checked again at send time: the URL may predate a stricter policy.
+    let url = match policy.check_stored(out.url) {
         Ok(url) => url,
         Err(refused) => return failed(format!("refused: {refused}")),
     };

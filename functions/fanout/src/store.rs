@@ -34,6 +34,22 @@ pub struct StoredSecret {
     pub bytes: Vec<u8>,
 }
 
+/// The live secrets of endpoint `$e` (SQL text), newest first, as two parallel arrays: the
+/// sealed bytes, then their key ids. One text for the claim and the test message; two
+/// primary-key lookups per row, as the claim's plan had before.
+macro_rules! live_secrets {
+    ($e:literal) => {
+        concat!(
+            "ARRAY(SELECT s.secret FROM endpoint_secrets s WHERE s.endpoint_id = ",
+            $e,
+            " AND (s.expires_at IS NULL OR s.expires_at > now()) ORDER BY s.secret_id DESC),
+             ARRAY(SELECT s.key_id FROM endpoint_secrets s WHERE s.endpoint_id = ",
+            $e,
+            " AND (s.expires_at IS NULL OR s.expires_at > now()) ORDER BY s.secret_id DESC)"
+        )
+    };
+}
+
 impl StoredSecret {
     fn zip(bytes: Vec<Vec<u8>>, keys: Vec<Option<String>>) -> Vec<StoredSecret> {
         bytes
@@ -73,7 +89,7 @@ pub async fn claim(
         Vec<Vec<u8>>,
         Vec<Option<String>>,
     );
-    let rows: Vec<Row> = sqlx::query_as(
+    let rows: Vec<Row> = sqlx::query_as(concat!(
         "WITH caps AS (SELECT * FROM unnest($3::bigint[], $4::int[]) AS c(endpoint_id, free)),
          picked AS (
              SELECT d.delivery_id
@@ -96,16 +112,9 @@ pub async fn claim(
          WHERE d.delivery_id = picked.delivery_id AND e.endpoint_id = d.endpoint_id
            AND m.message_id = d.message_id
          RETURNING d.delivery_id, d.endpoint_id, d.tenant_id, d.message_id, e.url, m.body,
-                   d.attempts, d.lease_until, e.rate_limit,
-                   ARRAY(SELECT s.secret FROM endpoint_secrets s
-                         WHERE s.endpoint_id = d.endpoint_id
-                           AND (s.expires_at IS NULL OR s.expires_at > now())
-                         ORDER BY s.secret_id DESC) AS secrets,
-                   ARRAY(SELECT s.key_id FROM endpoint_secrets s
-                         WHERE s.endpoint_id = d.endpoint_id
-                           AND (s.expires_at IS NULL OR s.expires_at > now())
-                         ORDER BY s.secret_id DESC) AS secret_keys",
-    )
+                   d.attempts, d.lease_until, e.rate_limit, ",
+        live_secrets!("d.endpoint_id")
+    ))
     .bind(limit as i64)
     .bind(per_endpoint as i64)
     .bind(&ids)
@@ -152,18 +161,11 @@ pub async fn endpoint_for_test(
     endpoint_id: i64,
 ) -> Result<Option<(String, String, Vec<StoredSecret>)>, Error> {
     type Row = (String, String, Vec<Vec<u8>>, Vec<Option<String>>);
-    let row: Option<Row> = sqlx::query_as(
-        "SELECT e.tenant_id, e.url,
-                ARRAY(SELECT s.secret FROM endpoint_secrets s
-                      WHERE s.endpoint_id = e.endpoint_id
-                        AND (s.expires_at IS NULL OR s.expires_at > now())
-                      ORDER BY s.secret_id DESC),
-                ARRAY(SELECT s.key_id FROM endpoint_secrets s
-                      WHERE s.endpoint_id = e.endpoint_id
-                        AND (s.expires_at IS NULL OR s.expires_at > now())
-                      ORDER BY s.secret_id DESC)
-         FROM endpoints e WHERE e.endpoint_id = $1",
-    )
+    let row: Option<Row> = sqlx::query_as(concat!(
+        "SELECT e.tenant_id, e.url, ",
+        live_secrets!("e.endpoint_id"),
+        " FROM endpoints e WHERE e.endpoint_id = $1"
+    ))
     .bind(endpoint_id)
     .fetch_optional(pool)
     .await?;
