@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FERRY_SETUP=local source scripts/setup.sh
-cargo build --release -p ferry-local --bin ferry-bench
+cargo build --release -p ferry-bench
 bins=()
 if [[ " $* " != *" --bin "* ]]; then
   for f in ingest transform rollup fanout; do

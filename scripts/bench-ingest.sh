@@ -6,6 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FERRY_SETUP=local source scripts/setup.sh
-cargo build --release -p ferry-local --bin ferry-bench
+cargo build --release -p ferry-bench
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(/usr/lib/postgresql/*/bin/postgres --version | head -1)"
 exec ./target/release/ferry-bench ingest "$@"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs ferry's integration, exactly-once and contract tests against a real 3-node Citus cluster
 # (a coordinator and two workers on loopback, under .ferry/citus/), with DATABASE_URL pointing
-# at the coordinator, plus the Citus-only tests (`tests/citus.rs`).
+# at the coordinator, plus the Citus-only tests (`tests/it/citus.rs`).
 #
 # Needs a PostgreSQL whose binaries have the citus extension installed (Citus 12.1 for
 # PostgreSQL 15: no package of it is on the registries this project reaches, so build it from
@@ -11,7 +11,7 @@
 #   scripts/test-citus.sh                 the suites; the cluster is stopped afterwards
 #   scripts/test-citus.sh --keep          start (or reuse) the cluster, print its URL, leave it up
 #   scripts/test-citus.sh --stop          stop a kept cluster
-#   scripts/test-citus.sh -- <cargo test args>   only some tests, e.g. -- --test rollup
+#   scripts/test-citus.sh -- <cargo test args>   only some tests, e.g. -- rollup::
 #
 # FERRY_CITUS_PORT (default 9700) is the coordinator's port; workers take the next two.
 set -euo pipefail

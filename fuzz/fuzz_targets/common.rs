@@ -4,10 +4,9 @@
 use chrono::{TimeZone, Utc};
 use ferry_shared::{Limits, RejectReason};
 use ferry_transform::map::{Mapped, Mapper};
-use ferry_transform::read::{
-    read_object, Compression, Flow, Format, ObjectError, ReadLimits, Record, Source,
-};
-use ferry_transform::rules::Sources;
+use ferry_transform::format::{Compression, Format};
+use ferry_transform::read::{read_object, Flow, ObjectError, ReadLimits, Record, StoreReader};
+use ferry_transform::rules::Rules;
 
 /// What reading an object gave for one record: its bytes, and what mapping made of it.
 #[derive(Debug, PartialEq)]
@@ -27,10 +26,10 @@ pub enum Outcome {
 
 /// Parsed once per process: compiling the rules' regexes per input would make the fuzzer
 /// measure regex compilation.
-pub fn sources() -> &'static Sources {
-    static SOURCES: std::sync::OnceLock<Sources> = std::sync::OnceLock::new();
+pub fn sources() -> &'static Rules {
+    static SOURCES: std::sync::OnceLock<Rules> = std::sync::OnceLock::new();
     SOURCES.get_or_init(|| {
-        Sources::parse(include_str!("../../config/sources.toml")).expect("the shipped rules parse")
+        Rules::parse(include_str!("../../config/sources.toml")).expect("the shipped rules parse")
     })
 }
 
@@ -46,7 +45,7 @@ pub fn read(
     let rule = sources.rule_for("file:///bucket", key).expect("a rule covers the key");
     let now = Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap();
     let mapper = Mapper::new(rule, Limits::default(), now, key);
-    let (source, state) = Source::new(bytes);
+    let (source, state) = StoreReader::new(bytes);
     let mut got = Vec::new();
     let mut last = 0;
     let result = read_object(

@@ -2,7 +2,7 @@
 //! parsed file answers `rule_for` for any key, and its time formats convert or refuse.
 #![no_main]
 
-use ferry_transform::rules::Sources;
+use ferry_transform::rules::Rules;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     // The text as a whole file, and as the value of a field a rule maps.
-    if let Ok(sources) = Sources::parse(text) {
+    if let Ok(sources) = Rules::parse(text) {
         for key in ["", "tracker/a", "access-logs/x.csv", text] {
             let _ = sources.rule_for("s3://b", key);
         }
@@ -24,9 +24,9 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-fn shipped() -> &'static Sources {
-    static SOURCES: std::sync::OnceLock<Sources> = std::sync::OnceLock::new();
+fn shipped() -> &'static Rules {
+    static SOURCES: std::sync::OnceLock<Rules> = std::sync::OnceLock::new();
     SOURCES.get_or_init(|| {
-        Sources::parse(include_str!("../../config/sources.toml")).expect("the shipped rules parse")
+        Rules::parse(include_str!("../../config/sources.toml")).expect("the shipped rules parse")
     })
 }

@@ -1,8 +1,14 @@
-//! Typed configuration, read once from the environment at start-up.
+//! Typed configuration, read once at start-up through one reader, [`Env`].
 //!
-//! Every variable ferry reads is read in [`Config::from_lookup`] and documented in the README.
-//! Tests build a [`Config`] with it instead of touching the process environment.
+//! Every function's settings are read the same way: `XConfig::from_env(&Env)`, with the shared
+//! ones in [`Config::from_env`]. An [`Env`] is the process environment ([`Env::process`]) or a
+//! list of pairs ([`Env::from_pairs`]), so every reader is tested without touching the process
+//! environment, and a value found elsewhere (a secret read at start-up) is layered on top with
+//! [`Env::set`]. Every `FERRY_*` variable is documented in `docs/configuration.md`; a test
+//! (`documented_variables_are_the_ones_read`) fails when the two disagree.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
@@ -81,6 +87,126 @@ pub struct ConfigError {
     pub problem: String,
 }
 
+/// Where configuration is read from: the process environment or given pairs, plus values set
+/// on top. A variable set to blanks counts as unset.
+#[derive(Clone)]
+pub struct Env {
+    process: bool,
+    vars: Arc<HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names only: values may be secrets.
+        let mut names: Vec<&String> = self.vars.keys().collect();
+        names.sort();
+        f.debug_struct("Env")
+            .field("process", &self.process)
+            .field("set", &names)
+            .finish()
+    }
+}
+
+impl Env {
+    /// The process environment.
+    pub fn process() -> Env {
+        Env {
+            process: true,
+            vars: Arc::default(),
+        }
+    }
+
+    /// Only these pairs (tests, benchmarks).
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Env {
+        Env {
+            process: false,
+            vars: Arc::new(
+                pairs
+                    .into_iter()
+                    .map(|(k, v)| (k.into(), v.into()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// This environment with `var` set to `value` (over what the environment holds).
+    pub fn set(mut self, var: &str, value: impl Into<String>) -> Env {
+        Arc::make_mut(&mut self.vars).insert(var.to_owned(), value.into());
+        self
+    }
+
+    /// The value of `var`, when it is set and not blank.
+    pub fn get(&self, var: &str) -> Option<String> {
+        let value = match self.vars.get(var) {
+            Some(v) => Some(v.clone()),
+            None if self.process => std::env::var(var).ok(),
+            None => None,
+        };
+        value.filter(|v| !v.trim().is_empty())
+    }
+
+    /// Whether `var` is set (and not blank).
+    pub fn is_set(&self, var: &str) -> bool {
+        self.get(var).is_some()
+    }
+
+    /// `var` as a number, or `default` when unset.
+    pub fn number<T: std::str::FromStr>(
+        &self,
+        var: &'static str,
+        default: T,
+    ) -> Result<T, ConfigError> {
+        match self.get(var) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| bad(var, &v, "expected a number")),
+        }
+    }
+
+    /// `var` as a number that must also pass `ok`, or `default` when unset.
+    pub fn checked<T: std::str::FromStr + std::fmt::Display>(
+        &self,
+        var: &'static str,
+        default: T,
+        ok: impl Fn(&T) -> bool,
+    ) -> Result<T, ConfigError> {
+        let n = self.number(var, default)?;
+        if ok(&n) {
+            Ok(n)
+        } else {
+            Err(bad(var, &n.to_string(), "out of range"))
+        }
+    }
+
+    /// `var` as a duration (`30s`, `5m`, `2h`, `7d`), or `default` when unset.
+    pub fn duration(&self, var: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+        let Some(v) = self.get(var) else {
+            return Ok(default);
+        };
+        humantime::parse_duration(v.trim()).map_err(|e| {
+            bad(
+                var,
+                &v,
+                &format!("expected a duration like 30s, 5m, 2h, 7d ({e})"),
+            )
+        })
+    }
+
+    /// `var` as `true`/`false` (or `1`/`0`), or `default` when unset.
+    pub fn flag(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(var).as_deref().map(str::trim) {
+            None => Ok(default),
+            Some("true") | Some("1") => Ok(true),
+            Some("false") | Some("0") => Ok(false),
+            Some(v) => Err(bad(var, v, "expected true or false")),
+        }
+    }
+}
+
 impl Config {
     /// Width of the `events` partition slots this process asks for, in seconds: the database's
     /// recorded width rules when it has one (`ferry_ensure_event_partitions` creates the
@@ -89,14 +215,9 @@ impl Config {
         self.partition_interval.map_or(300, |d| d.as_secs() as i64)
     }
 
-    /// Reads the process environment.
-    pub fn from_env() -> Result<Config, ConfigError> {
-        Config::from_lookup(|k| std::env::var(k).ok())
-    }
-
-    /// Reads configuration through `get`, which returns a variable's value if set.
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+    /// Reads the shared settings.
+    pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
+        let get = |k: &str| env.get(k);
         let on_cloud = get("AWS_LAMBDA_RUNTIME_API").is_some()
             || get("FUNCTIONS_CUSTOMHANDLER_PORT").is_some();
         let log_format = match get("FERRY_LOG_FORMAT").as_deref() {
@@ -107,21 +228,13 @@ impl Config {
             Some(other) => return Err(bad("FERRY_LOG_FORMAT", other, "expected json or text")),
         };
         let limits = Limits {
-            max_event_bytes: number(&get, "FERRY_MAX_EVENT_BYTES", 256 * 1024)?,
-            max_event_age: duration(
-                &get,
-                "FERRY_MAX_EVENT_AGE",
-                Duration::from_secs(30 * 86_400),
-            )?,
-            max_future_skew: duration(&get, "FERRY_MAX_FUTURE_SKEW", Duration::from_secs(300))?,
+            max_event_bytes: env.number("FERRY_MAX_EVENT_BYTES", 256 * 1024)?,
+            max_event_age: env.duration("FERRY_MAX_EVENT_AGE", Duration::from_secs(30 * 86_400))?,
+            max_future_skew: env.duration("FERRY_MAX_FUTURE_SKEW", Duration::from_secs(300))?,
         };
         let partition_interval = match get("FERRY_PARTITION_INTERVAL") {
             None => None,
-            Some(_) => Some(duration(
-                &get,
-                "FERRY_PARTITION_INTERVAL",
-                Duration::from_secs(300),
-            )?),
+            Some(_) => Some(env.duration("FERRY_PARTITION_INTERVAL", Duration::from_secs(300))?),
         };
         if let Some(width) = partition_interval {
             let v = humantime::format_duration(width).to_string();
@@ -140,8 +253,7 @@ impl Config {
                 ));
             }
         }
-        let citus_shard_count = match number(
-            &get,
+        let citus_shard_count = match env.number(
             "FERRY_CITUS_SHARD_COUNT",
             crate::placement::DEFAULT_SHARD_COUNT,
         )? {
@@ -157,24 +269,18 @@ impl Config {
         Ok(Config {
             db: DbConfig {
                 url: get("DATABASE_URL"),
-                max_connections: number(&get, "FERRY_DB_MAX_CONNECTIONS", 4)?,
-                connect_timeout: duration(
-                    &get,
-                    "FERRY_DB_CONNECT_TIMEOUT",
-                    Duration::from_secs(5),
-                )?,
-                lock_timeout: duration(&get, "FERRY_DB_LOCK_TIMEOUT", Duration::from_secs(5))?,
-                statement_timeout: duration(
-                    &get,
-                    "FERRY_DB_STATEMENT_TIMEOUT",
-                    Duration::from_secs(60),
-                )?,
+                max_connections: env.number("FERRY_DB_MAX_CONNECTIONS", 4)?,
+                connect_timeout: env
+                    .duration("FERRY_DB_CONNECT_TIMEOUT", Duration::from_secs(5))?,
+                lock_timeout: env.duration("FERRY_DB_LOCK_TIMEOUT", Duration::from_secs(5))?,
+                statement_timeout: env
+                    .duration("FERRY_DB_STATEMENT_TIMEOUT", Duration::from_secs(60))?,
             },
             limits,
             partition_interval,
             citus_shard_count,
-            copy_threshold: number(&get, "FERRY_COPY_THRESHOLD", 5000)?,
-            recently_viewed: match number(&get, "FERRY_RECENTLY_VIEWED", 20_u32)? {
+            copy_threshold: env.number("FERRY_COPY_THRESHOLD", 5000)?,
+            recently_viewed: match env.number("FERRY_RECENTLY_VIEWED", 20_u32)? {
                 n @ 1..=1000 => n,
                 n => {
                     return Err(bad(
@@ -209,39 +315,6 @@ pub fn bad(var: &'static str, value: &str, problem: &str) -> ConfigError {
     }
 }
 
-/// Reads `var` as a number, or `default` when unset.
-pub fn number<T: std::str::FromStr>(
-    get: &impl Fn(&str) -> Option<String>,
-    var: &'static str,
-    default: T,
-) -> Result<T, ConfigError> {
-    match get(var) {
-        None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| bad(var, &v, "expected a number")),
-    }
-}
-
-/// Reads `var` as a duration (`30s`, `5m`, `2h`, `7d`), or `default` when unset.
-pub fn duration(
-    get: &impl Fn(&str) -> Option<String>,
-    var: &'static str,
-    default: Duration,
-) -> Result<Duration, ConfigError> {
-    let Some(v) = get(var) else {
-        return Ok(default);
-    };
-    humantime::parse_duration(v.trim()).map_err(|e| {
-        bad(
-            var,
-            &v,
-            &format!("expected a duration like 30s, 5m, 2h, 7d ({e})"),
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,7 +324,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Config::from_lookup(|k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+        Config::from_env(&Env::from_pairs(pairs))
     }
 
     #[test]

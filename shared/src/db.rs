@@ -2,83 +2,20 @@
 //!
 //! SQL that handlers need lives here and in `migrations/`, not in handlers.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::config::DbConfig;
 use crate::error::Error;
 use crate::placement;
 
-/// The migrations, embedded once in every binary that links the shared crate.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "foundation",
-        include_str!("../migrations/0001_foundation.sql"),
-    ),
-    (
-        2,
-        "blob_objects",
-        include_str!("../migrations/0002_blob_objects.sql"),
-    ),
-    (
-        3,
-        "attach_partitions",
-        include_str!("../migrations/0003_attach_partitions.sql"),
-    ),
-    (4, "rollups", include_str!("../migrations/0004_rollups.sql")),
-    (
-        5,
-        "rollup_windows",
-        include_str!("../migrations/0005_rollup_windows.sql"),
-    ),
-    (
-        6,
-        "webhooks",
-        include_str!("../migrations/0006_webhooks.sql"),
-    ),
-    (7, "fanout", include_str!("../migrations/0007_fanout.sql")),
-    (
-        8,
-        "endpoint_health",
-        include_str!("../migrations/0008_endpoint_health.sql"),
-    ),
-    (
-        9,
-        "scale_out",
-        include_str!("../migrations/0009_scale_out.sql"),
-    ),
-    (
-        10,
-        "hardening",
-        include_str!("../migrations/0010_hardening.sql"),
-    ),
-];
-
-#[derive(Debug)]
-struct Embedded;
-
-type BoxDynError = Box<dyn std::error::Error + Send + Sync>;
-
-impl MigrationSource<'static> for Embedded {
-    fn resolve(
-        self,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, BoxDynError>> + Send + 'static>> {
-        Box::pin(async {
-            Ok(MIGRATIONS
-                .iter()
-                .map(|(v, d, sql)| {
-                    Migration::new(*v, (*d).into(), MigrationType::Simple, (*sql).into(), false)
-                })
-                .collect())
-        })
-    }
-}
+/// The migrations under `migrations/`, embedded at build time in every binary that links the
+/// shared crate (a new file is picked up without touching code; `build.rs` rebuilds on it).
+/// Versions applied by earlier releases keep their checksums: the files are unchanged.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// What `ferry migrate` decides beyond the migrations themselves.
 #[derive(Debug, Clone)]
@@ -138,7 +75,7 @@ pub async fn migrate(pool: &PgPool) -> Result<Migrated, MigrateError> {
 
 /// [`migrate`] with options.
 pub async fn migrate_with(pool: &PgPool, opts: &MigrateOptions) -> Result<Migrated, MigrateError> {
-    Migrator::new(Embedded).await?.run(pool).await?;
+    MIGRATOR.run(pool).await?;
     let citus = placement::place(pool, opts.shard_count).await?;
     let width = match (opts.partition_interval, &citus) {
         (Some(w), _) => Some(w.as_secs() as i64),
@@ -280,9 +217,9 @@ pub async fn ensure_partitions_ahead(
 
 #[cfg(test)]
 mod tests {
-    use super::MIGRATIONS;
+    use super::MIGRATOR;
 
-    /// A file under `migrations/` that is not in the embedded list would never be applied.
+    /// Every file under `migrations/` is embedded, in version order, with its own text.
     #[test]
     fn every_migration_file_is_embedded_in_order() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
@@ -292,17 +229,14 @@ mod tests {
             .filter(|n| n.ends_with(".sql"))
             .collect();
         files.sort();
-        let embedded: Vec<String> = MIGRATIONS
+        let embedded: Vec<String> = MIGRATOR
             .iter()
-            .map(|(v, name, _)| format!("{v:04}_{name}.sql"))
+            .map(|m| format!("{:04}_{}.sql", m.version, m.description.replace(' ', "_")))
             .collect();
         assert_eq!(embedded, files);
-        for ((_, _, sql), file) in MIGRATIONS.iter().zip(&files) {
-            assert_eq!(
-                *sql,
-                std::fs::read_to_string(dir.join(file)).unwrap(),
-                "{file}"
-            );
+        for (m, file) in MIGRATOR.iter().zip(&files) {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            assert_eq!(m.sql.as_ref(), text.as_str(), "{file}");
         }
     }
 }

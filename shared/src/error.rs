@@ -5,7 +5,7 @@
 
 use thiserror::Error;
 
-#[cfg(all(feature = "fault-injection", debug_assertions))]
+#[cfg(fault_injection)]
 use crate::faults::CrashPoint;
 
 /// An error from the database layer or the loader.
@@ -25,7 +25,7 @@ pub enum Error {
     #[error("database refused the data: {0}")]
     Permanent(#[source] sqlx::Error),
     /// A crash injected by a test (debug builds with the `fault-injection` feature only).
-    #[cfg(all(feature = "fault-injection", debug_assertions))]
+    #[cfg(fault_injection)]
     #[error("injected crash {0:?}")]
     InjectedCrash(CrashPoint),
 }
@@ -39,7 +39,7 @@ impl Error {
     /// True when the database as a whole is unreachable (or, in tests, the process "died"), so
     /// splitting the work into smaller transactions is pointless.
     pub fn is_unavailable(&self) -> bool {
-        #[cfg(all(feature = "fault-injection", debug_assertions))]
+        #[cfg(fault_injection)]
         if matches!(self, Error::InjectedCrash(_)) {
             return true;
         }

@@ -35,7 +35,7 @@ pub enum Placement {
 use Placement::{Coordinator, Reference, Tenant};
 
 /// Every table of ferry's schema and its placement. `events` comes first: the other tenant
-/// tables are co-located with it. `tests/schema.rs` checks this list against the migrated
+/// tables are co-located with it. `tests/it/schema.rs` checks this list against the migrated
 /// catalog (every table placed; keys and foreign keys that Citus accepts).
 pub const TABLES: &[(&str, Placement)] = &[
     ("events", Tenant),

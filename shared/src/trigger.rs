@@ -94,3 +94,9 @@ pub trait TickHandler: Send + Sync + 'static {
     /// timers; the next tick picks up where this one stopped).
     fn tick(&self, tick: Tick) -> impl Future<Output = Result<(), Retry>> + Send;
 }
+
+/// The message that wakes the fanout function after a commit enqueued webhook deliveries, on
+/// every platform and locally: a JSON object (so Azure never mistakes it for base64).
+pub fn nudge_message(deliveries: u64) -> serde_json::Value {
+    serde_json::json!({ "deliveries": deliveries })
+}

@@ -9,21 +9,21 @@
 //!
 //! Each request is a structured CloudEvent signed as Standard Webhooks ([`sign`]), sent only
 //! to addresses that pass the SSRF guard ([`guard`]). What an answer means is in [`send`];
-//! what is written, in [`store`].
+//! what is written, in [`outbox`].
 
 pub mod endpoints;
 pub mod guard;
 pub mod keys;
 pub mod send;
 pub mod sign;
-pub mod store;
+pub mod outbox;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use ferry_shared::config::{bad, duration, number, Config, ConfigError};
+use ferry_shared::config::{bad, Config, ConfigError, Env};
 use ferry_shared::error::Error;
 use ferry_shared::trigger::{QueueBatch, QueueHandler, QueueOutcome, Retry, Tick, TickHandler};
 use sqlx::PgPool;
@@ -34,7 +34,7 @@ use crate::guard::{GuardedResolver, Lookup, Policy, SystemLookup};
 use crate::keys::Keyring;
 use crate::send::{Outgoing, Verdict};
 use crate::sign::Secret;
-use crate::store::{Claimed, Done};
+use crate::outbox::{Claimed, Done};
 
 /// Settings of the fanout function (environment variables in the README).
 #[derive(Debug, Clone)]
@@ -86,8 +86,12 @@ impl Default for FanoutConfig {
 
 /// `FERRY_WEBHOOK_KEYS` (the keyring text) or `FERRY_WEBHOOK_KEYS_FILE` (a file holding it).
 /// The errors never repeat the value: it is key material.
-fn keyring(get: &impl Fn(&str) -> Option<String>) -> Result<Option<Keyring>, ConfigError> {
-    let (var, text) = match (get("FERRY_WEBHOOK_KEYS"), get("FERRY_WEBHOOK_KEYS_FILE")) {
+fn keyring(env: &Env) -> Result<Option<Keyring>, ConfigError> {
+    let keys = (
+        env.get("FERRY_WEBHOOK_KEYS"),
+        env.get("FERRY_WEBHOOK_KEYS_FILE"),
+    );
+    let (var, text) = match keys {
         (Some(text), _) => ("FERRY_WEBHOOK_KEYS", text),
         (None, Some(path)) => (
             "FERRY_WEBHOOK_KEYS_FILE",
@@ -107,7 +111,7 @@ fn keyring(get: &impl Fn(&str) -> Option<String>) -> Result<Option<Keyring>, Con
 fn open_secrets(
     keys: Option<&Keyring>,
     endpoint_id: i64,
-    stored: &[store::StoredSecret],
+    stored: &[outbox::StoredSecret],
 ) -> Result<Vec<Secret>, String> {
     let mut out = Vec::with_capacity(stored.len());
     for s in stored {
@@ -140,18 +144,11 @@ pub const MAX_DELAY: Duration = Duration::from_secs(30 * 86_400);
 pub const DEFAULT_SCHEDULE: [u64; 9] = [5, 300, 1800, 7200, 18_000, 36_000, 50_400, 72_000, 86_400];
 
 impl FanoutConfig {
-    pub fn from_env() -> Result<FanoutConfig, ConfigError> {
-        FanoutConfig::from_lookup(|k| std::env::var(k).ok())
-    }
-
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<FanoutConfig, ConfigError> {
-        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+    /// Reads the fanout's settings.
+    pub fn from_env(env: &Env) -> Result<FanoutConfig, ConfigError> {
+        let get = |k: &str| env.get(k);
         let d = FanoutConfig::default();
-        let allow_http = match get("FERRY_WEBHOOK_ALLOW_HTTP").as_deref().map(str::trim) {
-            None | Some("false") | Some("0") => false,
-            Some("true") | Some("1") => true,
-            Some(v) => return Err(bad("FERRY_WEBHOOK_ALLOW_HTTP", v, "expected true or false")),
-        };
+        let allow_http = env.flag("FERRY_WEBHOOK_ALLOW_HTTP", false)?;
         let allow = match get("FERRY_WEBHOOK_ALLOW_NETS") {
             None => Vec::new(),
             Some(v) => v
@@ -184,7 +181,7 @@ impl FanoutConfig {
                 })?,
         };
         let positive = |var: &'static str, default: usize| -> Result<usize, ConfigError> {
-            let n = number(&get, var, default)?;
+            let n = env.number(var, default)?;
             if n == 0 {
                 return Err(bad(var, "0", "must be at least 1"));
             }
@@ -200,7 +197,7 @@ impl FanoutConfig {
                 "each delay must be between 1ms and 30 days",
             ));
         }
-        let retry_after_max = duration(&get, "FERRY_WEBHOOK_RETRY_AFTER_MAX", d.retry_after_max)?;
+        let retry_after_max = env.duration("FERRY_WEBHOOK_RETRY_AFTER_MAX", d.retry_after_max)?;
         if retry_after_max > MAX_DELAY {
             return Err(bad(
                 "FERRY_WEBHOOK_RETRY_AFTER_MAX",
@@ -208,7 +205,7 @@ impl FanoutConfig {
                 "must be at most 30 days",
             ));
         }
-        let disable_after = duration(&get, "FERRY_WEBHOOK_DISABLE_AFTER", d.disable_after)?;
+        let disable_after = env.duration("FERRY_WEBHOOK_DISABLE_AFTER", d.disable_after)?;
         if disable_after > Duration::from_secs(365 * 86_400) {
             return Err(bad(
                 "FERRY_WEBHOOK_DISABLE_AFTER",
@@ -216,7 +213,7 @@ impl FanoutConfig {
                 "must be at most 365 days",
             ));
         }
-        let timeout = duration(&get, "FERRY_WEBHOOK_TIMEOUT", d.timeout)?;
+        let timeout = env.duration("FERRY_WEBHOOK_TIMEOUT", d.timeout)?;
         if timeout.is_zero() || timeout > Duration::from_secs(60) {
             return Err(bad(
                 "FERRY_WEBHOOK_TIMEOUT",
@@ -232,9 +229,9 @@ impl FanoutConfig {
             disable_after,
             concurrency: positive("FERRY_FANOUT_CONCURRENCY", d.concurrency)?,
             per_endpoint: positive("FERRY_FANOUT_PER_ENDPOINT", d.per_endpoint)?,
-            budget: duration(&get, "FERRY_FANOUT_BUDGET", d.budget)?,
-            linger: duration(&get, "FERRY_FANOUT_LINGER", d.linger)?,
-            keys: keyring(&get)?,
+            budget: env.duration("FERRY_FANOUT_BUDGET", d.budget)?,
+            linger: env.duration("FERRY_FANOUT_LINGER", d.linger)?,
+            keys: keyring(env)?,
         })
     }
 
@@ -318,7 +315,7 @@ impl Fanout {
         &self,
         endpoint_id: i64,
     ) -> Result<(String, send::Attempt), endpoints::EndpointError> {
-        let (tenant, url, secrets) = store::endpoint_for_test(&self.pool, endpoint_id)
+        let (tenant, url, secrets) = outbox::endpoint_for_test(&self.pool, endpoint_id)
             .await
             .map_err(|e| endpoints::EndpointError::Invalid(e.to_string()))?
             .ok_or(endpoints::EndpointError::NotFound(endpoint_id))?;
@@ -383,7 +380,7 @@ impl Fanout {
                         .filter(|(_, n)| **n > 0)
                         .map(|(k, v)| (*k, *v))
                         .collect();
-                    let claimed = store::claim(
+                    let claimed = outbox::claim(
                         &self.pool,
                         free,
                         self.cfg.per_endpoint,
@@ -470,7 +467,7 @@ impl Fanout {
     /// With nothing in flight: waits for the next retry if it falls due within the linger
     /// time (and the budget). Returns whether there may be something to claim.
     async fn wait_for_due(&self, start: Instant) -> Result<bool, Error> {
-        let Some(at) = store::next_due(&self.pool).await? else {
+        let Some(at) = outbox::next_due(&self.pool).await? else {
             return Ok(false);
         };
         let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
@@ -601,9 +598,9 @@ impl Fanout {
         // busy endpoint row, say): that part runs under a savepoint, and the sweep's next
         // flush for the endpoint catches up.
         let mut tx = self.pool.begin().await?;
-        let recorded = store::record(&mut tx, done).await?;
+        let recorded = outbox::record(&mut tx, done).await?;
         sqlx::query("SAVEPOINT health").execute(&mut *tx).await?;
-        let disabled = match store::update_health(&mut tx, done, self.cfg.disable_after).await {
+        let disabled = match outbox::update_health(&mut tx, done, self.cfg.disable_after).await {
             Ok(disabled) => disabled,
             Err(e) => {
                 warn!(error = %e, "endpoint health not updated; the attempts are recorded");
@@ -693,7 +690,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        FanoutConfig::from_lookup(|k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+        FanoutConfig::from_env(&Env::from_pairs(pairs))
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! adapter for queue nudges and timer sweeps.
 
 use ferry_fanout::{Fanout, FanoutConfig};
+use ferry_shared::config::Env;
 use ferry_shared::telemetry;
 
 #[tokio::main]
@@ -10,10 +11,11 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(cfg.log_format);
     // The keyring: from the environment, or (Lambda) the secret FERRY_WEBHOOK_KEYS_SECRET_ARN.
     let keys = ferry_runtime::secrets::webhook_keys().await?;
-    let fcfg = FanoutConfig::from_lookup(|k| match (k, &keys) {
-        ("FERRY_WEBHOOK_KEYS", Some(text)) => Some(text.clone()),
-        _ => std::env::var(k).ok(),
-    })?;
+    let env = match keys {
+        Some(text) => Env::process().set("FERRY_WEBHOOK_KEYS", text),
+        None => Env::process(),
+    };
+    let fcfg = FanoutConfig::from_env(&env)?;
     if fcfg.keys.is_none() {
         tracing::warn!(
             "no webhook keyring (FERRY_WEBHOOK_KEYS or FERRY_WEBHOOK_KEYS_SECRET_ARN): sealed \

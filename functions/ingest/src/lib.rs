@@ -202,7 +202,7 @@ impl QueueHandler for Ingest {
 
 /// The ledger key of a queue message (bounded: a message id of kilobytes is hashed).
 pub fn unit_key(message_id: &str) -> String {
-    ferry_shared::load::bounded_unit_key(format!("queue:{message_id}"))
+    ferry_shared::ledger::bounded_unit_key(format!("queue:{message_id}"))
 }
 
 fn log_report(report: &IngestReport) {

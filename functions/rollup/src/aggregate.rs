@@ -26,7 +26,7 @@ use chrono::{DateTime, Utc};
 use ferry_shared::error::{classify, Error};
 use sqlx::{PgConnection, PgPool};
 
-#[cfg(all(feature = "fault-injection", debug_assertions))]
+#[cfg(fault_injection)]
 use ferry_shared::faults::{CrashPoint, FaultHook};
 
 /// Settings of the rollup step.
@@ -229,7 +229,7 @@ struct Window {
 pub async fn step(
     pool: &PgPool,
     opts: &AggregateOptions,
-    #[cfg(all(feature = "fault-injection", debug_assertions))] faults: Option<&FaultHook>,
+    #[cfg(fault_injection)] faults: Option<&FaultHook>,
 ) -> Result<Step, Error> {
     let mut tx = pool.begin().await.map_err(classify)?;
     let conn: &mut PgConnection = &mut tx;
@@ -382,7 +382,7 @@ pub async fn step(
         sqlx::query(&sql).execute(&mut *tx).await?;
     }
 
-    #[cfg(all(feature = "fault-injection", debug_assertions))]
+    #[cfg(fault_injection)]
     if faults.is_some_and(|hook| hook(CrashPoint::AfterLoad)) {
         // As the server does when the process dies: nothing of the transaction stays. (A
         // dropped transaction would roll back only when its connection is next used, so the

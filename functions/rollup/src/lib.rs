@@ -13,20 +13,20 @@
 //! | `data_quality` | yes | finds sources gone silent or dropping, by hour and day |
 //! | `housekeeping` | hourly | deletes ledger, quarantine, job, anomaly and rollup rows past retention |
 
-pub mod aggregate;
-pub mod anomaly;
-pub mod upkeep;
+mod aggregate;
+mod anomaly;
+mod upkeep;
 
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use ferry_shared::config::{bad, duration, number, Config, ConfigError};
+use ferry_shared::config::{bad, Config, ConfigError, Env};
 use ferry_shared::error::Error;
 use ferry_shared::trigger::{Retry, Tick, TickHandler};
 use sqlx::PgPool;
 use tracing::{error, info, warn};
 
-#[cfg(all(feature = "fault-injection", debug_assertions))]
+#[cfg(fault_injection)]
 use ferry_shared::faults::FaultHook;
 
 pub use aggregate::{AggregateOptions, Step};
@@ -63,28 +63,11 @@ impl Default for RollupConfig {
 }
 
 impl RollupConfig {
-    pub fn from_env() -> Result<RollupConfig, ConfigError> {
-        RollupConfig::from_lookup(|k| std::env::var(k).ok())
-    }
-
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<RollupConfig, ConfigError> {
-        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
-        // A number that must also pass `ok`.
-        fn checked<T: std::str::FromStr + std::fmt::Display>(
-            get: &impl Fn(&str) -> Option<String>,
-            var: &'static str,
-            default: T,
-            ok: impl Fn(&T) -> bool,
-        ) -> Result<T, ConfigError> {
-            let n = number(get, var, default)?;
-            if ok(&n) {
-                Ok(n)
-            } else {
-                Err(bad(var, &n.to_string(), "out of range"))
-            }
-        }
+    /// Reads the rollup's settings.
+    pub fn from_env(env: &Env) -> Result<RollupConfig, ConfigError> {
+        let get = |k: &str| env.get(k);
         let d = RollupConfig::default();
-        let partitions_ahead = duration(&get, "FERRY_PARTITIONS_AHEAD", d.partitions_ahead)?;
+        let partitions_ahead = env.duration("FERRY_PARTITIONS_AHEAD", d.partitions_ahead)?;
         if partitions_ahead < Duration::from_secs(3600) {
             return Err(bad(
                 "FERRY_PARTITIONS_AHEAD",
@@ -101,7 +84,7 @@ impl RollupConfig {
         .into_iter()
         .enumerate()
         {
-            rollups[i] = duration(&get, var, rollups[i])?;
+            rollups[i] = env.duration(var, rollups[i])?;
             let min = upkeep::MIN_ROLLUP_RETENTION[i];
             if rollups[i] < min {
                 return Err(bad(
@@ -121,54 +104,46 @@ impl RollupConfig {
         };
         Ok(RollupConfig {
             aggregate: AggregateOptions {
-                lock_wait: duration(&get, "FERRY_ROLLUP_LOCK_WAIT", d.aggregate.lock_wait)?,
-                max_events: checked(
-                    &get,
+                lock_wait: env.duration("FERRY_ROLLUP_LOCK_WAIT", d.aggregate.lock_wait)?,
+                max_events: env.checked(
                     "FERRY_ROLLUP_MAX_EVENTS",
                     d.aggregate.max_events,
                     |n| *n > 0,
                 )?,
-                work_mem_mb: checked(
-                    &get,
+                work_mem_mb: env.checked(
                     "FERRY_ROLLUP_WORK_MEM_MB",
                     d.aggregate.work_mem_mb,
                     |n| (4..=65_536).contains(n),
                 )?,
-                statement_timeout: duration(
-                    &get,
+                statement_timeout: env.duration(
                     "FERRY_ROLLUP_STATEMENT_TIMEOUT",
                     d.aggregate.statement_timeout,
                 )?,
             },
-            budget: duration(&get, "FERRY_ROLLUP_BUDGET", d.budget)?,
+            budget: env.duration("FERRY_ROLLUP_BUDGET", d.budget)?,
             partitions_ahead,
-            events_retention: duration(&get, "FERRY_EVENTS_RETENTION", d.events_retention)?,
+            events_retention: env.duration("FERRY_EVENTS_RETENTION", d.events_retention)?,
             retention_mode,
             retention: Retention {
-                ledger: duration(&get, "FERRY_LEDGER_RETENTION", d.retention.ledger)?,
-                quarantine: duration(&get, "FERRY_QUARANTINE_RETENTION", d.retention.quarantine)?,
-                job_runs: duration(&get, "FERRY_JOB_RUNS_RETENTION", d.retention.job_runs)?,
-                anomalies: duration(&get, "FERRY_ANOMALY_RETENTION", d.retention.anomalies)?,
+                ledger: env.duration("FERRY_LEDGER_RETENTION", d.retention.ledger)?,
+                quarantine: env.duration("FERRY_QUARANTINE_RETENTION", d.retention.quarantine)?,
+                job_runs: env.duration("FERRY_JOB_RUNS_RETENTION", d.retention.job_runs)?,
+                anomalies: env.duration("FERRY_ANOMALY_RETENTION", d.retention.anomalies)?,
                 rollups,
             },
-            housekeeping_every: duration(&get, "FERRY_HOUSEKEEPING_EVERY", d.housekeeping_every)?,
+            housekeeping_every: env.duration("FERRY_HOUSEKEEPING_EVERY", d.housekeeping_every)?,
             anomaly: AnomalySettings {
-                threshold: checked(&get, "FERRY_ANOMALY_THRESHOLD", d.anomaly.threshold, |n| {
-                    *n > 0.0
+                threshold: env
+                    .checked("FERRY_ANOMALY_THRESHOLD", d.anomaly.threshold, |n| *n > 0.0)?,
+                min_volume: env.checked("FERRY_ANOMALY_MIN_VOLUME", d.anomaly.min_volume, |n| {
+                    *n >= 0.0
                 })?,
-                min_volume: checked(
-                    &get,
-                    "FERRY_ANOMALY_MIN_VOLUME",
-                    d.anomaly.min_volume,
-                    |n| *n >= 0.0,
-                )?,
-                consecutive: checked(
-                    &get,
+                consecutive: env.checked(
                     "FERRY_ANOMALY_CONSECUTIVE",
                     d.anomaly.consecutive,
                     |n| *n >= 1,
                 )?,
-                grace: duration(&get, "FERRY_ANOMALY_GRACE", d.anomaly.grace)?,
+                grace: env.duration("FERRY_ANOMALY_GRACE", d.anomaly.grace)?,
                 rescore: d.anomaly.rescore,
             },
         })
@@ -226,7 +201,7 @@ pub struct Rollup {
     partition_secs: i64,
     name: String,
     nudge: Option<ferry_shared::load::Nudge>,
-    #[cfg(all(feature = "fault-injection", debug_assertions))]
+    #[cfg(fault_injection)]
     faults: Option<FaultHook>,
 }
 
@@ -259,7 +234,7 @@ impl Rollup {
             partition_secs: cfg.partition_secs(),
             name: name.to_owned(),
             nudge: None,
-            #[cfg(all(feature = "fault-injection", debug_assertions))]
+            #[cfg(fault_injection)]
             faults: None,
         }
     }
@@ -270,7 +245,7 @@ impl Rollup {
         self
     }
 
-    #[cfg(all(feature = "fault-injection", debug_assertions))]
+    #[cfg(fault_injection)]
     pub fn with_faults(mut self, hook: FaultHook) -> Rollup {
         self.faults = Some(hook);
         self
@@ -289,7 +264,7 @@ impl Rollup {
         aggregate::step(
             &self.pool,
             &self.cfg.aggregate,
-            #[cfg(all(feature = "fault-injection", debug_assertions))]
+            #[cfg(fault_injection)]
             self.faults.as_ref(),
         )
         .await
@@ -525,7 +500,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        RollupConfig::from_lookup(|k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+        RollupConfig::from_env(&Env::from_pairs(pairs))
     }
 
     #[test]

@@ -15,43 +15,8 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::rules::{Declared, Rule};
-
-/// How the object is compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
-
-impl Compression {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Compression::None => "none",
-            Compression::Gzip => "gzip",
-            Compression::Zstd => "zstd",
-        }
-    }
-}
-
-/// The content's format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Ndjson,
-    Json,
-    Csv,
-}
-
-impl Format {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Ndjson => "ndjson",
-            Format::Json => "json",
-            Format::Csv => "csv",
-        }
-    }
-}
+use crate::format::{Compression, Declared, Format};
+use crate::rules::Rule;
 
 /// Why an object as a whole cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +29,7 @@ pub enum ObjectError {
     UnknownFormat(String),
     /// Reading from the store failed (network, throttling): retry the object.
     #[error("reading the object failed: {0}")]
-    Source(String),
+    Store(String),
     /// The consumer stopped (its transaction failed); nothing to report from here.
     #[error("stopped")]
     Stopped,
@@ -96,7 +61,7 @@ pub enum Flow {
 /// Where the object's bytes come from: the wrapper notes whether an error came from the store
 /// (so it is retried) rather than from decoding (so the object is quarantined), and keeps the
 /// first bytes for the quarantine row of an unreadable object.
-pub struct Source<R> {
+pub struct StoreReader<R> {
     inner: R,
     failed: Arc<AtomicBool>,
     head: Arc<Mutex<Vec<u8>>>,
@@ -105,16 +70,16 @@ pub struct Source<R> {
 /// Bytes of an unreadable object kept in its quarantine row.
 pub const HEAD_BYTES: usize = 64 * 1024;
 
-impl<R: Read> Source<R> {
-    pub fn new(inner: R) -> (Source<R>, SourceState) {
+impl<R: Read> StoreReader<R> {
+    pub fn new(inner: R) -> (StoreReader<R>, ReaderState) {
         let failed = Arc::new(AtomicBool::new(false));
         let head = Arc::new(Mutex::new(Vec::new()));
-        let state = SourceState {
+        let state = ReaderState {
             failed: Arc::clone(&failed),
             head: Arc::clone(&head),
         };
         (
-            Source {
+            StoreReader {
                 inner,
                 failed,
                 head,
@@ -124,7 +89,7 @@ impl<R: Read> Source<R> {
     }
 }
 
-impl<R: Read> Read for Source<R> {
+impl<R: Read> Read for StoreReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self.inner.read(buf) {
             Ok(n) => {
@@ -143,14 +108,14 @@ impl<R: Read> Read for Source<R> {
     }
 }
 
-/// What the caller keeps of a [`Source`] after handing it to the reader.
+/// What the caller keeps of a [`StoreReader`] after handing it to the reader.
 #[derive(Debug, Clone)]
-pub struct SourceState {
+pub struct ReaderState {
     failed: Arc<AtomicBool>,
     head: Arc<Mutex<Vec<u8>>>,
 }
 
-impl SourceState {
+impl ReaderState {
     /// The object's first bytes (at most [`HEAD_BYTES`]).
     pub fn head(&self) -> Vec<u8> {
         self.head.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -172,8 +137,8 @@ const BUFFER: usize = 256 * 1024;
 
 /// Reads every record of `input`, calling `each` for it. Returns the compression and format.
 pub fn read_object<R: Read>(
-    input: Source<R>,
-    state: &SourceState,
+    input: StoreReader<R>,
+    state: &ReaderState,
     rule: &Rule,
     limits: ReadLimits,
     mut each: impl FnMut(u64, Record<'_>) -> Flow,
@@ -182,7 +147,7 @@ pub fn read_object<R: Read>(
         // Without compression every read error is the store's; with it, only the ones the
         // store itself reported.
         if state.failed() || compression == Compression::None {
-            ObjectError::Source(e.to_string())
+            ObjectError::Store(e.to_string())
         } else {
             ObjectError::Corrupt(format!("{} stream is corrupt: {e}", compression.as_str()))
         }
@@ -626,7 +591,7 @@ fn csv_error(e: csv::Error) -> io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::{Sources, DEFAULT_SOURCES};
+    use crate::rules::{Rules, DEFAULT_RULES};
     use std::io::Write;
 
     /// A reader that hands out one byte per read, like a slow network.
@@ -642,9 +607,9 @@ mod tests {
     type Outcome = Result<(Compression, Format), ObjectError>;
 
     fn read_all(bytes: Vec<u8>, key: &str) -> (Outcome, Vec<(u64, String)>) {
-        let sources = Sources::parse(DEFAULT_SOURCES).unwrap();
+        let sources = Rules::parse(DEFAULT_RULES).unwrap();
         let rule = sources.rule_for("file:///x", key).unwrap();
-        let (source, state) = Source::new(OneByte(io::Cursor::new(bytes)));
+        let (source, state) = StoreReader::new(OneByte(io::Cursor::new(bytes)));
         let limits = ReadLimits {
             max_record_bytes: 1024,
         };

@@ -14,37 +14,15 @@ use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use regex::Regex;
 use serde::Deserialize;
 
-use crate::read::Format;
+use crate::format::Declared;
 
 /// The repository's rules, compiled in.
-pub const DEFAULT_SOURCES: &str = include_str!("../../../config/sources.toml");
+pub const DEFAULT_RULES: &str = include_str!("../../../config/sources.toml");
 
 /// A rules file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[error("sources file: {0}")]
 pub struct RulesError(pub String);
-
-/// The format a rule declares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Declared {
-    #[default]
-    Auto,
-    Ndjson,
-    Json,
-    Csv,
-}
-
-impl Declared {
-    pub fn format(self) -> Option<Format> {
-        match self {
-            Declared::Auto => None,
-            Declared::Ndjson => Some(Format::Ndjson),
-            Declared::Json => Some(Format::Json),
-            Declared::Csv => Some(Format::Csv),
-        }
-    }
-}
 
 /// How a mapped record's time field is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,25 +120,25 @@ impl Rule {
 
 /// All rules.
 #[derive(Debug, Clone)]
-pub struct Sources {
+pub struct Rules {
     rules: Vec<Rule>,
 }
 
-impl Sources {
+impl Rules {
     /// The file named by `path`, or the compiled-in default.
-    pub fn load(path: Option<&Path>) -> Result<Sources, RulesError> {
+    pub fn load(path: Option<&Path>) -> Result<Rules, RulesError> {
         match path {
-            None => Sources::parse(DEFAULT_SOURCES),
+            None => Rules::parse(DEFAULT_RULES),
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .map_err(|e| RulesError(format!("cannot read {}: {e}", p.display())))?;
-                Sources::parse(&text)
+                Rules::parse(&text)
             }
         }
     }
 
     /// Parses and checks a rules file.
-    pub fn parse(text: &str) -> Result<Sources, RulesError> {
+    pub fn parse(text: &str) -> Result<Rules, RulesError> {
         let file: RawFile = toml::from_str(text).map_err(|e| RulesError(e.to_string()))?;
         let mut names = HashSet::new();
         let mut rules = Vec::with_capacity(file.source.len());
@@ -170,7 +148,7 @@ impl Sources {
             }
             rules.push(compile(raw)?);
         }
-        Ok(Sources { rules })
+        Ok(Rules { rules })
     }
 
     /// The rule for an object: the longest matching prefix among rules for its store.
@@ -343,13 +321,13 @@ mod tests {
 
     #[test]
     fn the_repository_rules_compile() {
-        let s = Sources::parse(DEFAULT_SOURCES).unwrap();
+        let s = Rules::parse(DEFAULT_RULES).unwrap();
         assert!(!s.rules().is_empty());
     }
 
     #[test]
     fn longest_prefix_wins_and_store_narrows() {
-        let s = Sources::parse(
+        let s = Rules::parse(
             r#"
             [[source]]
             name = "all"
@@ -373,7 +351,7 @@ mod tests {
             "tracker-s3"
         );
         assert_eq!(s.rule_for("s3://drop", "other").unwrap().name, "all");
-        let none = Sources::parse("[[source]]\nname = \"t\"\nprefix = \"t/\"\n").unwrap();
+        let none = Rules::parse("[[source]]\nname = \"t\"\nprefix = \"t/\"\n").unwrap();
         assert!(none.rule_for("s3://drop", "x/y").is_none());
     }
 
@@ -387,7 +365,7 @@ mod tests {
             ("name='a'\nprefix=''\nformat='xml'", "xml"),
             ("name='a'\nprefix=''\n[source.set]\nTenant='x'", "Tenant"),
         ] {
-            let e = Sources::parse(&format!("[[source]]\n{text}")).unwrap_err();
+            let e = Rules::parse(&format!("[[source]]\n{text}")).unwrap_err();
             assert!(e.to_string().contains(needle), "{text}: {e}");
         }
     }

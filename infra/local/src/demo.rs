@@ -444,8 +444,8 @@ pub async fn files(
     write(&format!("access-logs/{run}.csv"), csv.as_bytes())?;
 
     let started = Instant::now();
-    let mut watcher = crate::blobs::Watcher::new(bucket);
-    let mut summary = crate::blobs::Summary::default();
+    let mut watcher = crate::bucket::Watcher::new(bucket);
+    let mut summary = crate::bucket::Summary::default();
     for r in watcher.scan(transform).await? {
         summary.add(&r);
     }

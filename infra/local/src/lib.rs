@@ -2,10 +2,7 @@
 //! binaries, a local queue with real visibility-timeout semantics, a bucket directory with a
 //! watcher, backfill, the demo traffic and a partner webhook receiver.
 
-pub mod bench;
-pub mod bench_coldstart;
-pub mod bench_fanout;
-pub mod blobs;
+pub mod bucket;
 pub mod citus;
 pub mod demo;
 pub mod partner;

@@ -4,8 +4,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ferry_fanout::guard::SystemLookup;
 use ferry_ingest::Ingest;
-use ferry_local::{blobs, demo, stack, webhooks};
+use ferry_local::{bucket, demo, stack, webhooks};
 use ferry_rollup::{Rollup, RollupConfig};
+use ferry_shared::config::Env;
 use ferry_shared::placement::Placement;
 use ferry_shared::{config::Config, db, telemetry};
 use ferry_transform::{Outcome, Transform, TransformConfig};
@@ -197,7 +198,7 @@ enum DbCommand {
 #[allow(clippy::print_stdout)]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let cfg = Config::from_env()?;
+    let cfg = Config::from_env(&Env::process())?;
     // The demo prints summaries; what the functions log goes to a file it names at the end.
     let demo_log = match &cli.command {
         Command::Demo { .. } => {
@@ -247,15 +248,20 @@ async fn main() -> anyhow::Result<()> {
             if file_events > 0 {
                 let t = Transform::with_pool(
                     &cfg,
-                    TransformConfig::from_env()?,
+                    TransformConfig::from_env(&Env::process())?,
                     pool.clone(),
                     "transform",
                 )?
                 .with_nudge(partner.nudge());
-                demo::files(&t, &blobs::bucket_dir()?, file_events, seed).await?;
+                demo::files(&t, &bucket::bucket_dir()?, file_events, seed).await?;
             }
-            let rollup = Rollup::with_pool(&cfg, RollupConfig::from_env()?, pool.clone(), "rollup")
-                .with_nudge(partner.nudge());
+            let rollup = Rollup::with_pool(
+                &cfg,
+                RollupConfig::from_env(&Env::process())?,
+                pool.clone(),
+                "rollup",
+            )
+            .with_nudge(partner.nudge());
             demo::rollups(&rollup).await?;
             partner.finish(&pool).await?;
             webhooks::print_recently_viewed(&pool, webhooks::PARTNER_TENANT).await?;
@@ -284,11 +290,16 @@ async fn main() -> anyhow::Result<()> {
         Command::Backfill { store_url } => {
             let stack = stack::open(&cfg).await?;
             let pool = db::pool(&cfg.db, &stack.url, "ferry-backfill")?;
-            let t = Transform::with_pool(&cfg, TransformConfig::from_env()?, pool, "transform")?;
+            let t = Transform::with_pool(
+                &cfg,
+                TransformConfig::from_env(&Env::process())?,
+                pool,
+                "transform",
+            )?;
             let (store, prefix) = backfill_target(&store_url)?;
             eprintln!("backfill {store} prefix {prefix:?}");
             let started = std::time::Instant::now();
-            let summary = blobs::backfill(&t, &store, &prefix, |i, n, blob, result| {
+            let summary = bucket::backfill(&t, &store, &prefix, |i, n, blob, result| {
                 let what = match result {
                     Ok(r) => match &r.outcome {
                         Outcome::Loaded => format!(
@@ -331,13 +342,18 @@ async fn main() -> anyhow::Result<()> {
         Command::Watch { interval } => {
             let stack = stack::open(&cfg).await?;
             let pool = db::pool(&cfg.db, &stack.url, "ferry-watch")?;
-            let t = Transform::with_pool(&cfg, TransformConfig::from_env()?, pool, "transform")?;
-            let dir = blobs::bucket_dir()?;
+            let t = Transform::with_pool(
+                &cfg,
+                TransformConfig::from_env(&Env::process())?,
+                pool,
+                "transform",
+            )?;
+            let dir = bucket::bucket_dir()?;
             eprintln!("watching {} (Ctrl-C stops)", dir.display());
             let stop = async {
                 tokio::signal::ctrl_c().await.ok();
             };
-            blobs::Watcher::new(&dir)
+            bucket::Watcher::new(&dir)
                 .run(
                     &t,
                     std::time::Duration::from_secs_f64(interval),
@@ -358,7 +374,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Rollup { every, once } => {
             let stack = stack::open(&cfg).await?;
             let pool = db::pool(&cfg.db, &stack.url, "ferry-rollup")?;
-            let rollup = Rollup::with_pool(&cfg, RollupConfig::from_env()?, pool, "rollup");
+            let rollup = Rollup::with_pool(
+                &cfg,
+                RollupConfig::from_env(&Env::process())?,
+                pool,
+                "rollup",
+            );
             let mut timer = ticker(every.max(1.0));
             while tick(&mut timer).await {
                 let now = chrono::Utc::now();
@@ -389,7 +410,7 @@ async fn main() -> anyhow::Result<()> {
             while tick(&mut timer).await {
                 let r = fanout.drain().await?;
                 if once || r.attempts > 0 {
-                    let next = ferry_fanout::store::next_due(&pool).await?;
+                    let next = ferry_fanout::outbox::next_due(&pool).await?;
                     println!(
                         "{} fanout  {} attempts: {} delivered, {} to retry, {} failed for good, \
                          {} endpoints disabled; {}",
@@ -678,20 +699,20 @@ fn parse_since(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
 /// Store and prefix of a backfill argument.
 fn backfill_target(url: &str) -> anyhow::Result<(String, String)> {
     if url.starts_with("s3://") || url.starts_with("az://") {
-        return Ok(ferry_transform::store::split_store_url(url)?);
+        return Ok(ferry_transform::stores::split_store_url(url)?);
     }
     let path = std::path::Path::new(url.strip_prefix("file://").unwrap_or(url));
     let path = std::fs::canonicalize(path).with_context(|| format!("{url}: no such path"))?;
-    let bucket = blobs::bucket_dir()?;
+    let bucket = bucket::bucket_dir()?;
     if let Ok(rel) = path.strip_prefix(&bucket) {
         let mut prefix = rel.to_string_lossy().into_owned();
         if path.is_dir() && !prefix.is_empty() {
             prefix.push('/');
         }
-        return Ok((blobs::file_store(&bucket), prefix));
+        return Ok((bucket::file_store(&bucket), prefix));
     }
     anyhow::ensure!(path.is_dir(), "{url}: not a directory");
-    Ok((blobs::file_store(&path), String::new()))
+    Ok((bucket::file_store(&path), String::new()))
 }
 
 /// The URL without its password, for output.

@@ -11,6 +11,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use ferry_shared::config::Env;
 use thiserror::Error;
 
 /// Failures of the launcher, each saying what to do.
@@ -240,7 +241,7 @@ pub fn free_port() -> Result<u16, PgError> {
 
 /// The directory of the newest PostgreSQL server binaries (FERRY_PG_BIN, else /usr/lib/postgresql/*/bin).
 pub fn find_bin_dir() -> Result<PathBuf, PgError> {
-    if let Some(dir) = std::env::var_os("FERRY_PG_BIN") {
+    if let Some(dir) = Env::process().get("FERRY_PG_BIN") {
         return Ok(PathBuf::from(dir));
     }
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use ferry_shared::config::Env;
 use ferry_shared::{config::Config, db};
 use sqlx::PgPool;
 use tracing::info;
@@ -27,7 +28,8 @@ pub struct Stack {
 
 /// The local state directory (`FERRY_STATE_DIR`, default `.ferry` in the working directory).
 pub fn state_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::var_os("FERRY_STATE_DIR")
+    let dir = Env::process()
+        .get("FERRY_STATE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| ".ferry".into());
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
@@ -104,17 +106,16 @@ impl Stack {
     pub fn fanout_config(&self) -> anyhow::Result<ferry_fanout::FanoutConfig> {
         let given = ["FERRY_WEBHOOK_KEYS", "FERRY_WEBHOOK_KEYS_FILE"]
             .iter()
-            .any(|k| std::env::var(k).is_ok_and(|v| !v.trim().is_empty()));
+            .any(|k| Env::process().is_set(k));
         let file = match (&self.server, given) {
             (Some(_), false) => Some(local_key_file()?),
             _ => None,
         };
-        Ok(ferry_fanout::FanoutConfig::from_lookup(|k| {
-            match (k, &file) {
-                ("FERRY_WEBHOOK_KEYS_FILE", Some(path)) => Some(path.display().to_string()),
-                _ => std::env::var(k).ok(),
-            }
-        })?)
+        let env = match file {
+            Some(path) => Env::process().set("FERRY_WEBHOOK_KEYS_FILE", path.display().to_string()),
+            None => Env::process(),
+        };
+        Ok(ferry_fanout::FanoutConfig::from_env(&env)?)
     }
 }
 

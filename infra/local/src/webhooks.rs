@@ -130,7 +130,7 @@ impl WebhookDemo {
         let queue = Arc::clone(&self.nudges);
         Arc::new(move |deliveries| {
             queue.send(
-                ferry_runtime::nudge::message(deliveries)
+                ferry_shared::trigger::nudge_message(deliveries)
                     .to_string()
                     .into_bytes(),
             );

@@ -9,9 +9,10 @@ use std::time::Duration;
 use object_store::aws::{AwsAuthorizer, AwsCredential};
 use serde_json::Value;
 
-/// A variable's value when it is set and not blank.
+/// A variable's value when it is set and not blank (read like every setting, through
+/// [`ferry_shared::config::Env`]).
 pub(crate) fn var(k: &str) -> Option<String> {
-    std::env::var(k).ok().filter(|v| !v.trim().is_empty())
+    ferry_shared::config::Env::process().get(k)
 }
 
 /// The role credentials Lambda provides (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,

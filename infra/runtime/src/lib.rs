@@ -12,16 +12,17 @@
 mod aws;
 pub mod azure;
 pub mod blob;
-pub mod lambda;
+mod lambda;
 pub mod nudge;
 pub mod secrets;
-pub mod timer;
+mod timer;
 
 pub use secrets::config;
 
 use std::future::Future;
 use std::sync::Arc;
 
+use ferry_shared::config::Env;
 use ferry_shared::{BlobHandler, QueueHandler, TickHandler};
 use thiserror::Error;
 
@@ -52,14 +53,14 @@ pub enum RuntimeError {
 
 /// Detects the platform from the process environment.
 pub fn detect() -> Result<Platform, RuntimeError> {
-    detect_from(|k| std::env::var(k).ok())
+    detect_in(&Env::process())
 }
 
-fn detect_from(get: impl Fn(&str) -> Option<String>) -> Result<Platform, RuntimeError> {
-    if get("AWS_LAMBDA_RUNTIME_API").is_some_and(|v| !v.is_empty()) {
+fn detect_in(env: &Env) -> Result<Platform, RuntimeError> {
+    if env.is_set("AWS_LAMBDA_RUNTIME_API") {
         return Ok(Platform::Lambda);
     }
-    match get("FUNCTIONS_CUSTOMHANDLER_PORT").filter(|v| !v.is_empty()) {
+    match env.get("FUNCTIONS_CUSTOMHANDLER_PORT") {
         Some(p) => p
             .trim()
             .parse()
@@ -147,25 +148,19 @@ mod tests {
 
     #[test]
     fn platform_follows_the_environment() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
+        let env =
+            |pairs: &'static [(&'static str, &'static str)]| Env::from_pairs(pairs.iter().copied());
         assert_eq!(
-            detect_from(env(&[("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")])).unwrap(),
+            detect_in(&env(&[("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")])).unwrap(),
             Platform::Lambda
         );
         assert_eq!(
-            detect_from(env(&[("FUNCTIONS_CUSTOMHANDLER_PORT", "7071")])).unwrap(),
+            detect_in(&env(&[("FUNCTIONS_CUSTOMHANDLER_PORT", "7071")])).unwrap(),
             Platform::Azure { port: 7071 }
         );
-        assert_eq!(detect_from(env(&[])).unwrap(), Platform::Local);
+        assert_eq!(detect_in(&env(&[])).unwrap(), Platform::Local);
         assert!(matches!(
-            detect_from(env(&[("FUNCTIONS_CUSTOMHANDLER_PORT", "x")])),
+            detect_in(&env(&[("FUNCTIONS_CUSTOMHANDLER_PORT", "x")])),
             Err(RuntimeError::BadPort(_))
         ));
     }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_shared::load::Nudge;
+use ferry_shared::trigger::nudge_message;
 use object_store::aws::AwsCredential;
 use serde_json::{json, Value};
 use tracing::{debug, warn};
@@ -39,17 +40,12 @@ fn take() -> u64 {
     PENDING.swap(0, Ordering::AcqRel)
 }
 
-/// The message a nudge carries (a JSON object, so Azure never mistakes it for base64).
-pub fn message(deliveries: u64) -> Value {
-    json!({ "deliveries": deliveries })
-}
-
 /// The Azure response's `Outputs`: `{"nudge": {...}}` after commits that queued deliveries,
 /// otherwise nothing (an absent output binding value sends no message).
 pub(crate) fn azure_outputs() -> Value {
     match take() {
         0 => json!({}),
-        n => json!({ "nudge": message(n) }),
+        n => json!({ "nudge": nudge_message(n) }),
     }
 }
 
@@ -66,7 +62,7 @@ pub(crate) async fn flush_lambda() {
         );
         return;
     };
-    match sqs.send_message(&message(n).to_string()).await {
+    match sqs.send_message(&nudge_message(n).to_string()).await {
         Ok(()) => debug!(deliveries = n, "fanout nudged"),
         Err(problem) => warn!(
             deliveries = n,

@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use ferry_shared::config::{Config, ConfigError};
+use ferry_shared::config::{Config, ConfigError, Env};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 use thiserror::Error;
@@ -54,10 +54,11 @@ pub async fn config() -> Result<Config, StartupError> {
         }
         _ => None,
     };
-    Ok(Config::from_lookup(|k| match (k, &url) {
-        ("DATABASE_URL", Some(url)) => Some(url.clone()),
-        _ => std::env::var(k).ok(),
-    })?)
+    let env = match url {
+        Some(url) => Env::process().set("DATABASE_URL", url),
+        None => Env::process(),
+    };
+    Ok(Config::from_env(&env)?)
 }
 
 /// The webhook keyring text for `FERRY_WEBHOOK_KEYS` when it is not in the environment: the

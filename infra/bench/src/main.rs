@@ -1,0 +1,175 @@
+//! `ferry-bench`: benchmarks that print figures and a ratio against a baseline measured in the
+//! same run. Driven by `scripts/bench-*.sh`; not a test.
+
+mod coldstart;
+mod fanout;
+mod load;
+
+use clap::{Parser, Subcommand};
+use ferry_local::stack;
+use ferry_shared::config::Env;
+use ferry_shared::{config::Config, telemetry};
+
+#[derive(Parser)]
+#[command(name = "ferry-bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The ingest handler in-process vs raw COPY of the same rows.
+    Ingest {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        #[arg(long, default_value_t = 100)]
+        events_per_message: usize,
+        #[arg(long, default_value_t = 10)]
+        messages_per_batch: usize,
+        /// Concurrent handler invocations (Lambda concurrency / Azure queue batch).
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+    },
+    /// The transform handler on one gzip NDJSON file vs raw COPY of the same rows, with the
+    /// handler's peak memory.
+    Transform {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        /// Where the generated file is written (default: <state dir>/bench).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
+    /// A bulk rollup of fresh events vs the cheapest aggregate of the same rows, and one
+    /// incremental run on top of a large table.
+    Rollup {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: i64,
+        #[arg(long, default_value_t = 10_000_000)]
+        base: i64,
+        #[arg(long, default_value_t = 10_000)]
+        increment: i64,
+    },
+    /// Webhook fan-out to local receivers vs plain POSTs of the same bodies, then the
+    /// commit-to-receipt latency at a steady event rate.
+    Fanout {
+        #[arg(long, default_value_t = 50)]
+        receivers: usize,
+        /// Events of the throughput run; each is delivered to every receiver.
+        #[arg(long, default_value_t = 1_000)]
+        events: usize,
+        /// Events per second of the latency run.
+        #[arg(long, default_value_t = 500)]
+        rate: u32,
+        /// Seconds of the latency run.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
+    /// Cold start of function binaries in Lambda mode: process start to the first poll of
+    /// a loopback Runtime API, against spawning a process that does nothing.
+    Coldstart {
+        /// `label=path` of a binary to measure (repeatable), e.g. `ingest=dist/bin/ingest`.
+        #[arg(long = "bin", required = true, value_parser = label_path)]
+        binaries: Vec<(String, std::path::PathBuf)>,
+        #[arg(long, default_value_t = 30)]
+        runs: usize,
+    },
+    /// (Internal) the handler side of `transform`, in its own process.
+    #[command(hide = true)]
+    TransformRun {
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        #[arg(long)]
+        key: String,
+    },
+}
+
+#[tokio::main]
+#[allow(clippy::print_stdout)]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Command::Coldstart { binaries, runs } = cli.command {
+        // Needs no database: the binaries' pools are lazy.
+        let opts = crate::coldstart::ColdstartBench { binaries, runs };
+        return crate::coldstart::coldstart(&opts).await;
+    }
+    let cfg = Config::from_env(&Env::process())?;
+    telemetry::init_with_default(cfg.log_format, "error");
+    // Databases are created next to the one in DATABASE_URL, or on the local stack's server.
+    let admin_url = match &cfg.db.url {
+        Some(url) => url.clone(),
+        None => {
+            let pg = stack::private_server()?;
+            pg.init()?;
+            pg.start()?;
+            pg.url("postgres")
+        }
+    };
+    match cli.command {
+        Command::Ingest {
+            events,
+            events_per_message,
+            messages_per_batch,
+            workers,
+        } => {
+            let opts = load::IngestBench {
+                events,
+                events_per_message,
+                messages_per_batch,
+                workers,
+            };
+            load::ingest(&admin_url, &cfg, &opts).await?;
+        }
+        Command::Transform { events, dir } => {
+            let dir = match dir {
+                Some(d) => d,
+                None => stack::state_dir()?.join("bench"),
+            };
+            let opts = load::TransformBench { events, dir };
+            let exe = std::env::current_exe()?;
+            load::transform(&admin_url, &cfg, &opts, &exe).await?;
+        }
+        Command::Rollup {
+            events,
+            base,
+            increment,
+        } => {
+            let opts = load::RollupBench {
+                events,
+                base,
+                increment,
+            };
+            load::rollup(&admin_url, &cfg, &opts).await?;
+        }
+        Command::Fanout {
+            receivers,
+            events,
+            rate,
+            seconds,
+        } => {
+            let opts = crate::fanout::FanoutBench {
+                receivers,
+                events,
+                rate,
+                seconds,
+            };
+            crate::fanout::fanout(&admin_url, &cfg, &opts).await?;
+        }
+        Command::Coldstart { .. } => unreachable!("handled before the database"),
+        Command::TransformRun { dir, key } => {
+            let run = load::transform_run(&admin_url, &cfg, &dir, &key).await?;
+            println!("{}", serde_json::to_string(&run)?);
+        }
+    }
+    Ok(())
+}
+
+/// `label=path` → (label, path).
+fn label_path(s: &str) -> Result<(String, std::path::PathBuf), String> {
+    match s.split_once('=') {
+        Some((label, path)) if !label.is_empty() && !path.is_empty() => {
+            Ok((label.to_owned(), path.into()))
+        }
+        _ => Err(format!("expected label=path, got {s:?}")),
+    }
+}

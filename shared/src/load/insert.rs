@@ -1,0 +1,217 @@
+//! The statements that write a load: events by `INSERT … SELECT FROM unnest(…)` (small
+//! units), binary COPY into the staging table and one merge (large ones), or one by one under
+//! savepoints (isolating an event the database refuses); quarantine rows; the tenant check.
+//! Every events insert returns the stored events that feed derived state ([`super::derive`]).
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+use super::derive::{Fresh, FreshRow};
+use crate::error::Error;
+use crate::event::{Event, RejectReason, Rejection};
+
+const EVENT_COLUMNS: &str = "tenant_id, source, event_id, type, subject, time, received_at, \
+     user_id, session_id, datacontenttype, dataschema, extensions, data, data_base64";
+
+/// Small units: one `INSERT … SELECT FROM unnest(…)` with every column as an array parameter.
+pub(super) async fn insert_unnest(
+    conn: &mut PgConnection,
+    events: &[&Event],
+    received_at: DateTime<Utc>,
+    fresh: &mut Fresh,
+) -> Result<u64, Error> {
+    fn col<'e, T: ?Sized>(events: &[&'e Event], f: impl Fn(&'e Event) -> &'e T) -> Vec<&'e T> {
+        events.iter().map(|e| f(e)).collect()
+    }
+    fn opt<'e>(
+        events: &[&'e Event],
+        f: impl Fn(&'e Event) -> Option<&'e str>,
+    ) -> Vec<Option<&'e str>> {
+        events.iter().map(|e| f(e)).collect()
+    }
+    let sql = returning_fresh(&format!(
+        "INSERT INTO events ({EVENT_COLUMNS})
+         SELECT t, s, i, ty, sub, tm, $14, u, se, dct, ds, ext::jsonb, d::jsonb, db
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                     $6::timestamptz[], $7::text[], $8::text[], $9::text[], $10::text[],
+                     $11::text[], $12::text[], $13::text[])
+              AS x(t, s, i, ty, sub, tm, u, se, dct, ds, ext, d, db)
+         ON CONFLICT DO NOTHING"
+    ));
+    let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.time).collect();
+    let row: FreshRow = sqlx::query_as(&sql)
+        .bind(col(events, |e| e.tenant_id.as_str()))
+        .bind(col(events, |e| e.source.as_str()))
+        .bind(col(events, |e| e.id.as_str()))
+        .bind(col(events, |e| e.ty.as_str()))
+        .bind(opt(events, |e| e.subject.as_deref()))
+        .bind(times)
+        .bind(opt(events, |e| e.user_id.as_deref()))
+        .bind(opt(events, |e| e.session_id.as_deref()))
+        .bind(opt(events, |e| e.datacontenttype.as_deref()))
+        .bind(opt(events, |e| e.dataschema.as_deref()))
+        .bind(opt(events, |e| e.extensions.as_deref()))
+        .bind(opt(events, |e| e.data.as_deref().map(|d| d.get())))
+        .bind(opt(events, |e| e.data_base64.as_deref()))
+        .bind(received_at)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(fresh.absorb(row))
+}
+
+/// Moves the staging rows into `events` (deduplicated) and empties the staging table.
+pub(super) async fn merge_staging(
+    conn: &mut PgConnection,
+    received_at: DateTime<Utc>,
+    fresh: &mut Fresh,
+) -> Result<u64, Error> {
+    let sql = returning_fresh(&format!(
+        "INSERT INTO events ({EVENT_COLUMNS})
+         SELECT tenant_id, source, event_id, type, subject, time, $1, user_id, session_id,
+                datacontenttype, dataschema, extensions::jsonb, data::jsonb, data_base64
+         FROM ferry_staging
+         ON CONFLICT DO NOTHING"
+    ));
+    let row: FreshRow = sqlx::query_as(&sql)
+        .bind(received_at)
+        .fetch_one(&mut *conn)
+        .await?;
+    sqlx::query("TRUNCATE ferry_staging")
+        .execute(&mut *conn)
+        .await?;
+    Ok(fresh.absorb(row))
+}
+
+/// Inserts events one by one under savepoints (inside a transaction); events the database
+/// refuses for good come back as `database_rejected` rejections.
+pub(super) async fn insert_each(
+    tx: &mut PgConnection,
+    events: &[&Event],
+    received_at: DateTime<Utc>,
+    fresh: &mut Fresh,
+) -> Result<(u64, Vec<Rejection>), Error> {
+    let mut loaded = 0;
+    let mut refused = Vec::new();
+    for e in events {
+        sqlx::query("SAVEPOINT ferry_event")
+            .execute(&mut *tx)
+            .await?;
+        // Only an event that stays may feed derived state.
+        let mut one = Fresh::default();
+        match insert_unnest(tx, std::slice::from_ref(e), received_at, &mut one).await {
+            Ok(n) => {
+                fresh.extend(one);
+                loaded += n;
+                sqlx::query("RELEASE SAVEPOINT ferry_event")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Err(Error::Permanent(err)) => {
+                sqlx::query("ROLLBACK TO SAVEPOINT ferry_event")
+                    .execute(&mut *tx)
+                    .await?;
+                refused.push(Rejection {
+                    tenant_id: Some(e.tenant_id.clone()),
+                    position: Some(e.position),
+                    reason: RejectReason::DatabaseRejected,
+                    detail: err.to_string(),
+                    raw: e.raw.as_bytes().to_vec(),
+                });
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    Ok((loaded, refused))
+}
+
+/// Which of `wanted` (sorted, distinct) are registered, active tenants. Locks their rows
+/// `FOR SHARE` until the transaction ends, so a tenant cannot be suspended mid-load.
+pub(super) async fn active_tenant_ids(
+    conn: &mut PgConnection,
+    wanted: &[&str],
+) -> Result<HashSet<String>, Error> {
+    if wanted.is_empty() {
+        return Ok(HashSet::new());
+    }
+    Ok(sqlx::query_scalar(
+        "SELECT tenant_id FROM tenants WHERE tenant_id = ANY($1) AND status = 'active'
+         ORDER BY tenant_id FOR SHARE",
+    )
+    .bind(wanted)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .collect())
+}
+
+/// The rejection of an event whose tenant is unknown or not active.
+pub(super) fn unknown_tenant(e: &Event) -> Rejection {
+    Rejection {
+        tenant_id: Some(e.tenant_id.clone()),
+        position: Some(e.position),
+        reason: RejectReason::UnknownTenant,
+        detail: format!("tenant {:?} is not registered or not active", e.tenant_id),
+        raw: e.raw.as_bytes().to_vec(),
+    }
+}
+
+/// Writes quarantine rows: `(unit, rejection)` pairs.
+pub(super) async fn insert_quarantine(
+    conn: &mut PgConnection,
+    rows: &[(&str, Rejection)],
+    received_at: DateTime<Utc>,
+) -> Result<(), Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let tenants: Vec<&str> = rows
+        .iter()
+        .map(|(_, r)| r.tenant_id.as_deref().unwrap_or(""))
+        .collect();
+    let units: Vec<&str> = rows.iter().map(|(u, _)| *u).collect();
+    let positions: Vec<Option<i32>> = rows.iter().map(|(_, r)| r.position).collect();
+    let reasons: Vec<&str> = rows.iter().map(|(_, r)| r.reason.as_str()).collect();
+    let details: Vec<&str> = rows.iter().map(|(_, r)| r.detail.as_str()).collect();
+    let raws: Vec<&[u8]> = rows.iter().map(|(_, r)| r.raw.as_slice()).collect();
+    sqlx::query(
+        "INSERT INTO quarantine (tenant_id, unit, position, reason, detail, raw, received_at)
+         SELECT t, u, p, r, d, b, $7
+         FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::bytea[])
+              AS x(t, u, p, r, d, b)",
+    )
+    .bind(tenants)
+    .bind(units)
+    .bind(positions)
+    .bind(reasons)
+    .bind(details)
+    .bind(raws)
+    .bind(received_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Wraps an `INSERT INTO events … ON CONFLICT DO NOTHING` so that it returns how many rows it
+/// stored plus, as arrays, the stored events that feed derived state: product changes and
+/// views (by `event_roles`), and any event of a tenant with an active endpoint. Duplicates are
+/// not returned, so derived state sees each event once.
+fn returning_fresh(insert: &str) -> String {
+    format!(
+        "WITH ins AS ({insert}
+             RETURNING tenant_id, source, event_id, type, subject, time, user_id, session_id,
+                       datacontenttype, dataschema, extensions, data, data_base64),
+         fresh AS (
+             SELECT * FROM ins
+             WHERE type IN (SELECT type FROM event_roles
+                            WHERE role IN ('product_view', 'product_upsert', 'product_delete'))
+                OR tenant_id IN (SELECT tenant_id FROM endpoints WHERE status = 'active'))
+         SELECT (SELECT count(*) FROM ins),
+                array_agg(tenant_id), array_agg(source), array_agg(event_id), array_agg(type),
+                array_agg(subject), array_agg(time), array_agg(user_id), array_agg(session_id),
+                array_agg(datacontenttype), array_agg(dataschema), array_agg(extensions::text),
+                array_agg(data::text), array_agg(data_base64)
+         FROM fresh"
+    )
+}

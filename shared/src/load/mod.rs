@@ -1,0 +1,539 @@
+//! The loader every function uses: validated events plus the delivery units they came from go
+//! into PostgreSQL in ONE transaction — ledger rows, events (deduplicated), quarantine rows,
+//! derived state.
+//!
+//! Two ways in:
+//! - [`Loader::load`]: whole units at once (ingest: a batch of queue messages);
+//! - [`Loader::begin`] → [`Load`]: a transaction the caller drives — claim units, [`Load::add`]
+//!   events chunk by chunk, [`Load::commit`] with the ledger counts (transform: one object
+//!   streamed in bounded chunks). `load` is built on it, so the protocol is written once.
+//!
+//! Protocol per transaction:
+//! 1. claim the units in the ledger ([`crate::ledger::claim`]): a unit that is already there
+//!    was applied before and has no effect;
+//! 2. look up the tenants (`FOR SHARE`, so a tenant being changed makes us wait, bounded by
+//!    `lock_timeout`, and retry later rather than load against a moving target);
+//! 3. insert events in key order, `ON CONFLICT DO NOTHING` on `(tenant_id, source, event_id,
+//!    time)`: `INSERT … SELECT FROM unnest(…)` below `copy_threshold` events, binary COPY into a
+//!    staging table and one merge at or above it, or one by one under savepoints when isolating
+//!    an event the database refuses;
+//! 4. insert quarantine rows; apply the derived state of the events that were new (products,
+//!    recently viewed, webhook outbox); record per-unit counts in the ledger; commit, then nudge
+//!    the fanout function if deliveries were enqueued.
+//!
+//! Partitions are created before the events go in, in their own short transactions, so
+//! partition DDL never holds locks for the length of a load.
+
+mod derive;
+mod insert;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgPool;
+use sqlx::{PgConnection, Postgres, Transaction};
+use tracing::{debug, info};
+
+use crate::copy::{copy_to_staging, create_staging};
+use crate::db;
+use crate::error::Error;
+use crate::event::{Event, RejectReason, Rejection};
+use crate::ledger::{self, Counts};
+use crate::validate::Parsed;
+use derive::Fresh;
+
+#[cfg(fault_injection)]
+use crate::faults::{CrashPoint, FaultHook};
+
+/// Returns early with an injected crash when a test asks for one. Compiles to nothing in
+/// release builds and without the `fault-injection` feature.
+macro_rules! crash_point {
+    ($loader:expr, $point:ident) => {
+        #[cfg(fault_injection)]
+        {
+            if let Some(hook) = &$loader.faults {
+                if hook(CrashPoint::$point) {
+                    return Err(Error::InjectedCrash(CrashPoint::$point));
+                }
+            }
+        }
+    };
+}
+
+/// One delivery unit and what was read from it.
+#[derive(Debug)]
+pub struct Unit {
+    /// Ledger key, e.g. `queue:<message id>`; unique across all units ever delivered, and
+    /// bounded by [`ledger::bounded_unit_key`].
+    pub key: String,
+    pub parsed: Parsed,
+}
+
+/// What happened to one unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitReport {
+    pub key: String,
+    /// False when the unit's ledger row already existed: nothing was written.
+    pub applied: bool,
+    /// Valid events offered.
+    pub offered: u64,
+    /// Events inserted.
+    pub loaded: u64,
+    /// Valid events that were already stored (producer retries, overlapping units).
+    pub duplicates: u64,
+    /// Quarantined pieces of input, by reason.
+    pub quarantined: BTreeMap<RejectReason, u32>,
+}
+
+/// Loader settings.
+#[derive(Debug, Clone)]
+pub struct LoaderConfig {
+    /// Width of one `events` partition, in seconds.
+    pub partition_secs: i64,
+    /// At least this many events in one [`Load::add`] are loaded with binary COPY.
+    pub copy_threshold: usize,
+    /// Products kept per user in `recently_viewed`.
+    pub recently_viewed: u32,
+}
+
+impl LoaderConfig {
+    pub fn from_config(cfg: &crate::config::Config) -> LoaderConfig {
+        LoaderConfig {
+            partition_secs: cfg.partition_secs(),
+            copy_threshold: cfg.copy_threshold,
+            recently_viewed: cfg.recently_viewed,
+        }
+    }
+}
+
+/// Called after a commit that enqueued webhook deliveries (with their number): sends the
+/// fanout function a nudge. Best effort: the fanout's timer sweep is the safety net.
+pub type Nudge = std::sync::Arc<dyn Fn(u64) + Send + Sync>;
+
+/// Loads delivery units into PostgreSQL. Cheap to share; build once per process.
+pub struct Loader {
+    pool: PgPool,
+    cfg: LoaderConfig,
+    /// Partition slots known to exist, so the common case costs no round trip.
+    known_partitions: Mutex<HashSet<i64>>,
+    nudge: Option<Nudge>,
+    #[cfg(fault_injection)]
+    faults: Option<FaultHook>,
+}
+
+impl std::fmt::Debug for Loader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loader")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Loader {
+    pub fn new(pool: PgPool, cfg: LoaderConfig) -> Loader {
+        Loader {
+            pool,
+            cfg,
+            known_partitions: Mutex::new(HashSet::new()),
+            nudge: None,
+            #[cfg(fault_injection)]
+            faults: None,
+        }
+    }
+
+    pub fn config(&self) -> &LoaderConfig {
+        &self.cfg
+    }
+
+    /// Sends a nudge after every commit that enqueued deliveries.
+    pub fn with_nudge(mut self, nudge: Nudge) -> Loader {
+        self.nudge = Some(nudge);
+        self
+    }
+
+    /// Installs a crash-point hook (tests only).
+    #[cfg(fault_injection)]
+    pub fn with_faults(mut self, hook: FaultHook) -> Loader {
+        self.faults = Some(hook);
+        self
+    }
+
+    /// Applies `units` in one transaction. On error nothing was written (or, for an injected
+    /// `AfterCommit` crash, everything was) and the caller decides about redelivery.
+    pub async fn load(&self, function: &str, units: &[Unit]) -> Result<Vec<UnitReport>, Error> {
+        self.load_with(function, units, false).await
+    }
+
+    /// Like [`Loader::load`], but inserts each event under its own savepoint, so an event the
+    /// database refuses for good (SQLSTATE class 22/23/54) is quarantined as
+    /// `database_rejected` and the rest of its unit still loads. Slow; for the rare unit whose
+    /// normal load failed permanently.
+    pub async fn load_isolating(
+        &self,
+        function: &str,
+        units: &[Unit],
+    ) -> Result<Vec<UnitReport>, Error> {
+        self.load_with(function, units, true).await
+    }
+
+    async fn load_with(
+        &self,
+        function: &str,
+        units: &[Unit],
+        isolate: bool,
+    ) -> Result<Vec<UnitReport>, Error> {
+        let times: Vec<DateTime<Utc>> = units
+            .iter()
+            .flat_map(|u| u.parsed.events.iter().map(|e| e.time))
+            .collect();
+        self.ensure_partitions(&times).await?;
+        let mut load = self.begin(isolate).await?;
+        let keys: Vec<&str> = units.iter().map(|u| u.key.as_str()).collect();
+        let claimed = load.claim(function, &keys).await?;
+        crash_point!(self, AfterClaim);
+
+        let tenants: Vec<&str> = units
+            .iter()
+            .filter(|u| claimed.contains(&u.key))
+            .flat_map(|u| u.parsed.events.iter().map(|e| e.tenant_id.as_str()))
+            .collect();
+        load.lock_tenants(&tenants).await?;
+        // Units in order of their smallest event key, so two transactions holding copies of the
+        // same events (producer retries) insert them in the same order and cannot deadlock.
+        let mut ordered: Vec<&Unit> = units.iter().collect();
+        ordered.sort_by_cached_key(|u| u.parsed.events.iter().map(Event::key).min());
+        let mut reports = Vec::with_capacity(units.len());
+        for unit in ordered {
+            if !claimed.contains(&unit.key) {
+                reports.push(UnitReport {
+                    key: unit.key.clone(),
+                    applied: false,
+                    offered: 0,
+                    loaded: 0,
+                    duplicates: 0,
+                    quarantined: BTreeMap::new(),
+                });
+                continue;
+            }
+            let rejected = unit.parsed.rejected.clone();
+            let added = load.add(&unit.key, &unit.parsed.events, rejected).await?;
+            reports.push(UnitReport {
+                key: unit.key.clone(),
+                applied: true,
+                offered: added.offered,
+                loaded: added.loaded,
+                duplicates: added.offered - added.loaded,
+                quarantined: added.quarantined,
+            });
+        }
+        let counts: Vec<Counts> = reports
+            .iter()
+            .filter(|r| r.applied)
+            .map(|r| Counts {
+                unit: &r.key,
+                loaded: r.loaded,
+                duplicates: r.duplicates,
+                quarantined: r.quarantined.values().map(|n| u64::from(*n)).sum(),
+            })
+            .collect();
+        load.commit(&counts).await?;
+        for r in reports.iter().filter(|r| r.applied) {
+            debug!(unit = %r.key, loaded = r.loaded, duplicates = r.duplicates,
+                   quarantined = r.quarantined.values().sum::<u32>(), "unit applied");
+        }
+        Ok(reports)
+    }
+
+    /// Opens a load transaction the caller drives (see [`Load`]). `isolate` inserts events one
+    /// by one under savepoints, as [`Loader::load_isolating`] does.
+    pub async fn begin(&self, isolate: bool) -> Result<Load<'_>, Error> {
+        Ok(Load {
+            loader: self,
+            tx: self.pool.begin().await?,
+            received_at: Utc::now(),
+            isolate,
+            tenants: HashMap::new(),
+            staging: false,
+            chunked: false,
+            fresh: Fresh::default(),
+            deliveries: 0,
+        })
+    }
+
+    /// Records a whole unit as rejected (by the database, for a permanent error that validation
+    /// could not foresee; or as unreadable), so it is acknowledged instead of redelivered
+    /// forever. False when the unit had already been applied.
+    pub async fn quarantine_unit(
+        &self,
+        function: &str,
+        key: &str,
+        reason: RejectReason,
+        raw: &[u8],
+        detail: &str,
+    ) -> Result<bool, Error> {
+        // Whatever the caller built (a notification's `queue:<message id>` too) fits the ledger.
+        let key = ledger::bounded_unit_key(key.to_owned());
+        let mut load = self.begin(false).await?;
+        if !ledger::claim_one(load.conn(), function, &key).await? {
+            return Ok(false);
+        }
+        let rejection = Rejection {
+            tenant_id: None,
+            position: None,
+            reason,
+            detail: detail.to_owned(),
+            raw: raw.to_vec(),
+        };
+        load.add(&key, &[], vec![rejection]).await?;
+        let counts = Counts {
+            unit: &key,
+            loaded: 0,
+            duplicates: 0,
+            quarantined: 1,
+        };
+        load.commit(&[counts]).await?;
+        Ok(true)
+    }
+
+    /// Makes sure the `events` partitions holding `times` exist, each created in its own short
+    /// transaction (never inside a load's). Known partitions cost nothing.
+    pub async fn ensure_partitions(&self, times: &[DateTime<Utc>]) -> Result<(), Error> {
+        let width = self.cfg.partition_secs;
+        let missing: Vec<i64> = {
+            let known = self
+                .known_partitions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let mut slots: Vec<i64> = times
+                .iter()
+                .map(|t| db::slot_start(*t, width))
+                .filter(|s| !known.contains(s))
+                .collect();
+            slots.sort_unstable();
+            slots.dedup();
+            slots
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        // Partition upkeep failing is never the input's fault: retry, never quarantine.
+        let created = db::ensure_partitions(&self.pool, &missing, width)
+            .await
+            .map_err(|e| match e {
+                Error::Permanent(e) => Error::Transient(e),
+                other => other,
+            })?;
+        if created > 0 {
+            info!(created, "created events partitions");
+        }
+        self.known_partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(missing);
+        Ok(())
+    }
+
+    /// Forgets the partitions it knew of when an insert found one missing (retention dropped
+    /// it), so the next load checks again.
+    fn forget_partitions_on(&self, e: &Error) {
+        if let Error::Transient(sqlx::Error::Database(db)) = e {
+            if db.code().as_deref() == Some("23514") {
+                self.known_partitions
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clear();
+            }
+        }
+    }
+}
+
+/// What one [`Load::add`] stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Added {
+    /// Valid events of active tenants that are stored now (loaded) or were before (duplicates).
+    pub offered: u64,
+    /// Events inserted.
+    pub loaded: u64,
+    /// Quarantined pieces of input, by reason (those given, unknown tenants, refused events).
+    pub quarantined: BTreeMap<RejectReason, u32>,
+}
+
+/// One load transaction, driven by the caller: [`claim`](Load::claim) units, [`add`](Load::add)
+/// their events (in chunks, if they come in chunks), [`commit`](Load::commit) with the ledger
+/// counts. Dropped without a commit, it rolls back: nothing of it is stored.
+pub struct Load<'l> {
+    loader: &'l Loader,
+    tx: Transaction<'static, Postgres>,
+    received_at: DateTime<Utc>,
+    isolate: bool,
+    /// Tenants looked up (and locked `FOR SHARE`) in this transaction: active or not.
+    tenants: HashMap<String, bool>,
+    /// Whether the staging table exists on this connection (this transaction).
+    staging: bool,
+    /// Every add goes through the staging table ([`Load::chunked`]).
+    chunked: bool,
+    /// Stored events whose derived state is not written yet.
+    fresh: Fresh,
+    deliveries: u64,
+}
+
+impl std::fmt::Debug for Load<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Load")
+            .field("received_at", &self.received_at)
+            .field("isolate", &self.isolate)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Load<'_> {
+    /// Loads every [`Load::add`] through the staging table (binary COPY, then one merge),
+    /// whatever its size, for events that come in chunks over one transaction. Later chunks
+    /// may need partitions attached (from another connection) after this transaction first
+    /// wrote to `events`; the merge from staging routes rows to them, while an `unnest` insert
+    /// was seen to miss them ("no partition of relation \"events\" found for row").
+    pub fn chunked(mut self) -> Self {
+        self.chunked = true;
+        self
+    }
+
+    /// The transaction, for the caller's own statements in it (e.g. transform's object row).
+    pub fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+
+    /// Claims `units` in the ledger; returns those claimed now (see [`ledger::claim`]).
+    pub async fn claim(
+        &mut self,
+        function: &str,
+        units: &[&str],
+    ) -> Result<HashSet<String>, Error> {
+        ledger::claim(&mut self.tx, function, units).await
+    }
+
+    /// Looks up and locks (`FOR SHARE`, in one statement, in order) the tenants not seen yet
+    /// in this transaction.
+    pub async fn lock_tenants(&mut self, tenants: &[&str]) -> Result<(), Error> {
+        let mut new: Vec<&str> = tenants
+            .iter()
+            .copied()
+            .filter(|t| !self.tenants.contains_key(*t))
+            .collect();
+        new.sort_unstable();
+        new.dedup();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let active = insert::active_tenant_ids(&mut self.tx, &new).await?;
+        for t in new {
+            self.tenants.insert(t.to_owned(), active.contains(t));
+        }
+        Ok(())
+    }
+
+    /// Adds a claimed unit's events (all of them, or the next chunk) and its rejected input:
+    /// partitions, tenant check, events in key order, quarantine rows. The derived state of
+    /// new events is written at [`Load::derive`] or [`Load::commit`].
+    pub async fn add(
+        &mut self,
+        unit: &str,
+        events: &[Event],
+        mut rejected: Vec<Rejection>,
+    ) -> Result<Added, Error> {
+        let result = self.add_events(events, &mut rejected).await;
+        if let Err(e) = &result {
+            self.loader.forget_partitions_on(e);
+        }
+        let (offered, loaded) = result?;
+        let mut quarantined = BTreeMap::new();
+        for r in &rejected {
+            *quarantined.entry(r.reason).or_insert(0u32) += 1;
+        }
+        let rows: Vec<(&str, Rejection)> = rejected.into_iter().map(|r| (unit, r)).collect();
+        insert::insert_quarantine(&mut self.tx, &rows, self.received_at).await?;
+        Ok(Added {
+            offered,
+            loaded,
+            quarantined,
+        })
+    }
+
+    /// Inserts the events of active tenants; the others (and any the database refuses, when
+    /// isolating) join `rejected`. Returns (offered, loaded).
+    async fn add_events(
+        &mut self,
+        events: &[Event],
+        rejected: &mut Vec<Rejection>,
+    ) -> Result<(u64, u64), Error> {
+        if events.is_empty() {
+            return Ok((0, 0));
+        }
+        let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.time).collect();
+        self.loader.ensure_partitions(&times).await?;
+        let tenants: Vec<&str> = events.iter().map(|e| e.tenant_id.as_str()).collect();
+        self.lock_tenants(&tenants).await?;
+        let (mut good, unknown): (Vec<&Event>, Vec<&Event>) = events
+            .iter()
+            .partition(|e| self.tenants.get(&e.tenant_id).copied().unwrap_or(false));
+        rejected.extend(unknown.iter().map(|e| insert::unknown_tenant(e)));
+        // Concurrent loads of overlapping events (producer retries in different units) wait on
+        // each other's uncommitted keys; inserting in key order keeps them from deadlocking.
+        good.sort_unstable_by(|a, b| a.key().cmp(&b.key()));
+        let (tx, fresh, received_at) = (&mut *self.tx, &mut self.fresh, self.received_at);
+        if self.isolate {
+            let (loaded, refused) = insert::insert_each(tx, &good, received_at, fresh).await?;
+            let offered = (good.len() - refused.len()) as u64;
+            rejected.extend(refused);
+            return Ok((offered, loaded));
+        }
+        let loaded = if self.chunked || good.len() >= self.loader.cfg.copy_threshold {
+            if !self.staging {
+                create_staging(tx).await?;
+                self.staging = true;
+            }
+            copy_to_staging(tx, &good).await?;
+            insert::merge_staging(tx, received_at, fresh).await?
+        } else if good.is_empty() {
+            0
+        } else {
+            insert::insert_unnest(tx, &good, received_at, fresh).await?
+        };
+        Ok((good.len() as u64, loaded))
+    }
+
+    /// Writes the derived state of the events stored so far (products, recently viewed, webhook
+    /// outbox), so it need not be held until the commit. Nothing to do costs nothing.
+    pub async fn derive(&mut self) -> Result<(), Error> {
+        let fresh = std::mem::take(&mut self.fresh);
+        let derived = derive::derive(&mut self.tx, &fresh, self.loader.cfg.recently_viewed).await?;
+        self.deliveries += derived.deliveries;
+        Ok(())
+    }
+
+    /// Webhook deliveries enqueued so far (written by [`Load::derive`]).
+    pub fn deliveries(&self) -> u64 {
+        self.deliveries
+    }
+
+    /// Writes what is left of the derived state and the ledger counts of the claimed units,
+    /// commits, then nudges the fanout if deliveries were enqueued. Returns the deliveries.
+    pub async fn commit(mut self, counts: &[Counts<'_>]) -> Result<u64, Error> {
+        self.derive().await?;
+        ledger::settle(&mut self.tx, counts).await?;
+        crash_point!(self.loader, AfterLoad);
+        self.tx.commit().await?;
+        crash_point!(self.loader, AfterCommit);
+        if self.deliveries > 0 {
+            if let Some(nudge) = &self.loader.nudge {
+                nudge(self.deliveries);
+            }
+        }
+        Ok(self.deliveries)
+    }
+
+    /// Rolls back everything of this load.
+    pub async fn rollback(self) -> Result<(), Error> {
+        Ok(self.tx.rollback().await?)
+    }
+}

@@ -1,0 +1,466 @@
+//! Derived state written by the shared loader in the events' own transaction, through the real
+//! ingest handler and a real PostgreSQL: products (a late, older change never overwrites a
+//! newer one), recently viewed (the last N distinct products per user, newest first), and the
+//! webhook outbox (one message per subscribed event, one delivery per matching endpoint).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::harness::{config, count, ingest_db, message, TestDb};
+use chrono::{DateTime, Duration, Utc};
+use ferry_ingest::Ingest;
+use ferry_shared::load::{Loader, LoaderConfig};
+use ferry_shared::QueueBatch;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+async fn setup(overrides: &[(&str, &str)]) -> (TestDb, Ingest) {
+    ingest_db(overrides).await
+}
+
+#[allow(clippy::too_many_arguments)]
+fn ev(
+    tenant: &str,
+    id: &str,
+    ty: &str,
+    at: DateTime<Utc>,
+    user: Option<&str>,
+    data: Value,
+) -> Value {
+    let mut e = json!({
+        "specversion": "1.0", "id": id, "source": "/shop", "type": ty,
+        "time": at.to_rfc3339(), "tenantid": tenant, "data": data,
+    });
+    if let Some(u) = user {
+        e["userid"] = json!(u);
+    }
+    e
+}
+
+/// Sends each event as its own queue message.
+async fn send(ingest: &Ingest, events: &[Value]) {
+    let batch = QueueBatch {
+        messages: events
+            .iter()
+            .map(|e| message(&format!("m-{}", e["id"].as_str().unwrap()), e.to_string()))
+            .collect(),
+    };
+    let report = ingest.process(&batch).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+}
+
+#[tokio::test]
+async fn a_late_older_product_change_never_overwrites_a_newer_state() {
+    let (db, ingest) = setup(&[]).await;
+    let t0 = Utc::now() - Duration::minutes(30);
+    let at = |m: i64| t0 + Duration::minutes(m);
+    // The newest change (v3) arrives first, then the older ones, one at a time and in a batch.
+    send(
+        &ingest,
+        &[ev(
+            "acme",
+            "p1-v3",
+            "product.updated",
+            at(3),
+            None,
+            json!({"sku": "p1", "price": 30}),
+        )],
+    )
+    .await;
+    send(
+        &ingest,
+        &[ev(
+            "acme",
+            "p1-v1",
+            "product.created",
+            at(1),
+            None,
+            json!({"sku": "p1", "price": 10}),
+        )],
+    )
+    .await;
+    send(
+        &ingest,
+        &[
+            ev(
+                "acme",
+                "p1-v2",
+                "product.updated",
+                at(2),
+                None,
+                json!({"sku": "p1", "price": 20}),
+            ),
+            // Two changes of p2 in one batch: the newer wins inside the batch too.
+            ev(
+                "acme",
+                "p2-v2",
+                "product.updated",
+                at(2),
+                None,
+                json!({"sku": "p2", "price": 7}),
+            ),
+            ev(
+                "acme",
+                "p2-v1",
+                "product.created",
+                at(1),
+                None,
+                json!({"sku": "p2", "price": 5}),
+            ),
+            // Same product id in another tenant: its own row.
+            ev(
+                "beta",
+                "p1-b",
+                "product.created",
+                at(1),
+                None,
+                json!({"sku": "p1", "price": 99}),
+            ),
+        ],
+    )
+    .await;
+    let price = |tenant: &'static str, sku: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_as::<_, (Option<Value>, bool, String)>(
+                "SELECT state->'price', deleted, event_id FROM products
+                 WHERE tenant_id = $1 AND product_id = $2",
+            )
+            .bind(tenant)
+            .bind(sku)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(
+        price("acme", "p1").await,
+        (Some(json!(30)), false, "p1-v3".into())
+    );
+    assert_eq!(
+        price("acme", "p2").await,
+        (Some(json!(7)), false, "p2-v2".into())
+    );
+    assert_eq!(
+        price("beta", "p1").await,
+        (Some(json!(99)), false, "p1-b".into())
+    );
+
+    // A deletion wins over older updates, including one arriving after it.
+    send(
+        &ingest,
+        &[ev(
+            "acme",
+            "p1-del",
+            "product.deleted",
+            at(4),
+            None,
+            json!({"sku": "p1"}),
+        )],
+    )
+    .await;
+    send(
+        &ingest,
+        &[ev(
+            "acme",
+            "p1-v2b",
+            "product.updated",
+            at(3) - Duration::seconds(1),
+            None,
+            json!({"sku": "p1", "price": 25}),
+        )],
+    )
+    .await;
+    assert_eq!(price("acme", "p1").await, (None, true, "p1-del".into()));
+    // A newer change brings it back.
+    send(
+        &ingest,
+        &[ev(
+            "acme",
+            "p1-v5",
+            "product.updated",
+            at(5),
+            None,
+            json!({"sku": "p1", "price": 50}),
+        )],
+    )
+    .await;
+    assert_eq!(
+        price("acme", "p1").await,
+        (Some(json!(50)), false, "p1-v5".into())
+    );
+
+    // A producer's resend of an old change is a duplicate event: nothing derived from it.
+    send(
+        &ingest,
+        &[ev(
+            "acme",
+            "p1-v1",
+            "product.created",
+            at(1),
+            None,
+            json!({"sku": "p1", "price": 10}),
+        )],
+    )
+    .await;
+    assert_eq!(price("acme", "p1").await.2, "p1-v5");
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM products").await, 3);
+}
+
+/// 4 users view 40 products 600 times in random order, in batches of varied size and from two
+/// concurrent loaders; each user's list is then exactly the last N distinct products they
+/// viewed (by event time), newest first.
+#[tokio::test]
+async fn recently_viewed_keeps_the_last_n_distinct_products_per_user_in_order() {
+    let keep = 7;
+    let (db, ingest) = setup(&[("FERRY_RECENTLY_VIEWED", "7")]).await;
+    let ingest = Arc::new(ingest);
+    let t0 = Utc::now() - Duration::hours(1);
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(11);
+    let users = ["u1", "u2", "u3", "u4"];
+    let mut views = Vec::new();
+    for k in 0..600_i64 {
+        let user = users[rng.random_range(0..users.len())];
+        let sku = format!("sku-{}", rng.random_range(0..40));
+        // Distinct times; arrival order is shuffled below.
+        let at = t0 + Duration::seconds(k * 3);
+        views.push((user, sku, at, format!("v-{k}")));
+    }
+    let mut shuffled = views.clone();
+    for i in (1..shuffled.len()).rev() {
+        shuffled.swap(i, rng.random_range(0..=i));
+    }
+    let events: Vec<Value> = shuffled
+        .iter()
+        .map(|(u, sku, at, id)| {
+            ev(
+                "acme",
+                id,
+                "product.viewed",
+                *at,
+                Some(u),
+                json!({"sku": sku}),
+            )
+        })
+        .collect();
+    let (left, right) = events.split_at(events.len() / 2);
+    let run = |part: Vec<Value>| {
+        let ingest = Arc::clone(&ingest);
+        tokio::spawn(async move {
+            let mut i = 0;
+            let mut size = 1;
+            while i < part.len() {
+                let end = (i + size).min(part.len());
+                send(&ingest, &part[i..end]).await;
+                i = end;
+                size = size % 9 + 1;
+            }
+        })
+    };
+    let (a, b) = (run(left.to_vec()), run(right.to_vec()));
+    a.await.unwrap();
+    b.await.unwrap();
+    // Concurrent loads of one user may each trim before seeing the other's rows: one more
+    // view (of anything) trims the list to N.
+    send(
+        &ingest,
+        &users
+            .iter()
+            .map(|u| {
+                ev(
+                    "acme",
+                    &format!("last-{u}"),
+                    "product.viewed",
+                    t0 - Duration::hours(1),
+                    Some(u),
+                    json!({"sku": "sku-0"}),
+                )
+            })
+            .collect::<Vec<_>>(),
+    )
+    .await;
+
+    for user in users {
+        // Expected: distinct products by their newest view, newest first, N of them.
+        let mut newest: HashMap<&str, DateTime<Utc>> = HashMap::new();
+        for (u, sku, at, _) in &views {
+            if *u == user {
+                let e = newest.entry(sku.as_str()).or_insert(*at);
+                *e = (*e).max(*at);
+            }
+        }
+        let mut want: Vec<(&str, DateTime<Utc>)> = newest.into_iter().collect();
+        want.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let want: Vec<String> = want.iter().take(keep).map(|(s, _)| s.to_string()).collect();
+        // Read through the documented query, asking for more than are kept.
+        let got: Vec<String> =
+            ferry_shared::queries::recently_viewed(&db.pool, "acme", user, 1_000)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(product, _)| product)
+                .collect();
+        assert_eq!(got, want, "{user}");
+    }
+}
+
+#[tokio::test]
+async fn subscribed_events_get_one_message_and_one_delivery_per_matching_endpoint() {
+    let (db, _) = setup(&[]).await;
+    let endpoints = [
+        // (tenant, url, types, subject, status)
+        ("acme", "https://a.example/all", vec!["*"], None, "active"),
+        (
+            "acme",
+            "https://a.example/products",
+            vec!["product.*"],
+            None,
+            "active",
+        ),
+        (
+            "acme",
+            "https://a.example/exact",
+            vec!["feedback.received"],
+            None,
+            "active",
+        ),
+        (
+            "acme",
+            "https://a.example/subject",
+            vec!["product.*"],
+            Some("sku-7*"),
+            "active",
+        ),
+        ("acme", "https://a.example/off", vec!["*"], None, "disabled"),
+        ("beta", "https://b.example/all", vec!["*"], None, "active"),
+    ];
+    for (tenant, url, types, subject, status) in &endpoints {
+        sqlx::query(
+            "INSERT INTO endpoints (tenant_id, url, event_types, subject, status)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(tenant)
+        .bind(url)
+        .bind(types)
+        .bind(subject)
+        .bind(status)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    let nudged = Arc::new(AtomicU64::new(0));
+    let cfg = config(&[]);
+    let seen = Arc::clone(&nudged);
+    let loader = Loader::new(
+        ferry_shared::db::pool(&cfg.db, &db.url, "ingest").unwrap(),
+        LoaderConfig::from_config(&cfg),
+    )
+    .with_nudge(Arc::new(move |n| {
+        seen.fetch_add(n, Ordering::SeqCst);
+    }));
+    let ingest = Ingest::new(loader, cfg.limits.clone(), "ingest");
+    let at = Utc::now() - Duration::minutes(5);
+    let mut upd = ev(
+        "acme",
+        "e1",
+        "product.updated",
+        at,
+        None,
+        json!({"sku": "sku-71", "n": null}),
+    );
+    upd["subject"] = json!("sku-71");
+    upd["campaign"] = json!("fall");
+    let events = [
+        upd,
+        ev(
+            "acme",
+            "e2",
+            "product.viewed",
+            at,
+            Some("u1"),
+            json!({"sku": "sku-1"}),
+        ),
+        ev(
+            "acme",
+            "e3",
+            "feedback.received",
+            at,
+            None,
+            json!({"stars": 5}),
+        ),
+        ev("acme", "e4", "productx.updated", at, None, json!({})),
+        ev("beta", "e5", "page.viewed", at, None, json!({"path": "/"})),
+    ];
+    send(&ingest, &events).await;
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT m.event_type, e.url, m.message_id FROM deliveries d
+         JOIN webhook_messages m USING (message_id) JOIN endpoints e USING (endpoint_id)
+         ORDER BY 1, 2",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let got: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|(t, u, _)| (t.as_str(), u.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("feedback.received", "https://a.example/all"),
+            ("feedback.received", "https://a.example/exact"),
+            ("page.viewed", "https://b.example/all"),
+            ("product.updated", "https://a.example/all"),
+            ("product.updated", "https://a.example/products"),
+            ("product.updated", "https://a.example/subject"),
+            ("product.viewed", "https://a.example/all"),
+            ("product.viewed", "https://a.example/products"),
+            ("productx.updated", "https://a.example/all"),
+        ]
+    );
+    assert_eq!(nudged.load(Ordering::SeqCst), 9);
+    // One message per event, shared by its deliveries; ids carry no '.' (signed content).
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM webhook_messages").await,
+        5
+    );
+    assert!(rows
+        .iter()
+        .all(|(_, _, id)| id.len() == 36 && id.starts_with("msg_") && !id.contains('.')));
+
+    // The body is the event as a structured CloudEvent, data untouched (its null included).
+    let body: String = sqlx::query_scalar(
+        "SELECT body FROM webhook_messages WHERE event_type = 'product.updated'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["specversion"], "1.0");
+    assert_eq!(body["id"], "e1");
+    assert_eq!(body["source"], "/shop");
+    assert_eq!(body["type"], "product.updated");
+    assert_eq!(body["subject"], "sku-71");
+    assert_eq!(body["tenantid"], "acme");
+    assert_eq!(body["campaign"], "fall");
+    assert_eq!(body["data"], json!({"sku": "sku-71", "n": null}));
+    let sent: DateTime<Utc> = body["time"].as_str().unwrap().parse().unwrap();
+    assert_eq!(sent.timestamp_micros(), at.timestamp_micros());
+
+    // A resend (new queue message, same events) is a duplicate: no new message or delivery.
+    let batch = QueueBatch {
+        messages: events
+            .iter()
+            .map(|e| {
+                message(
+                    &format!("again-{}", e["id"].as_str().unwrap()),
+                    e.to_string(),
+                )
+            })
+            .collect(),
+    };
+    ingest.process(&batch).await;
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM deliveries").await, 9);
+    assert_eq!(nudged.load(Ordering::SeqCst), 9);
+}
