@@ -14,6 +14,8 @@ echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
 echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== no function over 100 lines (scripts/fn-lengths.py)" >&2
+python3 scripts/fn-lengths.py --max 100
 echo "== cargo test" >&2
 # Contract tests run the real function binaries, so build them first.
 cargo build --workspace --bins

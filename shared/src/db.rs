@@ -144,7 +144,7 @@ pub async fn add_tenant(pool: &PgPool, tenant_id: &str, name: &str) -> Result<()
 }
 
 /// A row of the tenants table.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Tenant {
     pub tenant_id: String,
     pub name: String,
@@ -154,20 +154,13 @@ pub struct Tenant {
 
 /// All tenants, by id.
 pub async fn list_tenants(pool: &PgPool) -> Result<Vec<Tenant>, Error> {
-    let rows: Vec<(String, String, String, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT tenant_id, name, status, created_at FROM tenants ORDER BY tenant_id",
+    Ok(
+        sqlx::query_as(
+            "SELECT tenant_id, name, status, created_at FROM tenants ORDER BY tenant_id",
+        )
+        .fetch_all(pool)
+        .await?,
     )
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(tenant_id, name, status, created_at)| Tenant {
-            tenant_id,
-            name,
-            status,
-            created_at,
-        })
-        .collect())
 }
 
 /// Start of the partition slot holding `t`, for partitions `width_secs` wide (UTC-aligned).

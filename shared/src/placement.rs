@@ -144,75 +144,8 @@ pub async fn place(pool: &PgPool, shard_count: u32) -> Result<Option<Placed>, Pl
         ..Placed::default()
     };
     for &(table, want) in TABLES {
-        // (method, replication): 'h' is hash-distributed; 'n' is a reference table when
-        // replicated to every node ('t'), else a Citus local table.
-        let found: Option<(String, String)> = sqlx::query_as(
-            "SELECT partmethod::text, repmodel::text FROM pg_dist_partition
-             WHERE logicalrelid = $1::regclass",
-        )
-        .bind(table)
-        .fetch_optional(pool)
-        .await
-        .map_err(db(table))?;
-        let found_as = found.map(|(method, replication)| match (&*method, &*replication) {
-            ("h", _) => Tenant,
-            (_, "t") => Reference,
-            _ => Coordinator, // a Citus local table: wrong either way, below
-        });
-        let misplaced = |found: &'static str, hint: &'static str| PlacementError::Misplaced {
-            table,
-            found,
-            wanted: match want {
-                Tenant => "distributed by tenant_id",
-                Reference => "a reference table",
-                Coordinator => "a plain table on the coordinator",
-            },
-            hint,
-        };
-        match (want, found_as) {
-            (Tenant, Some(Tenant)) | (Reference, Some(Reference)) => {}
-            (Coordinator, None) => {}
-            (Tenant, None) => {
-                let sql = if table == "events" {
-                    "SELECT create_distributed_table($1, 'tenant_id', shard_count => $2)"
-                } else {
-                    "SELECT create_distributed_table($1, 'tenant_id', colocate_with => 'events')"
-                };
-                sqlx::query(sql)
-                    .bind(table)
-                    .bind(shard_count as i32)
-                    .execute(pool)
-                    .await
-                    .map_err(db(table))?;
-                placed.changed.push(table);
-            }
-            (Reference, None) => {
-                sqlx::query("SELECT create_reference_table($1)")
-                    .bind(table)
-                    .execute(pool)
-                    .await
-                    .map_err(db(table))?;
-                placed.changed.push(table);
-            }
-            (_, Some(Coordinator)) => {
-                return Err(misplaced(
-                    "a Citus local table",
-                    "a foreign key to a reference table makes one; undo it with \
-                     SELECT undistribute_table('<table>', cascade_via_foreign_keys => true)",
-                ))
-            }
-            (_, Some(Tenant)) => {
-                return Err(misplaced(
-                    "distributed",
-                    "undo it with SELECT undistribute_table('<table>')",
-                ))
-            }
-            (_, Some(Reference)) => {
-                return Err(misplaced(
-                    "a reference table",
-                    "undo it with SELECT undistribute_table('<table>')",
-                ))
-            }
+        if place_one(pool, table, want, shard_count).await? {
+            placed.changed.push(table);
         }
     }
     // Distributing copies existing rows to the shards but leaves them on the coordinator's
@@ -231,4 +164,77 @@ pub async fn place(pool: &PgPool, shard_count: u32) -> Result<Option<Placed>, Pl
     .await
     .map_err(db("events"))?;
     Ok(Some(placed))
+}
+
+/// Places one table as `want`s (unless it is placed so already); true when it was placed now.
+async fn place_one(
+    pool: &PgPool,
+    table: &'static str,
+    want: Placement,
+    shard_count: u32,
+) -> Result<bool, PlacementError> {
+    let db = |table| move |source| PlacementError::Database { table, source };
+    // (method, replication): 'h' is hash-distributed; 'n' is a reference table when
+    // replicated to every node ('t'), else a Citus local table.
+    let found: Option<(String, String)> = sqlx::query_as(
+        "SELECT partmethod::text, repmodel::text FROM pg_dist_partition
+         WHERE logicalrelid = $1::regclass",
+    )
+    .bind(table)
+    .fetch_optional(pool)
+    .await
+    .map_err(db(table))?;
+    let found_as = found.map(|(method, replication)| match (&*method, &*replication) {
+        ("h", _) => Tenant,
+        (_, "t") => Reference,
+        _ => Coordinator, // a Citus local table: wrong either way, below
+    });
+    let misplaced = |found: &'static str, hint: &'static str| PlacementError::Misplaced {
+        table,
+        found,
+        wanted: match want {
+            Tenant => "distributed by tenant_id",
+            Reference => "a reference table",
+            Coordinator => "a plain table on the coordinator",
+        },
+        hint,
+    };
+    match (want, found_as) {
+        (Tenant, Some(Tenant)) | (Reference, Some(Reference)) | (Coordinator, None) => Ok(false),
+        (Tenant, None) => {
+            let sql = if table == "events" {
+                "SELECT create_distributed_table($1, 'tenant_id', shard_count => $2)"
+            } else {
+                "SELECT create_distributed_table($1, 'tenant_id', colocate_with => 'events')"
+            };
+            sqlx::query(sql)
+                .bind(table)
+                .bind(shard_count as i32)
+                .execute(pool)
+                .await
+                .map_err(db(table))?;
+            Ok(true)
+        }
+        (Reference, None) => {
+            sqlx::query("SELECT create_reference_table($1)")
+                .bind(table)
+                .execute(pool)
+                .await
+                .map_err(db(table))?;
+            Ok(true)
+        }
+        (_, Some(Coordinator)) => Err(misplaced(
+            "a Citus local table",
+            "a foreign key to a reference table makes one; undo it with \
+                 SELECT undistribute_table('<table>', cascade_via_foreign_keys => true)",
+        )),
+        (_, Some(Tenant)) => Err(misplaced(
+            "distributed",
+            "undo it with SELECT undistribute_table('<table>')",
+        )),
+        (_, Some(Reference)) => Err(misplaced(
+            "a reference table",
+            "undo it with SELECT undistribute_table('<table>')",
+        )),
+    }
 }

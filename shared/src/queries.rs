@@ -129,6 +129,13 @@ where
         .bind(highs)
 }
 
+/// One bucket of a time series.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Point {
+    pub bucket: DateTime<Utc>,
+    pub value: f64,
+}
+
 /// One value per bucket of `grain` in `[from, to)` (aligned down to the grain), 0 where
 /// nothing happened.
 pub async fn time_series(
@@ -138,7 +145,7 @@ pub async fn time_series(
     grain: Grain,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-) -> Result<Vec<(DateTime<Utc>, f64)>, Error> {
+) -> Result<Vec<Point>, Error> {
     let g = grain.seconds();
     let start = from.timestamp().div_euclid(g) * g;
     let (value, table, filter, arg): (&str, &str, &str, Option<&str>) = match metric {
@@ -180,7 +187,7 @@ pub async fn time_series(
         ),
     };
     let sql = format!(
-        "SELECT s.bucket, coalesce(v.value, 0)::float8
+        "SELECT s.bucket, coalesce(v.value, 0)::float8 AS value
          FROM generate_series($3::timestamptz, $4::timestamptz - interval '1 microsecond',
                               make_interval(secs => $2)) AS s(bucket)
          LEFT JOIN (
@@ -222,6 +229,13 @@ pub async fn unique_users(
     Ok(users)
 }
 
+/// A page and its views over a range.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PageViews {
+    pub page: String,
+    pub views: i64,
+}
+
 /// The `limit` most viewed pages over `[from, to)`.
 pub async fn top_pages(
     pool: &PgPool,
@@ -229,9 +243,9 @@ pub async fn top_pages(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     limit: i64,
-) -> Result<Vec<(String, i64)>, Error> {
+) -> Result<Vec<PageViews>, Error> {
     let sql = format!(
-        "SELECT r.page, sum(r.views)::bigint FROM rollup_pages r {COVER}
+        "SELECT r.page, sum(r.views)::bigint AS views FROM rollup_pages r {COVER}
          WHERE r.tenant_id = $1 GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $5"
     );
     Ok(covered(&sql, tenant, from, to)
@@ -241,7 +255,7 @@ pub async fn top_pages(
 }
 
 /// A product's activity over a range.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ProductActivity {
     pub product: String,
     pub views: i64,
@@ -258,27 +272,19 @@ pub async fn top_products(
     limit: i64,
 ) -> Result<Vec<ProductActivity>, Error> {
     let sql = format!(
-        "SELECT r.product, sum(r.views)::bigint, sum(r.cart_adds)::bigint, sum(r.purchases)::bigint
+        "SELECT r.product, sum(r.views)::bigint AS views, sum(r.cart_adds)::bigint AS cart_adds,
+                sum(r.purchases)::bigint AS purchases
          FROM rollup_products r {COVER}
          WHERE r.tenant_id = $1 GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $5"
     );
-    let rows: Vec<(String, i64, i64, i64)> = covered(&sql, tenant, from, to)
+    Ok(covered(&sql, tenant, from, to)
         .bind(limit)
         .fetch_all(pool)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(product, views, cart_adds, purchases)| ProductActivity {
-            product,
-            views,
-            cart_adds,
-            purchases,
-        })
-        .collect())
+        .await?)
 }
 
 /// Revenue of one currency over a range, in minor units.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct Revenue {
     pub currency: String,
     pub purchases: i64,
@@ -296,23 +302,21 @@ pub async fn revenue(
     to: DateTime<Utc>,
 ) -> Result<Vec<Revenue>, Error> {
     let sql = format!(
-        "SELECT r.currency, sum(r.purchases)::bigint, sum(r.refunds)::bigint,
-                sum(r.amount)::float8, sum(r.refunded)::float8
+        "SELECT r.currency, sum(r.purchases)::bigint AS purchases,
+                sum(r.refunds)::bigint AS refunds, sum(r.amount)::float8 AS net,
+                sum(r.refunded)::float8 AS refunded
          FROM rollup_revenue r {COVER}
          WHERE r.tenant_id = $1 GROUP BY 1 ORDER BY 1"
     );
-    let rows: Vec<(String, i64, i64, f64, f64)> =
-        covered(&sql, tenant, from, to).fetch_all(pool).await?;
-    Ok(rows
-        .into_iter()
-        .map(|(currency, purchases, refunds, net, refunded)| Revenue {
-            currency,
-            purchases,
-            refunds,
-            net,
-            refunded,
-        })
-        .collect())
+    Ok(covered(&sql, tenant, from, to).fetch_all(pool).await?)
+}
+
+/// A source's events on one UTC day.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SourceDay {
+    pub day: DateTime<Utc>,
+    pub source: String,
+    pub events: i64,
 }
 
 /// Events per source per UTC day, for the days in `[from, to)`.
@@ -321,9 +325,9 @@ pub async fn source_days(
     tenant: &str,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-) -> Result<Vec<(DateTime<Utc>, String, i64)>, Error> {
+) -> Result<Vec<SourceDay>, Error> {
     Ok(sqlx::query_as(
-        "SELECT bucket, source, events FROM rollup_sources
+        "SELECT bucket AS day, source, events FROM rollup_sources
          WHERE tenant_id = $1 AND grain = 86400 AND bucket >= date_bin('1 day', $2, TIMESTAMPTZ 'epoch')
            AND bucket < $3
          ORDER BY 1, 2",
@@ -336,7 +340,7 @@ pub async fn source_days(
 }
 
 /// A finding of the anomaly or data-quality checks.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct Anomaly {
     pub metric: String,
     pub grain: i32,
@@ -356,18 +360,7 @@ pub async fn recent_anomalies(
     since: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<Anomaly>, Error> {
-    type Row = (
-        String,
-        i32,
-        DateTime<Utc>,
-        String,
-        f64,
-        f64,
-        f64,
-        String,
-        DateTime<Utc>,
-    );
-    let rows: Vec<Row> = sqlx::query_as(
+    Ok(sqlx::query_as(
         "SELECT metric, grain, bucket, kind, value, baseline, score, method, detected_at
          FROM anomalies WHERE tenant_id = $1 AND detected_at >= $2 AND withdrawn_at IS NULL
          ORDER BY bucket DESC, metric, kind LIMIT $3",
@@ -376,26 +369,17 @@ pub async fn recent_anomalies(
     .bind(since)
     .bind(limit)
     .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(metric, grain, bucket, kind, value, baseline, score, method, detected_at)| Anomaly {
-                metric,
-                grain,
-                bucket,
-                kind,
-                value,
-                baseline,
-                score,
-                method,
-                detected_at,
-            },
-        )
-        .collect())
+    .await?)
 }
 
-/// A user's recently viewed products, newest first: `(product_id, viewed_at)`. The loader
+/// A product a user viewed, and when.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Viewed {
+    pub product_id: String,
+    pub viewed_at: DateTime<Utc>,
+}
+
+/// A user's recently viewed products, newest first. The loader
 /// keeps this list (the last `FERRY_RECENTLY_VIEWED` distinct products) in the events'
 /// transaction, so it is as fresh as the events.
 pub async fn recently_viewed(
@@ -403,7 +387,7 @@ pub async fn recently_viewed(
     tenant: &str,
     user: &str,
     limit: i64,
-) -> Result<Vec<(String, DateTime<Utc>)>, Error> {
+) -> Result<Vec<Viewed>, Error> {
     Ok(sqlx::query_as(
         "SELECT product_id, viewed_at FROM recently_viewed
          WHERE tenant_id = $1 AND user_id = $2

@@ -131,150 +131,195 @@ pub fn validate_event(
             format!("attribute name {name:?} must be lowercase ASCII letters and digits"),
         );
     }
-    let required = |name: &str| -> Result<String, (RejectReason, String)> {
-        match attrs.get(name) {
-            None => Err((
-                RejectReason::MissingAttribute,
-                format!("{name} is required"),
-            )),
-            Some(v) if v.get() == "null" => Err((
-                RejectReason::MissingAttribute,
-                format!("{name} is required"),
-            )),
+    let attrs = Attrs(attrs);
+    build(&attrs, raw, position, limits, now).or_else(|(reason, detail)| fail(reason, detail))
+}
+
+/// Why an event is refused, before the rejection is built around it.
+type Problem = (RejectReason, String);
+
+/// An event's attributes as read, by name.
+struct Attrs<'a>(BTreeMap<String, &'a RawValue>);
+
+impl Attrs<'_> {
+    /// A string attribute that must be present and not empty.
+    fn required(&self, name: &str) -> Result<String, Problem> {
+        let missing = |what: &str| Err((RejectReason::MissingAttribute, format!("{name} {what}")));
+        match self.0.get(name) {
+            None => missing("is required"),
+            Some(v) if v.get() == "null" => missing("is required"),
             Some(v) => match as_str(v) {
                 None => Err((
                     RejectReason::InvalidAttributeValue,
                     format!("{name} must be a string"),
                 )),
-                Some(s) if s.is_empty() => Err((
-                    RejectReason::MissingAttribute,
-                    format!("{name} must not be empty"),
-                )),
+                Some(s) if s.is_empty() => missing("must not be empty"),
                 Some(s) => Ok(s),
             },
         }
-    };
-    let optional = |name: &str| -> Result<Option<String>, (RejectReason, String)> {
-        match attrs.get(name) {
+    }
+
+    /// A string attribute that may be absent or null.
+    fn optional(&self, name: &str) -> Result<Option<String>, Problem> {
+        match self.0.get(name) {
             None => Ok(None),
             Some(v) if v.get() == "null" => Ok(None),
-            Some(_) => required(name).map(Some),
+            Some(_) => self.required(name).map(Some),
         }
-    };
-    let run = || -> Result<Event, (RejectReason, String)> {
-        let specversion = required("specversion")?;
-        if specversion != "1.0" {
-            return Err((
-                RejectReason::WrongSpecversion,
-                format!("specversion is {specversion:?}; only \"1.0\" is accepted"),
-            ));
-        }
-        let id = bounded(required("id")?, "id")?;
-        let source = bounded(required("source")?, "source")?;
-        let ty = bounded(required("type")?, "type")?;
-        let tenant_id = required("tenantid")?;
-        if !valid_tenant_id(&tenant_id) {
-            return Err((
-                RejectReason::UnknownTenant,
-                "tenantid is not a valid tenant id (lowercase letters, digits, - and _, \
-                 at most 63)"
-                    .into(),
-            ));
-        }
-        let time_text = required("time")?;
-        let time = DateTime::parse_from_rfc3339(&time_text)
-            .map_err(|e| {
-                (
-                    RejectReason::InvalidTime,
-                    format!("time {time_text:?} is not RFC 3339: {e}"),
-                )
-            })?
-            .with_timezone(&Utc);
-        if time.timestamp_subsec_nanos() >= 1_000_000_000 {
-            // chrono keeps a leap second as :59 plus a second of nanoseconds, which would put
-            // the row in a different partition than its slot; PostgreSQL has no leap seconds.
-            return Err((
+    }
+}
+
+/// The event the attributes describe, or the first problem with them.
+fn build(
+    attrs: &Attrs<'_>,
+    raw: &str,
+    position: i32,
+    limits: &Limits,
+    now: DateTime<Utc>,
+) -> Result<Event, Problem> {
+    let specversion = attrs.required("specversion")?;
+    if specversion != "1.0" {
+        return Err((
+            RejectReason::WrongSpecversion,
+            format!("specversion is {specversion:?}; only \"1.0\" is accepted"),
+        ));
+    }
+    let id = bounded(attrs.required("id")?, "id")?;
+    let source = bounded(attrs.required("source")?, "source")?;
+    let ty = bounded(attrs.required("type")?, "type")?;
+    let tenant_id = attrs.required("tenantid")?;
+    if !valid_tenant_id(&tenant_id) {
+        return Err((
+            RejectReason::UnknownTenant,
+            "tenantid is not a valid tenant id (lowercase letters, digits, - and _, \
+             at most 63)"
+                .into(),
+        ));
+    }
+    let time = event_time(&attrs.required("time")?, limits, now)?;
+    let (data, data_base64) = payload(attrs)?;
+    let (user_id, session_id, extensions) = extensions(attrs)?;
+    Ok(Event {
+        position,
+        tenant_id,
+        source,
+        id,
+        ty,
+        subject: attrs.optional("subject")?,
+        time,
+        datacontenttype: attrs.optional("datacontenttype")?,
+        dataschema: attrs.optional("dataschema")?,
+        user_id,
+        session_id,
+        extensions,
+        data,
+        data_base64,
+        raw: raw.into(),
+    })
+}
+
+/// `time`: RFC 3339, not a leap second, inside the accepted window around `now`.
+fn event_time(text: &str, limits: &Limits, now: DateTime<Utc>) -> Result<DateTime<Utc>, Problem> {
+    let time = DateTime::parse_from_rfc3339(text)
+        .map_err(|e| {
+            (
                 RejectReason::InvalidTime,
-                format!("time {time_text} is a leap second"),
-            ));
+                format!("time {text:?} is not RFC 3339: {e}"),
+            )
+        })?
+        .with_timezone(&Utc);
+    if time.timestamp_subsec_nanos() >= 1_000_000_000 {
+        // chrono keeps a leap second as :59 plus a second of nanoseconds, which would put
+        // the row in a different partition than its slot; PostgreSQL has no leap seconds.
+        return Err((
+            RejectReason::InvalidTime,
+            format!("time {text} is a leap second"),
+        ));
+    }
+    let oldest = now - chrono::Duration::from_std(limits.max_event_age).unwrap_or_default();
+    let newest = now + chrono::Duration::from_std(limits.max_future_skew).unwrap_or_default();
+    if time < oldest || time > newest {
+        return Err((
+            RejectReason::TimeOutOfWindow,
+            format!("time {text} is outside the accepted window [{oldest}, {newest}]"),
+        ));
+    }
+    Ok(time)
+}
+
+/// `data` (as JSON text) or `data_base64` (checked base64), at most one of them.
+fn payload(attrs: &Attrs<'_>) -> Result<(Option<Box<RawValue>>, Option<String>), Problem> {
+    let data = attrs.0.get("data").filter(|v| v.get() != "null");
+    let data_base64 = attrs.optional("data_base64")?;
+    if data.is_some() && data_base64.is_some() {
+        return Err((
+            RejectReason::InvalidAttributeValue,
+            "data and data_base64 must not both be present".into(),
+        ));
+    }
+    if let Some(text) = &data_base64 {
+        check_base64(text)?;
+    }
+    Ok((data.map(|d| (*d).to_owned()), data_base64))
+}
+
+/// The extension attributes: `userid` and `sessionid` (as text), and the others as one JSON
+/// object (`None` when there are none).
+#[allow(clippy::type_complexity)]
+fn extensions(
+    attrs: &Attrs<'_>,
+) -> Result<(Option<String>, Option<String>, Option<String>), Problem> {
+    let mut user_id = None;
+    let mut session_id = None;
+    let mut extensions = serde_json::Map::new();
+    for (name, value) in &attrs.0 {
+        if matches!(
+            name.as_str(),
+            "specversion"
+                | "id"
+                | "source"
+                | "type"
+                | "time"
+                | "subject"
+                | "datacontenttype"
+                | "dataschema"
+                | "data"
+                | "data_base64"
+                | "tenantid"
+        ) {
+            continue;
         }
-        let oldest = now - chrono::Duration::from_std(limits.max_event_age).unwrap_or_default();
-        let newest = now + chrono::Duration::from_std(limits.max_future_skew).unwrap_or_default();
-        if time < oldest || time > newest {
-            return Err((
-                RejectReason::TimeOutOfWindow,
-                format!("time {time_text} is outside the accepted window [{oldest}, {newest}]"),
-            ));
-        }
-        let data = attrs.get("data").filter(|v| v.get() != "null");
-        let data_base64 = optional("data_base64")?;
-        if data.is_some() && data_base64.is_some() {
-            return Err((
+        // The text is valid JSON without unstorable escapes (checked before): what can still
+        // fail is a number beyond a double's range, or nesting too deep.
+        let v: serde_json::Value = serde_json::from_str(value.get()).map_err(|e| {
+            (
                 RejectReason::InvalidAttributeValue,
-                "data and data_base64 must not both be present".into(),
-            ));
-        }
-        if let Some(text) = &data_base64 {
-            check_base64(text)?;
-        }
-        let mut user_id = None;
-        let mut session_id = None;
-        let mut extensions = serde_json::Map::new();
-        for (name, value) in &attrs {
-            match name.as_str() {
-                "specversion" | "id" | "source" | "type" | "time" | "subject"
-                | "datacontenttype" | "dataschema" | "data" | "data_base64" | "tenantid" => {}
-                _ => {
-                    // The text is valid JSON without unstorable escapes (checked above): what
-                    // can still fail is a number beyond a double's range, or nesting too deep.
-                    let v: serde_json::Value = serde_json::from_str(value.get()).map_err(|e| {
-                        (
-                            RejectReason::InvalidAttributeValue,
-                            format!("extension {name} cannot be read: {e}"),
-                        )
-                    })?;
-                    let text = match &v {
-                        serde_json::Value::Null => continue,
-                        serde_json::Value::String(s) => s.clone(),
-                        serde_json::Value::Number(n) => n.to_string(),
-                        serde_json::Value::Bool(b) => b.to_string(),
-                        _ => {
-                            return Err((
-                                RejectReason::InvalidAttributeValue,
-                                format!("extension {name} must be a string, number or boolean"),
-                            ))
-                        }
-                    };
-                    match name.as_str() {
-                        "userid" => user_id = Some(text),
-                        "sessionid" => session_id = Some(text),
-                        _ => {
-                            extensions.insert(name.clone(), v);
-                        }
-                    }
-                }
+                format!("extension {name} cannot be read: {e}"),
+            )
+        })?;
+        let text = match &v {
+            serde_json::Value::Null => continue,
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            _ => {
+                return Err((
+                    RejectReason::InvalidAttributeValue,
+                    format!("extension {name} must be a string, number or boolean"),
+                ))
+            }
+        };
+        match name.as_str() {
+            "userid" => user_id = Some(text),
+            "sessionid" => session_id = Some(text),
+            _ => {
+                extensions.insert(name.clone(), v);
             }
         }
-        Ok(Event {
-            position,
-            tenant_id,
-            source,
-            id,
-            ty,
-            subject: optional("subject")?,
-            time,
-            datacontenttype: optional("datacontenttype")?,
-            dataschema: optional("dataschema")?,
-            user_id,
-            session_id,
-            extensions: (!extensions.is_empty())
-                .then(|| serde_json::Value::Object(extensions).to_string()),
-            data: data.map(|d| (*d).to_owned()),
-            data_base64,
-            raw: raw.into(),
-        })
-    };
-    run().or_else(|(reason, detail)| fail(reason, detail))
+    }
+    let extensions =
+        (!extensions.is_empty()).then(|| serde_json::Value::Object(extensions).to_string());
+    Ok((user_id, session_id, extensions))
 }
 
 /// CloudEvents attribute names: lowercase ASCII letters and digits.
@@ -282,7 +327,7 @@ pub fn validate_event(
 /// events key, and a btree entry must stay under ~2.7 kB.
 pub const MAX_KEY_ATTRIBUTE_BYTES: usize = 1024;
 
-fn bounded(value: String, name: &str) -> Result<String, (RejectReason, String)> {
+fn bounded(value: String, name: &str) -> Result<String, Problem> {
     if value.len() > MAX_KEY_ATTRIBUTE_BYTES {
         return Err((
             RejectReason::InvalidAttributeValue,
@@ -383,7 +428,7 @@ pub fn unstorable_escape(json: &str) -> Option<Unstorable> {
 
 /// `data_base64` must be base64 (RFC 4648, standard alphabet; padding optional), or partners
 /// would receive bytes they cannot decode.
-fn check_base64(text: &str) -> Result<(), (RejectReason, String)> {
+fn check_base64(text: &str) -> Result<(), Problem> {
     use base64::engine::{general_purpose, DecodePaddingMode, Engine};
     const ENGINE: general_purpose::GeneralPurpose = general_purpose::GeneralPurpose::new(
         &base64::alphabet::STANDARD,

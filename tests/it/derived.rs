@@ -299,7 +299,7 @@ async fn recently_viewed_keeps_the_last_n_distinct_products_per_user_in_order() 
                 .await
                 .unwrap()
                 .into_iter()
-                .map(|(product, _)| product)
+                .map(|v| v.product_id)
                 .collect();
         assert_eq!(got, want, "{user}");
     }

@@ -43,7 +43,7 @@ pub struct NewEndpoint {
 }
 
 /// An endpoint as listed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Endpoint {
     pub endpoint_id: i64,
     pub tenant_id: String,
@@ -132,22 +132,7 @@ async fn store_secret(
 
 /// Endpoints of one tenant, or of all.
 pub async fn list(pool: &PgPool, tenant: Option<&str>) -> Result<Vec<Endpoint>, EndpointError> {
-    type Row = (
-        i64,
-        String,
-        String,
-        Vec<String>,
-        Option<String>,
-        String,
-        Option<String>,
-        Option<i32>,
-        String,
-        Option<DateTime<Utc>>,
-        i64,
-        i64,
-        i64,
-    );
-    let rows: Vec<Row> = sqlx::query_as(
+    Ok(sqlx::query_as(
         "SELECT e.endpoint_id, e.tenant_id, e.url, e.event_types, e.subject, e.status,
                 e.disabled_reason, e.rate_limit, e.description, e.failing_since,
                 (SELECT count(*) FROM endpoint_secrets s WHERE s.endpoint_id = e.endpoint_id
@@ -162,25 +147,7 @@ pub async fn list(pool: &PgPool, tenant: Option<&str>) -> Result<Vec<Endpoint>, 
     )
     .bind(tenant)
     .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| Endpoint {
-            endpoint_id: r.0,
-            tenant_id: r.1,
-            url: r.2,
-            event_types: r.3,
-            subject: r.4,
-            status: r.5,
-            disabled_reason: r.6,
-            rate_limit: r.7,
-            description: r.8,
-            failing_since: r.9,
-            secrets: r.10,
-            pending: r.11,
-            failed: r.12,
-        })
-        .collect())
+    .await?)
 }
 
 /// A new secret that signs from now on; the live ones keep signing for `overlap` (then

@@ -14,9 +14,9 @@
 pub mod endpoints;
 pub mod guard;
 pub mod keys;
+pub mod outbox;
 pub mod send;
 pub mod sign;
-pub mod outbox;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,9 +32,9 @@ use tracing::{error, info, warn};
 
 use crate::guard::{GuardedResolver, Lookup, Policy, SystemLookup};
 use crate::keys::Keyring;
+use crate::outbox::{Claimed, Done};
 use crate::send::{Outgoing, Verdict};
 use crate::sign::Secret;
-use crate::outbox::{Claimed, Done};
 
 /// Settings of the fanout function (environment variables in the README).
 #[derive(Debug, Clone)]
@@ -359,88 +359,16 @@ impl Fanout {
     pub async fn drain(&self) -> Result<Report, Error> {
         let start = Instant::now();
         let mut report = Report::default();
-        let mut inflight: JoinSet<(Claimed, send::Attempt)> = JoinSet::new();
-        let mut per_endpoint: HashMap<i64, usize> = HashMap::new();
-        // Which endpoint each send task serves, so even a task that panicked frees its slot.
-        let mut task_endpoint: HashMap<tokio::task::Id, i64> = HashMap::new();
+        let mut sends = InFlight::default();
         let mut done: Vec<Done> = Vec::new();
-        let mut oldest_done: Option<Instant> = None;
-        // Nothing claimable right now; claim again once an attempt finishes.
-        let mut idle = false;
-        let drained: Result<(), Error> = async {
-            loop {
-                let in_budget = start.elapsed() < self.cfg.budget;
-                let free = self.cfg.concurrency.saturating_sub(inflight.len());
-                // Claim in batches: one claim per finished send would cost a round trip per
-                // delivery (the claim, not the sending, was the bottleneck at about 900/s).
-                let batch = (self.cfg.concurrency / 4).max(1);
-                if in_budget && free > 0 && !idle && (free >= batch || inflight.is_empty()) {
-                    let busy: HashMap<i64, usize> = per_endpoint
-                        .iter()
-                        .filter(|(_, n)| **n > 0)
-                        .map(|(k, v)| (*k, *v))
-                        .collect();
-                    let claimed = outbox::claim(
-                        &self.pool,
-                        free,
-                        self.cfg.per_endpoint,
-                        &busy,
-                        self.cfg.lease(),
-                    )
-                    .await?;
-                    idle = claimed.is_empty();
-                    for c in claimed {
-                        *per_endpoint.entry(c.endpoint_id).or_default() += 1;
-                        let endpoint = c.endpoint_id;
-                        let task = inflight.spawn(self.send(c));
-                        task_endpoint.insert(task.id(), endpoint);
-                    }
-                }
-                if inflight.is_empty() {
-                    self.flush(&mut done, &mut report).await?;
-                    if !in_budget || !self.wait_for_due(start).await? {
-                        break;
-                    }
-                    idle = false;
-                    continue;
-                }
-                // Wait for an attempt, flushing results at least every 25 ms.
-                let next =
-                    tokio::time::timeout(Duration::from_millis(25), inflight.join_next_with_id())
-                        .await;
-                if let Ok(Some(joined)) = next {
-                    let task = match &joined {
-                        Ok((id, _)) => *id,
-                        Err(e) => e.id(),
-                    };
-                    if let Some(endpoint) = task_endpoint.remove(&task) {
-                        if let Some(n) = per_endpoint.get_mut(&endpoint) {
-                            *n = n.saturating_sub(1);
-                        }
-                    }
-                    idle = false;
-                    match joined {
-                        Ok((_, (claimed, attempt))) => {
-                            done.push(self.decide(&claimed, attempt));
-                            oldest_done.get_or_insert_with(Instant::now);
-                        }
-                        Err(e) => error!(error = %e, "a send task failed; its lease will run out"),
-                    }
-                }
-                let due = oldest_done.is_some_and(|t| t.elapsed() >= Duration::from_millis(25));
-                if done.len() >= 200 || due {
-                    self.flush(&mut done, &mut report).await?;
-                    oldest_done = None;
-                }
-            }
-            Ok(())
-        }
-        .await;
+        let drained = self
+            .drain_until_done(start, &mut sends, &mut done, &mut report)
+            .await;
         if let Err(e) = drained {
             // The database failed mid-drain: let the requests under way finish and try to
             // record every attempt made, so nothing sent goes unlogged or is sent again once
             // its lease runs out (if this flush fails too, the leases do run out).
-            while let Some(joined) = inflight.join_next().await {
+            while let Some(joined) = sends.tasks.join_next().await {
                 if let Ok((claimed, attempt)) = joined {
                     done.push(self.decide(&claimed, attempt));
                 }
@@ -462,6 +390,79 @@ impl Fanout {
             );
         }
         Ok(report)
+    }
+
+    /// The drain loop: claim while there is room, collect finished attempts, record them in
+    /// batches; with nothing in flight, linger for what falls due soon.
+    async fn drain_until_done(
+        &self,
+        start: Instant,
+        sends: &mut InFlight,
+        done: &mut Vec<Done>,
+        report: &mut Report,
+    ) -> Result<(), Error> {
+        let mut oldest_done: Option<Instant> = None;
+        // Nothing claimable right now; claim again once an attempt finishes.
+        let mut idle = false;
+        loop {
+            let in_budget = start.elapsed() < self.cfg.budget;
+            if in_budget && !idle {
+                if let Some(claimed_none) = self.claim_more(sends).await? {
+                    idle = claimed_none;
+                }
+            }
+            if sends.tasks.is_empty() {
+                self.flush(done, report).await?;
+                if !in_budget || !self.wait_for_due(start).await? {
+                    return Ok(());
+                }
+                idle = false;
+                continue;
+            }
+            // Wait for an attempt, flushing results at least every 25 ms.
+            if let Some(joined) = sends.next(Duration::from_millis(25)).await {
+                idle = false;
+                match joined {
+                    Ok((claimed, attempt)) => {
+                        done.push(self.decide(&claimed, attempt));
+                        oldest_done.get_or_insert_with(Instant::now);
+                    }
+                    Err(e) => error!(error = %e, "a send task failed; its lease will run out"),
+                }
+            }
+            let due = oldest_done.is_some_and(|t| t.elapsed() >= Duration::from_millis(25));
+            if done.len() >= 200 || due {
+                self.flush(done, report).await?;
+                oldest_done = None;
+            }
+        }
+    }
+
+    /// Claims due deliveries into the free send slots and starts them. Claims in batches: one
+    /// claim per finished send would cost a round trip per delivery (the claim, not the
+    /// sending, was the bottleneck at about 900/s). `None` when it did not try; else whether
+    /// nothing was claimable.
+    async fn claim_more(&self, sends: &mut InFlight) -> Result<Option<bool>, Error> {
+        let free = self.cfg.concurrency.saturating_sub(sends.tasks.len());
+        let batch = (self.cfg.concurrency / 4).max(1);
+        if free == 0 || (free < batch && !sends.tasks.is_empty()) {
+            return Ok(None);
+        }
+        let busy = sends.busy();
+        let claimed = outbox::claim(
+            &self.pool,
+            free,
+            self.cfg.per_endpoint,
+            &busy,
+            self.cfg.lease(),
+        )
+        .await?;
+        let none = claimed.is_empty();
+        for c in claimed {
+            let endpoint = c.endpoint_id;
+            sends.spawn(endpoint, self.send(c));
+        }
+        Ok(Some(none))
     }
 
     /// With nothing in flight: waits for the next retry if it falls due within the linger
@@ -678,6 +679,56 @@ impl TickHandler for Fanout {
             error!(error = %e, "fanout sweep failed");
             Retry(e.to_string())
         })
+    }
+}
+
+/// The sends under way, and how many per endpoint.
+#[derive(Default)]
+struct InFlight {
+    tasks: JoinSet<(Claimed, send::Attempt)>,
+    per_endpoint: HashMap<i64, usize>,
+    /// Which endpoint each send task serves, so even a task that panicked frees its slot.
+    endpoint_of: HashMap<tokio::task::Id, i64>,
+}
+
+impl InFlight {
+    /// Endpoints with sends under way, and how many.
+    fn busy(&self) -> HashMap<i64, usize> {
+        self.per_endpoint
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, v)| (*k, *v))
+            .collect()
+    }
+
+    fn spawn(
+        &mut self,
+        endpoint: i64,
+        send: impl std::future::Future<Output = (Claimed, send::Attempt)> + Send + 'static,
+    ) {
+        *self.per_endpoint.entry(endpoint).or_default() += 1;
+        let task = self.tasks.spawn(send);
+        self.endpoint_of.insert(task.id(), endpoint);
+    }
+
+    /// The next finished send, waiting at most `wait`; its endpoint's slot is freed.
+    async fn next(
+        &mut self,
+        wait: Duration,
+    ) -> Option<Result<(Claimed, send::Attempt), tokio::task::JoinError>> {
+        let joined = tokio::time::timeout(wait, self.tasks.join_next_with_id())
+            .await
+            .ok()??;
+        let task = match &joined {
+            Ok((id, _)) => *id,
+            Err(e) => e.id(),
+        };
+        if let Some(endpoint) = self.endpoint_of.remove(&task) {
+            if let Some(n) = self.per_endpoint.get_mut(&endpoint) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        Some(joined.map(|(_, result)| result))
     }
 }
 

@@ -266,33 +266,8 @@ pub async fn update_health(
     done: &[Done],
     disable_after: Duration,
 ) -> Result<Vec<Disabled>, Error> {
-    type Since = Option<DateTime<Utc>>;
-    // Per endpoint: the last success, the first failure after it, and the last failure.
-    let mut health: HashMap<i64, (Since, Since, Since)> = HashMap::new();
-    let mut sorted: Vec<&Done> = done.iter().collect();
-    sorted.sort_by_key(|d| d.started);
-    let mut gone = Vec::new();
-    for d in sorted {
-        let (last_ok, first_fail, last_fail) = health.entry(d.endpoint_id).or_default();
-        if d.status == "delivered" {
-            *last_ok = Some(d.started);
-            *first_fail = None;
-        } else {
-            first_fail.get_or_insert(d.started);
-            *last_fail = Some(d.started);
-        }
-        if d.outcome == "gone" {
-            gone.push(d.endpoint_id);
-        }
-    }
-    let mut ids = Vec::with_capacity(health.len());
-    let (mut oks, mut firsts, mut lasts) = (Vec::new(), Vec::new(), Vec::new());
-    for (id, (ok, first, last)) in health {
-        ids.push(id);
-        oks.push(ok);
-        firsts.push(first);
-        lasts.push(last);
-    }
+    let (health, gone) = fold_health(done);
+    let ids = &health.ids;
     // The newest success and failure known (this batch's or recorded before; `greatest` and
     // `least` ignore NULLs). Failing when the newest failure is newer than the newest success,
     // since the first failure after that success: from this batch or the stored value, or, if
@@ -325,14 +300,71 @@ pub async fn update_health(
                 OR e.last_success_at IS DISTINCT FROM {ok_kept}
                 OR e.last_failure_at IS DISTINCT FROM {bad})"
     ))
-    .bind(&ids)
-    .bind(&oks)
-    .bind(&firsts)
-    .bind(&lasts)
+    .bind(ids)
+    .bind(&health.oks)
+    .bind(&health.firsts)
+    .bind(&health.lasts)
     .execute(&mut *tx)
     .await?;
-    type Row = (i64, String, String, String, Option<DateTime<Utc>>);
-    let disabled: Vec<Row> = sqlx::query_as(
+    let disabled = disable_failing(tx, &gone, ids, disable_after).await?;
+    for d in &disabled {
+        announce(&mut *tx, d).await?;
+    }
+    Ok(disabled)
+}
+
+/// Per endpoint, from a set of attempts: the last success, the first failure after it and the
+/// last failure (as arrays, for one statement); and the endpoints that answered 410 Gone.
+struct Health {
+    ids: Vec<i64>,
+    oks: Vec<Option<DateTime<Utc>>>,
+    firsts: Vec<Option<DateTime<Utc>>>,
+    lasts: Vec<Option<DateTime<Utc>>>,
+}
+
+fn fold_health(done: &[Done]) -> (Health, Vec<i64>) {
+    type Since = Option<DateTime<Utc>>;
+    let mut health: HashMap<i64, (Since, Since, Since)> = HashMap::new();
+    let mut sorted: Vec<&Done> = done.iter().collect();
+    sorted.sort_by_key(|d| d.started);
+    let mut gone = Vec::new();
+    for d in sorted {
+        let (last_ok, first_fail, last_fail) = health.entry(d.endpoint_id).or_default();
+        if d.status == "delivered" {
+            *last_ok = Some(d.started);
+            *first_fail = None;
+        } else {
+            first_fail.get_or_insert(d.started);
+            *last_fail = Some(d.started);
+        }
+        if d.outcome == "gone" {
+            gone.push(d.endpoint_id);
+        }
+    }
+    let mut out = Health {
+        ids: Vec::with_capacity(health.len()),
+        oks: Vec::new(),
+        firsts: Vec::new(),
+        lasts: Vec::new(),
+    };
+    for (id, (ok, first, last)) in health {
+        out.ids.push(id);
+        out.oks.push(ok);
+        out.firsts.push(first);
+        out.lasts.push(last);
+    }
+    (out, gone)
+}
+
+/// Disables the active endpoints among `ids` that answered 410 (`gone`) or have been failing
+/// for longer than `disable_after`.
+async fn disable_failing(
+    tx: &mut PgConnection,
+    gone: &[i64],
+    ids: &[i64],
+    disable_after: Duration,
+) -> Result<Vec<Disabled>, Error> {
+    Ok(sqlx::query_as(
         "UPDATE endpoints
          SET status = 'disabled', updated_at = now(),
              disabled_reason = CASE WHEN endpoint_id = ANY($1)
@@ -345,31 +377,15 @@ pub async fn update_health(
                     AND failing_since <= now() - $3 * interval '1 millisecond'))
          RETURNING endpoint_id, tenant_id, url, disabled_reason AS reason, failing_since",
     )
-    .bind(&gone)
-    .bind(&ids)
+    .bind(gone)
+    .bind(ids)
     .bind(disable_after.as_millis() as i64)
     .fetch_all(&mut *tx)
-    .await?;
-    let disabled: Vec<Disabled> = disabled
-        .into_iter()
-        .map(
-            |(endpoint_id, tenant_id, url, reason, failing_since)| Disabled {
-                endpoint_id,
-                tenant_id,
-                url,
-                reason,
-                failing_since,
-            },
-        )
-        .collect();
-    for d in &disabled {
-        announce(&mut *tx, d).await?;
-    }
-    Ok(disabled)
+    .await?)
 }
 
 /// An endpoint disabled by the fanout.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Disabled {
     pub endpoint_id: i64,
     pub tenant_id: String,

@@ -225,14 +225,53 @@ struct Window {
     held: bool,
 }
 
-/// Runs one rollup transaction.
+/// Runs one rollup transaction: lock the watermark, find the window, wait until it is settled,
+/// merge it, move the watermark.
 pub async fn step(
     pool: &PgPool,
     opts: &AggregateOptions,
     #[cfg(fault_injection)] faults: Option<&FaultHook>,
 ) -> Result<Step, Error> {
-    let mut tx = pool.begin().await.map_err(classify)?;
-    let conn: &mut PgConnection = &mut tx;
+    let mut tx = pool.begin().await?;
+    settings(&mut tx, opts).await?;
+    let Some(state) = lock_state(&mut tx).await? else {
+        return Ok(Step::Skipped("another rollup run is in progress".into()));
+    };
+    let from = state.0;
+    let Some(window) = open_window(&mut tx, state).await? else {
+        tx.commit().await?;
+        return Ok(Step::UpToDate { at: from });
+    };
+    if let Some(held) = hold_unsettled(&mut tx, &window, from, opts).await? {
+        tx.commit().await?;
+        return Ok(held);
+    }
+    let to = window.end.min(from.saturating_add(opts.max_events.max(1)));
+    let events = merge_window(&mut tx, from, to).await?;
+
+    #[cfg(fault_injection)]
+    if faults.is_some_and(|hook| hook(CrashPoint::AfterLoad)) {
+        // As the server does when the process dies: nothing of the transaction stays. (A
+        // dropped transaction would roll back only when its connection is next used, so the
+        // test's immediate re-run could find the watermark still locked.)
+        tx.rollback().await?;
+        return Err(Error::InjectedCrash(CrashPoint::AfterLoad));
+    }
+
+    let capped = to < window.end;
+    advance(&mut tx, &window, to, events, capped).await?;
+    tx.commit().await?;
+    Ok(Step::Merged {
+        from,
+        to,
+        events,
+        capped,
+        held: window.held,
+    })
+}
+
+/// The rollup transaction's settings: no JIT, its own `work_mem` and statement timeout.
+async fn settings(conn: &mut PgConnection, opts: &AggregateOptions) -> Result<(), Error> {
     for setting in [
         "SET LOCAL jit = off".to_owned(),
         format!("SET LOCAL work_mem = '{}MB'", opts.work_mem_mb.max(4)),
@@ -243,8 +282,14 @@ pub async fn step(
     ] {
         sqlx::query(&setting).execute(&mut *conn).await?;
     }
+    Ok(())
+}
 
-    type State = (i64, Option<i64>, Vec<String>, Option<DateTime<Utc>>);
+/// The watermark row: `(last_seq, pending_end, pending_lockers, pending_at)`.
+type State = (i64, Option<i64>, Vec<String>, Option<DateTime<Utc>>);
+
+/// Locks the watermark row (`NOWAIT`); `None` when another run holds it.
+async fn lock_state(conn: &mut PgConnection) -> Result<Option<State>, Error> {
     let state: Option<State> = match sqlx::query_as(
         "SELECT last_seq, pending_end, pending_lockers, pending_at FROM rollup_state
          WHERE name = 'events' FOR UPDATE NOWAIT",
@@ -253,61 +298,71 @@ pub async fn step(
     .await
     {
         Ok(v) => v,
-        Err(e) if is_lock_not_available(&e) => {
-            return Ok(Step::Skipped("another rollup run is in progress".into()))
-        }
+        Err(e) if is_lock_not_available(&e) => return Ok(None),
         Err(e) => return Err(classify(e)),
     };
-    let (from, pending_end, pending_lockers, pending_at) = state.ok_or_else(|| {
+    state.map(Some).ok_or_else(|| {
         Error::Transient(sqlx::Error::Protocol(
             "rollup_state has no 'events' row: run `ferry migrate`".into(),
         ))
-    })?;
+    })
+}
 
-    let window = match (pending_end, pending_at) {
-        // An earlier run read this end and gave up waiting for its writers: wait for those
-        // writers only, not for any that started since.
-        (Some(end), Some(read_at)) if end > from => Window {
-            end,
-            read_at,
-            lockers: pending_lockers,
-            held: true,
-        },
-        _ => {
-            // The clock first: whatever committed before `read_at` has a seq <= the end.
-            let (read_at, newest): (DateTime<Utc>, Option<i64>) = sqlx::query_as(
-                "SELECT clock_timestamp(),
-                        pg_sequence_last_value(pg_get_serial_sequence('events', 'seq')::regclass)",
-            )
-            .fetch_one(&mut *conn)
-            .await?;
-            let newest = newest.unwrap_or(0);
-            if newest <= from {
-                // Every seq drawn so far is <= the watermark and was proven settled by an
-                // earlier run.
-                sqlx::query(
-                    "UPDATE rollup_state SET advanced_at = $1, pending_end = NULL,
-                         pending_lockers = '{}', pending_at = NULL
-                     WHERE name = 'events'",
-                )
-                .bind(read_at)
-                .execute(&mut *conn)
-                .await?;
-                tx.commit().await?;
-                return Ok(Step::UpToDate { at: from });
-            }
-            // Read after the end: whoever may hold a seq <= end is among these.
-            let lockers = writers(&mut *conn).await?;
-            Window {
-                end: newest,
+/// The window after the watermark: the one an earlier run held, or a new one up to the newest
+/// `seq` drawn. `None` (with `advanced_at` moved) when there is nothing new.
+async fn open_window(conn: &mut PgConnection, state: State) -> Result<Option<Window>, Error> {
+    let (from, pending_end, pending_lockers, pending_at) = state;
+    if let (Some(end), Some(read_at)) = (pending_end, pending_at) {
+        if end > from {
+            // An earlier run read this end and gave up waiting for its writers: wait for those
+            // writers only, not for any that started since.
+            return Ok(Some(Window {
+                end,
                 read_at,
-                lockers,
-                held: false,
-            }
+                lockers: pending_lockers,
+                held: true,
+            }));
         }
-    };
+    }
+    // The clock first: whatever committed before `read_at` has a seq <= the end.
+    let (read_at, newest): (DateTime<Utc>, Option<i64>) = sqlx::query_as(
+        "SELECT clock_timestamp(),
+                pg_sequence_last_value(pg_get_serial_sequence('events', 'seq')::regclass)",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let newest = newest.unwrap_or(0);
+    if newest <= from {
+        // Every seq drawn so far is <= the watermark and was proven settled by an earlier run.
+        sqlx::query(
+            "UPDATE rollup_state SET advanced_at = $1, pending_end = NULL,
+                 pending_lockers = '{}', pending_at = NULL
+             WHERE name = 'events'",
+        )
+        .bind(read_at)
+        .execute(&mut *conn)
+        .await?;
+        return Ok(None);
+    }
+    // Read after the end: whoever may hold a seq <= end is among these.
+    let lockers = writers(&mut *conn).await?;
+    Ok(Some(Window {
+        end: newest,
+        read_at,
+        lockers,
+        held: false,
+    }))
+}
 
-    let running = wait_for(&mut tx, &window.lockers, opts.lock_wait).await?;
+/// Waits (up to `lock_wait`) for the window's writers, and on Citus for its prepared
+/// transactions. When some are still unsettled, holds the window for the next run and says so.
+async fn hold_unsettled(
+    conn: &mut PgConnection,
+    window: &Window,
+    from: i64,
+    opts: &AggregateOptions,
+) -> Result<Option<Step>, Error> {
+    let running = wait_for(&mut *conn, &window.lockers, opts.lock_wait).await?;
     if !running.is_empty() {
         // Hold the window: the next run waits only for the writers still running now.
         sqlx::query(
@@ -317,21 +372,20 @@ pub async fn step(
         .bind(window.end)
         .bind(&running)
         .bind(window.read_at)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
-        tx.commit().await?;
-        return Ok(Step::Skipped(format!(
+        return Ok(Some(Step::Skipped(format!(
             "{} writer(s) still in flight after {}; seq ({from}, {}] is held for the next run",
             running.len(),
             humantime::format_duration(opts.lock_wait),
             window.end
-        )));
+        ))));
     }
     // On Citus, a load's rows on a worker become visible only when the worker commits its
     // prepared transaction, which can happen after the coordinator committed (and released its
     // locks): when the worker was unreachable, Citus recovers it up to a minute later. Until
     // then, the window is held.
-    let unsettled = wait_for_prepared(&mut tx, opts.lock_wait).await?;
+    let unsettled = wait_for_prepared(&mut *conn, opts.lock_wait).await?;
     if unsettled > 0 {
         sqlx::query(
             "UPDATE rollup_state SET pending_end = $1, pending_lockers = '{}', pending_at = $2
@@ -339,18 +393,20 @@ pub async fn step(
         )
         .bind(window.end)
         .bind(window.read_at)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
-        tx.commit().await?;
-        return Ok(Step::Skipped(format!(
+        return Ok(Some(Step::Skipped(format!(
             "{unsettled} committed transaction(s) still prepared on Citus workers after {}; \
              seq ({from}, {}] is held until Citus recovers them",
             humantime::format_duration(opts.lock_wait),
             window.end
-        )));
+        ))));
     }
-    let to = window.end.min(from.saturating_add(opts.max_events.max(1)));
+    Ok(None)
+}
 
+/// Merges the events with `seq` in `(from, to]` into every rollup; returns how many there were.
+async fn merge_window(conn: &mut PgConnection, from: i64, to: i64) -> Result<i64, Error> {
     let sql = |template: &str| {
         template
             .replace("{from}", &from.to_string())
@@ -367,35 +423,34 @@ pub async fn step(
     // stays within `work_mem` x `hash_mem_multiplier` (spilling past it), so this changes the
     // plan, not the memory bound.
     sqlx::query("SET LOCAL enable_sort = off")
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
-    sqlx::query(&sql(DELTA_TYPES)).execute(&mut *tx).await?;
+    sqlx::query(&sql(DELTA_TYPES)).execute(&mut *conn).await?;
     sqlx::query("SET LOCAL enable_sort TO DEFAULT")
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
-    sqlx::query(&sql(DELTA_DIMS)).execute(&mut *tx).await?;
+    sqlx::query(&sql(DELTA_DIMS)).execute(&mut *conn).await?;
     let events: i64 =
         sqlx::query_scalar("SELECT coalesce(sum(events), 0)::bigint FROM rollup_delta_types")
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut *conn)
             .await?;
     for sql in merges() {
-        sqlx::query(&sql).execute(&mut *tx).await?;
+        sqlx::query(&sql).execute(&mut *conn).await?;
     }
+    Ok(events)
+}
 
-    #[cfg(fault_injection)]
-    if faults.is_some_and(|hook| hook(CrashPoint::AfterLoad)) {
-        // As the server does when the process dies: nothing of the transaction stays. (A
-        // dropped transaction would roll back only when its connection is next used, so the
-        // test's immediate re-run could find the watermark still locked.)
-        tx.rollback().await?;
-        return Err(Error::InjectedCrash(CrashPoint::AfterLoad));
-    }
-
-    // `advanced_at` says "everything that had committed by then is counted": the time the
-    // window's end was read. A capped window leaves a backlog, so it does not move (the anomaly
-    // checks would read the gap as a drop); its settled remainder stays held, with no writers
-    // left to wait for.
-    let capped = to < window.end;
+/// Moves the watermark to `to`. `advanced_at` says "everything that had committed by then is
+/// counted": the time the window's end was read. A capped window leaves a backlog, so it does
+/// not move (the anomaly checks would read the gap as a drop); its settled remainder stays
+/// held, with no writers left to wait for.
+async fn advance(
+    conn: &mut PgConnection,
+    window: &Window,
+    to: i64,
+    events: i64,
+    capped: bool,
+) -> Result<(), Error> {
     sqlx::query(
         "UPDATE rollup_state SET last_seq = $1, events = events + $2,
              advanced_at = CASE WHEN $4 THEN advanced_at ELSE $3 END,
@@ -409,16 +464,9 @@ pub async fn step(
     .bind(window.read_at)
     .bind(capped)
     .bind(window.end)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
-    tx.commit().await?;
-    Ok(Step::Merged {
-        from,
-        to,
-        events,
-        capped,
-        held: window.held,
-    })
+    Ok(())
 }
 
 /// The transactions (virtualxids) holding a write lock on `events` now. Every insert holds

@@ -342,19 +342,8 @@ fn json_array(
     limits: ReadLimits,
     each: &mut impl FnMut(u64, Record<'_>) -> Flow,
 ) -> io::Result<Flow> {
-    // Skip to the opening bracket (detection guarantees it is the first non-space byte).
-    loop {
-        let available = content.fill_buf()?;
-        let Some(i) = available.iter().position(|b| *b == b'[') else {
-            let n = available.len();
-            content.consume(n);
-            if n == 0 {
-                return Ok(Flow::Continue);
-            }
-            continue;
-        };
-        content.consume(i + 1);
-        break;
+    if !skip_past_bracket(content)? {
+        return Ok(Flow::Continue);
     }
     let mut element = Vec::new();
     let mut truncated = false;
@@ -392,29 +381,9 @@ fn json_array(
                         limits,
                     );
                     start = i;
-                    let text = trim(&element);
                     let last = b == b']';
-                    if text.is_empty() {
-                        if !(last && count == 0) {
-                            // An empty element still takes its number, so every record of the
-                            // file has its own (found by fuzzing: `[, {` gave two element 1s).
-                            count += 1;
-                            let flow = each(
-                                count,
-                                Record::Malformed {
-                                    raw: b"",
-                                    detail: format!("element {count} is empty"),
-                                },
-                            );
-                            if let Flow::Stop = flow {
-                                return Ok(Flow::Stop);
-                            }
-                        }
-                    } else {
-                        count += 1;
-                        if let Flow::Stop = each(count, Record::Json { text, truncated }) {
-                            return Ok(Flow::Stop);
-                        }
+                    if let Flow::Stop = element_done(&element, truncated, last, &mut count, each) {
+                        return Ok(Flow::Stop);
                     }
                     element.clear();
                     truncated = false;
@@ -441,7 +410,57 @@ fn json_array(
         );
         return Ok(flow);
     }
-    // Only whitespace may follow the closing bracket.
+    after_array(content, count, limits, each)
+}
+
+/// Consumes the input up to and including the array's opening bracket (detection guarantees
+/// it is the first non-space byte); false when the input ends first.
+fn skip_past_bracket(content: &mut impl BufRead) -> io::Result<bool> {
+    loop {
+        let available = content.fill_buf()?;
+        let Some(i) = available.iter().position(|b| *b == b'[') else {
+            let n = available.len();
+            content.consume(n);
+            if n == 0 {
+                return Ok(false);
+            }
+            continue;
+        };
+        content.consume(i + 1);
+        return Ok(true);
+    }
+}
+
+/// Hands one scanned element to `each` with its number. An empty element still takes its
+/// number, so every record of the file has its own (found by fuzzing: `[, {` gave two element
+/// 1s); only the nothing of `[]` is no element.
+fn element_done(
+    element: &[u8],
+    truncated: bool,
+    last: bool,
+    count: &mut u64,
+    each: &mut impl FnMut(u64, Record<'_>) -> Flow,
+) -> Flow {
+    let text = trim(element);
+    if text.is_empty() {
+        if last && *count == 0 {
+            return Flow::Continue;
+        }
+        *count += 1;
+        let detail = format!("element {count} is empty");
+        return each(*count, Record::Malformed { raw: b"", detail });
+    }
+    *count += 1;
+    each(*count, Record::Json { text, truncated })
+}
+
+/// Only whitespace may follow the closing bracket.
+fn after_array(
+    content: &mut impl BufRead,
+    count: u64,
+    limits: ReadLimits,
+    each: &mut impl FnMut(u64, Record<'_>) -> Flow,
+) -> io::Result<Flow> {
     let mut rest = Vec::new();
     while let Some(cut) = read_line(content, &mut rest, limits.max_record_bytes)? {
         if !trim(&rest).is_empty() {

@@ -210,8 +210,8 @@ struct RawDrop {
     when: BTreeMap<String, String>,
 }
 
-fn compile(raw: RawRule) -> Result<Rule, RulesError> {
-    let name = raw.name;
+fn compile(mut raw: RawRule) -> Result<Rule, RulesError> {
+    let name = std::mem::take(&mut raw.name);
     let err = |what: String| RulesError(format!("source {name:?}: {what}"));
     let conds = |when: BTreeMap<String, String>| -> Result<Vec<Cond>, RulesError> {
         if when.is_empty() {
@@ -240,17 +240,8 @@ fn compile(raw: RawRule) -> Result<Rule, RulesError> {
             )));
         }
     }
-    let time_format = match raw.time_format.as_deref() {
-        None | Some("rfc3339") => TimeFormat::Rfc3339,
-        Some("unix") => TimeFormat::UnixSeconds,
-        Some("unix_ms") => TimeFormat::UnixMillis,
-        Some(p) if p.contains('%') => TimeFormat::Pattern(p.to_owned()),
-        Some(other) => {
-            return Err(err(format!(
-                "time_format {other:?}: expected rfc3339, unix, unix_ms or a strftime pattern"
-            )))
-        }
-    };
+    let time_format = time_format(raw.time_format.as_deref()).map_err(err)?;
+    check_shape(&raw, raw.classify.is_empty()).map_err(err)?;
     let classify = raw
         .classify
         .into_iter()
@@ -271,36 +262,6 @@ fn compile(raw: RawRule) -> Result<Rule, RulesError> {
             })
         })
         .collect::<Result<Vec<_>, RulesError>>()?;
-    let mapped = !raw.fields.is_empty();
-    if mapped {
-        let has = |a: &str| raw.fields.contains_key(a) || raw.set.contains_key(a);
-        for required in ["time", "tenantid", "source"] {
-            if !has(required) {
-                return Err(err(format!(
-                    "maps fields but gives no {required:?} (in [fields] or [set])"
-                )));
-            }
-        }
-        if !has("type") && classify.is_empty() {
-            return Err(err(
-                "maps fields but gives no type ([fields], [set] or [[classify]])".into(),
-            ));
-        }
-        if raw.set.contains_key("time") {
-            return Err(err("time must come from a field".into()));
-        }
-    } else {
-        if raw.format == Declared::Csv {
-            return Err(err(
-                "CSV needs [fields]: which column feeds which attribute".into(),
-            ));
-        }
-        if !classify.is_empty() || raw.data.is_some() || raw.time_format.is_some() {
-            return Err(err(
-                "classify, data and time_format apply only to rules with [fields]".into(),
-            ));
-        }
-    }
     Ok(Rule {
         prefix: raw.prefix,
         store: raw.store,
@@ -313,6 +274,50 @@ fn compile(raw: RawRule) -> Result<Rule, RulesError> {
         drops,
         name,
     })
+}
+
+/// `time_format`: rfc3339 (the default), unix, unix_ms or a strftime pattern.
+fn time_format(text: Option<&str>) -> Result<TimeFormat, String> {
+    Ok(match text {
+        None | Some("rfc3339") => TimeFormat::Rfc3339,
+        Some("unix") => TimeFormat::UnixSeconds,
+        Some("unix_ms") => TimeFormat::UnixMillis,
+        Some(p) if p.contains('%') => TimeFormat::Pattern(p.to_owned()),
+        Some(other) => {
+            return Err(format!(
+                "time_format {other:?}: expected rfc3339, unix, unix_ms or a strftime pattern"
+            ))
+        }
+    })
+}
+
+/// What a rule must give: with `[fields]`, every required attribute (the time from a field);
+/// without, CloudEvents as they are (no CSV, no classify, data or time_format).
+fn check_shape(raw: &RawRule, classify_empty: bool) -> Result<(), String> {
+    if !raw.fields.is_empty() {
+        let has = |a: &str| raw.fields.contains_key(a) || raw.set.contains_key(a);
+        for required in ["time", "tenantid", "source"] {
+            if !has(required) {
+                return Err(format!(
+                    "maps fields but gives no {required:?} (in [fields] or [set])"
+                ));
+            }
+        }
+        if !has("type") && classify_empty {
+            return Err("maps fields but gives no type ([fields], [set] or [[classify]])".into());
+        }
+        if raw.set.contains_key("time") {
+            return Err("time must come from a field".into());
+        }
+    } else {
+        if raw.format == Declared::Csv {
+            return Err("CSV needs [fields]: which column feeds which attribute".into());
+        }
+        if !classify_empty || raw.data.is_some() || raw.time_format.is_some() {
+            return Err("classify, data and time_format apply only to rules with [fields]".into());
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

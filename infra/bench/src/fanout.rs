@@ -153,20 +153,75 @@ pub async fn fanout(admin_url: &str, cfg: &Config, opts: &FanoutBench) -> anyhow
     cfg.db.max_connections = cfg.db.max_connections.max(8);
     let pool = prepare(admin_url, "bench_fanout", &cfg).await?;
     let fcfg = settings()?;
-    let concurrency = fcfg.concurrency;
     let partners = Partners::start(opts.receivers, Behaviour::default()).await?;
 
-    // 1. Throughput: events × receivers deliveries waiting in the outbox.
-    let burst = add_endpoints(
-        &pool,
-        &fcfg,
-        &partners,
-        opts.receivers,
-        "bench.burst",
-        |_| None,
-    )
+    let (burst, fanout, rate) = throughput(&cfg, &pool, &fcfg, &partners, opts).await?;
+    let base_rate = baseline(&pool, &fcfg, &partners, &burst, opts).await?;
+    println!("  ratio fanout/baseline: {:.2}", rate / base_rate);
+    for id in &burst {
+        endpoints::disable(&pool, *id, "bench: throughput run done").await?;
+    }
+    let (offered, p99) = steady(&cfg, &pool, &fcfg, &partners, opts, fanout).await?;
+    println!(
+        "targets: >= 2000 deliveries/s: {}; p99 < 1 s at 500 events/s: {}",
+        if rate >= 2000.0 { "met" } else { "NOT met" },
+        if p99 < Duration::from_secs(1) && offered >= 0.95 * f64::from(opts.rate) {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    pool.close().await;
+    ferry_local::citus::drop_database(admin_url, "bench_fanout").await?;
+    Ok(())
+}
+
+/// Commit-to-receipt latency of every committed event, sorted, and how many were received
+/// before the loader's commit call returned: a drain already under way can claim a delivery
+/// the moment the commit is visible, before the hook runs; such receipts count as 0 ms.
+fn latencies(
+    partners: &Partners,
+    committed: &HashMap<String, Instant>,
+) -> anyhow::Result<(Vec<Duration>, usize)> {
+    let receipts = partners.received();
+    let early = receipts
+        .iter()
+        .filter(|r| committed.get(&r.event_id).is_some_and(|c| r.at < *c))
+        .count();
+    let mut latency: Vec<Duration> = receipts
+        .iter()
+        .filter_map(|r| {
+            committed
+                .get(&r.event_id)
+                .map(|c| r.at.saturating_duration_since(*c))
+        })
+        .collect();
+    anyhow::ensure!(
+        latency.len() == committed.len(),
+        "{} receipts for {} events",
+        latency.len(),
+        committed.len()
+    );
+    latency.sort();
+    Ok((latency, early))
+}
+
+/// Throughput: `events × receivers` deliveries waiting in the outbox, drained. Returns the
+/// endpoints, the handler and deliveries per second.
+#[allow(clippy::print_stdout)]
+async fn throughput(
+    cfg: &Config,
+    pool: &PgPool,
+    fcfg: &FanoutConfig,
+    partners: &Partners,
+    opts: &FanoutBench,
+) -> anyhow::Result<(Vec<i64>, Fanout, f64)> {
+    let concurrency = fcfg.concurrency;
+    let burst = add_endpoints(pool, fcfg, partners, opts.receivers, "bench.burst", |_| {
+        None
+    })
     .await?;
-    let ingest = Ingest::with_pool(&cfg, pool.clone(), "ingest");
+    let ingest = Ingest::with_pool(cfg, pool.clone(), "ingest");
     let t = Instant::now();
     for (chunk, ids) in (0..opts.events).collect::<Vec<_>>().chunks(100).enumerate() {
         let events: Vec<_> = ids
@@ -178,7 +233,7 @@ pub async fn fanout(admin_url: &str, cfg: &Config, opts: &FanoutBench) -> anyhow
     let total = opts.events * opts.receivers;
     let queued: i64 =
         sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'pending'")
-            .fetch_one(&pool)
+            .fetch_one(pool)
             .await?;
     anyhow::ensure!(
         queued as usize == total,
@@ -201,7 +256,7 @@ pub async fn fanout(admin_url: &str, cfg: &Config, opts: &FanoutBench) -> anyhow
         report.delivered += r.delivered;
         report.retried += r.retried;
     }
-    received(&partners, before + total, Duration::from_secs(5)).await?;
+    received(partners, before + total, Duration::from_secs(5)).await?;
     let fanout_time = t.elapsed();
     let rate = total as f64 / fanout_time.as_secs_f64();
     anyhow::ensure!(
@@ -216,11 +271,25 @@ pub async fn fanout(admin_url: &str, cfg: &Config, opts: &FanoutBench) -> anyhow
         fcfg.per_endpoint
     );
 
-    // Baseline: the same bodies POSTed from memory with the same concurrency.
+    Ok((burst, fanout, rate))
+}
+
+/// Baseline: the same bodies POSTed from memory with the same concurrency (no claim, signing
+/// or record). Returns requests per second.
+#[allow(clippy::print_stdout)]
+async fn baseline(
+    pool: &PgPool,
+    fcfg: &FanoutConfig,
+    partners: &Partners,
+    burst: &[i64],
+    opts: &FanoutBench,
+) -> anyhow::Result<f64> {
+    let concurrency = fcfg.concurrency;
+    let total = opts.events * opts.receivers;
     let bodies: Vec<(i64, String)> = sqlx::query_as(
         "SELECT d.endpoint_id, m.body FROM deliveries d JOIN webhook_messages m USING (message_id)",
     )
-    .fetch_all(&pool)
+    .fetch_all(pool)
     .await?;
     let url_of: HashMap<i64, String> = burst
         .iter()
@@ -258,33 +327,36 @@ pub async fn fanout(admin_url: &str, cfg: &Config, opts: &FanoutBench) -> anyhow
         });
     }
     while workers.join_next().await.is_some() {}
-    received(&partners, before + total, Duration::from_secs(5)).await?;
+    received(partners, before + total, Duration::from_secs(5)).await?;
     let base_rate = total as f64 / t.elapsed().as_secs_f64();
     println!(
         "  baseline (the same bodies POSTed from memory, {concurrency} at a time: no claim, signing or record): {:.2} s = {base_rate:.0} requests/s",
         t.elapsed().as_secs_f64()
     );
-    println!("  ratio fanout/baseline: {:.2}", rate / base_rate);
+    Ok(base_rate)
+}
 
-    // 2. Latency at a steady rate, nudged after each commit.
-    for id in &burst {
-        endpoints::disable(&pool, *id, "bench: throughput run done").await?;
-    }
-    add_endpoints(
-        &pool,
-        &fcfg,
-        &partners,
-        opts.receivers,
-        "bench.steady",
-        |i| Some(format!("r{i}")),
-    )
+/// Latency at a steady rate, nudged after each commit. Returns the offered rate and the
+/// p99 of commit-to-receipt latency.
+#[allow(clippy::print_stdout)]
+async fn steady(
+    cfg: &Config,
+    pool: &PgPool,
+    fcfg: &FanoutConfig,
+    partners: &Partners,
+    opts: &FanoutBench,
+    fanout: Fanout,
+) -> anyhow::Result<(f64, Duration)> {
+    add_endpoints(pool, fcfg, partners, opts.receivers, "bench.steady", |i| {
+        Some(format!("r{i}"))
+    })
     .await?;
     // The nudge hook runs right after the commit: its instant is where latency starts.
     let nudged = Arc::new(Notify::new());
     let commit_at: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
     let ingest = {
         let (nudged, commit_at) = (Arc::clone(&nudged), Arc::clone(&commit_at));
-        Ingest::with_pool(&cfg, pool.clone(), "ingest").with_nudge(Arc::new(move |_| {
+        Ingest::with_pool(cfg, pool.clone(), "ingest").with_nudge(Arc::new(move |_| {
             *commit_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
             nudged.notify_one();
         }))
@@ -335,32 +407,11 @@ pub async fn fanout(admin_url: &str, cfg: &Config, opts: &FanoutBench) -> anyhow
         committed.extend(ids.into_iter().map(|id| (id, at)));
     }
     let offered = committed.len() as f64 / t.elapsed().as_secs_f64();
-    received(&partners, before + committed.len(), Duration::from_secs(60)).await?;
+    received(partners, before + committed.len(), Duration::from_secs(60)).await?;
     stop.store(true, std::sync::atomic::Ordering::Release);
     nudged.notify_one();
     let drains = worker.await?;
-    let receipts = partners.received();
-    let early = receipts
-        .iter()
-        .filter(|r| committed.get(&r.event_id).is_some_and(|c| r.at < *c))
-        .count();
-    // A drain already under way can claim a delivery the moment the commit is visible, before
-    // the loader's commit call has returned and run the hook: such receipts count as 0 ms.
-    let mut latency: Vec<Duration> = receipts
-        .iter()
-        .filter_map(|r| {
-            committed
-                .get(&r.event_id)
-                .map(|c| r.at.saturating_duration_since(*c))
-        })
-        .collect();
-    anyhow::ensure!(
-        latency.len() == committed.len(),
-        "{} receipts for {} events",
-        latency.len(),
-        committed.len()
-    );
-    latency.sort();
+    let (latency, early) = latencies(partners, &committed)?;
     let p50 = percentile(&latency, 0.50);
     let p99 = percentile(&latency, 0.99);
     println!(
@@ -374,16 +425,5 @@ pub async fn fanout(admin_url: &str, cfg: &Config, opts: &FanoutBench) -> anyhow
         ms(p99),
         ms(*latency.last().unwrap_or(&Duration::ZERO))
     );
-    println!(
-        "targets: >= 2000 deliveries/s: {}; p99 < 1 s at 500 events/s: {}",
-        if rate >= 2000.0 { "met" } else { "NOT met" },
-        if p99 < Duration::from_secs(1) && offered >= 0.95 * f64::from(opts.rate) {
-            "met"
-        } else {
-            "NOT met"
-        }
-    );
-    pool.close().await;
-    ferry_local::citus::drop_database(admin_url, "bench_fanout").await?;
-    Ok(())
+    Ok((offered, p99))
 }

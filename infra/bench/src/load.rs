@@ -106,52 +106,10 @@ pub async fn ingest(admin_url: &str, cfg: &Config, opts: &IngestBench) -> anyhow
 
     let handler_pool = prepare(admin_url, "bench_handler", &cfg).await?;
     let ingest = Arc::new(Ingest::with_pool(&cfg, handler_pool.clone(), "ingest"));
-    let batches: Arc<Vec<QueueBatch>> = Arc::new(
-        bodies
-            .chunks(opts.messages_per_batch)
-            .enumerate()
-            .map(|(b, chunk)| QueueBatch {
-                messages: chunk
-                    .iter()
-                    .enumerate()
-                    .map(|(i, body)| QueueMessage {
-                        id: format!("bench-{b}-{i}"),
-                        body: body.clone(),
-                        delivery_count: 1,
-                        ..Default::default()
-                    })
-                    .collect(),
-            })
-            .collect(),
-    );
+    let batches = Arc::new(queue_batches(&bodies, opts.messages_per_batch));
     drop(bodies);
-    let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..opts.workers {
-        let (ingest, batches, next) =
-            (Arc::clone(&ingest), Arc::clone(&batches), Arc::clone(&next));
-        tasks.push(tokio::spawn(async move {
-            let mut loaded = 0u64;
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(batch) = batches.get(i) else {
-                    return loaded;
-                };
-                let report = ingest.process(batch).await;
-                assert!(
-                    report.failed.is_empty(),
-                    "bench batch failed: {:?}",
-                    report.failed
-                );
-                loaded += report.units.iter().map(|u| u.loaded).sum::<u64>();
-            }
-        }));
-    }
-    let mut loaded = 0;
-    for t in tasks {
-        loaded += t.await?;
-    }
+    let loaded = run_workers(&ingest, &batches, opts.workers).await?;
     let handler_secs = started.elapsed().as_secs_f64();
     assert_eq!(loaded as usize, opts.events);
     let handler_rate = opts.events as f64 / handler_secs;
@@ -173,6 +131,61 @@ pub async fn ingest(admin_url: &str, cfg: &Config, opts: &IngestBench) -> anyhow
         ferry_local::citus::drop_database(admin_url, name).await?;
     }
     Ok(())
+}
+
+/// The message bodies as queue batches of `per_batch` messages, each with its own id.
+fn queue_batches(bodies: &[Vec<u8>], per_batch: usize) -> Vec<QueueBatch> {
+    bodies
+        .chunks(per_batch)
+        .enumerate()
+        .map(|(b, chunk)| QueueBatch {
+            messages: chunk
+                .iter()
+                .enumerate()
+                .map(|(i, body)| QueueMessage {
+                    id: format!("bench-{b}-{i}"),
+                    body: body.clone(),
+                    delivery_count: 1,
+                    ..Default::default()
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// `workers` concurrent invocations of the handler, taking batches in turn until none is
+/// left; returns the events loaded.
+async fn run_workers(
+    ingest: &Arc<Ingest>,
+    batches: &Arc<Vec<QueueBatch>>,
+    workers: usize,
+) -> anyhow::Result<u64> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let (ingest, batches, next) = (Arc::clone(ingest), Arc::clone(batches), Arc::clone(&next));
+        tasks.push(tokio::spawn(async move {
+            let mut loaded = 0u64;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(batch) = batches.get(i) else {
+                    return loaded;
+                };
+                let report = ingest.process(batch).await;
+                assert!(
+                    report.failed.is_empty(),
+                    "bench batch failed: {:?}",
+                    report.failed
+                );
+                loaded += report.units.iter().map(|u| u.loaded).sum::<u64>();
+            }
+        }));
+    }
+    let mut loaded = 0;
+    for t in tasks {
+        loaded += t.await?;
+    }
+    Ok(loaded)
 }
 
 /// Rows/s of the loader's two write strategies, UNNEST and binary COPY, for units of several

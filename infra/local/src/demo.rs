@@ -516,7 +516,7 @@ pub async fn rollups(rollup: &ferry_rollup::Rollup) -> anyhow::Result<()> {
             to,
         )
         .await?;
-        let total: f64 = events.iter().map(|(_, v)| v).sum();
+        let total: f64 = events.iter().map(|p| p.value).sum();
         let users = queries::unique_users(pool, tenant, from, to, None).await?;
         let exact: i64 = sqlx::query_scalar(
             "SELECT count(DISTINCT user_id) FROM events
@@ -532,7 +532,10 @@ pub async fn rollups(rollup: &ferry_rollup::Rollup) -> anyhow::Result<()> {
         println!(
             "{tenant}: {total:.0} events in 2 h; distinct users {users:.0} (hll) vs {exact} (exact)"
         );
-        let pages: Vec<String> = pages.iter().map(|(p, n)| format!("{p} {n}")).collect();
+        let pages: Vec<String> = pages
+            .iter()
+            .map(|p| format!("{} {}", p.page, p.views))
+            .collect();
         println!("  top pages: {}", pages.join(", "));
         for r in revenue {
             println!(

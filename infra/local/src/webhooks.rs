@@ -252,7 +252,11 @@ pub async fn print_recently_viewed(pool: &PgPool, tenant: &str) -> anyhow::Resul
         "\nrecently viewed by {user} ({tenant}), newest first, {} products:",
         list.len()
     );
-    for (product, at) in list {
+    for ferry_shared::queries::Viewed {
+        product_id: product,
+        viewed_at: at,
+    } in list
+    {
         let price: Option<i64> = sqlx::query_scalar(
             "SELECT (state->>'price_cents')::bigint FROM products
              WHERE tenant_id = $1 AND product_id = $2 AND NOT deleted",
