@@ -8,6 +8,9 @@
 //! hold back the others; a message the database refuses for good is loaded event by event under
 //! savepoints, so only the refused events are quarantined (`database_rejected`). Only
 //! transient failures are reported, so the platform redelivers just those messages.
+//!
+//! Where to look: this file is the whole function; the protocol it relies on is
+//! [`ferry_shared::load`] and [`ferry_shared::ledger`], the validation [`ferry_shared::validate`].
 
 use std::collections::{BTreeMap, HashSet};
 

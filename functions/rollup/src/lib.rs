@@ -12,6 +12,10 @@
 //! | `anomalies` | yes | scores closed 5-minute buckets of event volume |
 //! | `data_quality` | yes | finds sources gone silent or dropping, by hour and day |
 //! | `housekeeping` | hourly | deletes ledger, quarantine, job, anomaly and rollup rows past retention |
+//!
+//! Where to look: the jobs and [`RollupConfig`] here; the exactly-once rollup transaction in
+//! `aggregate.rs`; anomaly and data-quality scoring in `anomaly.rs`; partitions, retention and
+//! housekeeping in `upkeep.rs`. Analysts read the rollups through [`ferry_shared::queries`].
 
 mod aggregate;
 mod anomaly;
