@@ -64,7 +64,7 @@ pub const TABLES: &[(&str, Placement)] = &[
 ];
 
 /// Shards per distributed table when `ferry migrate` first distributes `events`
-/// (FERRY_CITUS_SHARD_COUNT). Citus's own default; see the README for the measurements.
+/// (FERRY_CITUS_SHARD_COUNT). Citus's own default; the measurements are in docs/architecture.md.
 pub const DEFAULT_SHARD_COUNT: u32 = 32;
 
 /// Width of `events` partitions that `ferry migrate` records for a new database on Citus,

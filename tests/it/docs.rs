@@ -1,6 +1,6 @@
 //! The configuration reference (`docs/configuration.md`) and the code agree: every `FERRY_*`
 //! variable the Rust code reads is documented there, and every variable documented there is
-//! read (by the code, or by a script under `scripts/`).
+//! read (by the code, or by a script under `scripts/` or the deploy checks in `tests/deploy`).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -39,22 +39,30 @@ fn files(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
 }
 
 /// The variables the Rust code reads: the `FERRY_*` names in the crates' sources outside
-/// comments, except those a process sets for a child it starts (`.env("FERRY_…", …)`).
+/// comments, except those a process sets for a child it starts (`.env("FERRY_…", …)`), which
+/// the child's script then names too.
 fn read_by_code() -> BTreeSet<String> {
     let mut sources = Vec::new();
     for dir in ["shared/src", "functions", "infra"] {
         files(&root().join(dir), "rs", &mut sources);
     }
     let mut out = BTreeSet::new();
+    let mut set_for_children = BTreeSet::new();
     for file in sources {
         for line in std::fs::read_to_string(&file).unwrap().lines() {
             let line = line.trim_start();
-            if line.starts_with("//") || line.contains(".env(\"FERRY_") {
+            if line.starts_with("//") {
+                continue;
+            }
+            if line.contains(".env(\"FERRY_") {
+                set_for_children.extend(names(line));
                 continue;
             }
             out.extend(names(line));
         }
     }
+    // What a child reads (a watchdog script gets FERRY_PARENT) is set, not configured.
+    out.retain(|n| !set_for_children.contains(n));
     out
 }
 
@@ -75,6 +83,7 @@ fn documented_variables_are_the_ones_read() {
     let mut paths = Vec::new();
     files(&root().join("scripts"), "sh", &mut paths);
     files(&root().join("scripts"), "py", &mut paths);
+    files(&root().join("tests/deploy"), "py", &mut paths);
     for p in paths {
         scripts.push_str(&std::fs::read_to_string(p).unwrap());
     }

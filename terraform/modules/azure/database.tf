@@ -38,7 +38,7 @@ resource "azurerm_postgresql_flexible_server" "main" {
     tenant_id                     = var.database.entra_administrator == null ? null : var.database.entra_administrator.tenant_id
   }
 
-  # An elastic cluster (Citus): ferry's distribution plan is in the README ("Schema and scale-out").
+  # An elastic cluster (Citus): ferry's distribution plan is in docs/architecture.md ("Schema and scale-out").
   dynamic "cluster" {
     for_each = var.database.elastic_cluster_size == null ? [] : [var.database.elastic_cluster_size]
     content {
