@@ -391,8 +391,12 @@ impl Load<'_> {
     /// Loads every [`Load::add`] through the staging table (binary COPY, then one merge),
     /// whatever its size, for events that come in chunks over one transaction. Later chunks
     /// may need partitions attached (from another connection) after this transaction first
-    /// wrote to `events`; the merge from staging routes rows to them, while an `unnest` insert
-    /// was seen to miss them ("no partition of relation \"events\" found for row").
+    /// wrote to `events`. A prepared statement's cached plan does not see them: PostgreSQL
+    /// revalidates it without taking in invalidations, this transaction already holding its
+    /// lock on `events` ("no partition of relation \"events\" found for row" from the
+    /// `unnest` insert, which sqlx prepares once per connection). The staging table's
+    /// `TRUNCATE` after each merge invalidates the merge's plan, so the next one is planned
+    /// afresh and routes rows to the new partitions.
     pub fn chunked(mut self) -> Self {
         self.chunked = true;
         self
