@@ -246,7 +246,14 @@ where
             return Err(rejection);
         };
         error!(%problem, "invocation refused");
-        Ok(reply(status, &problem, json!({})))
+        // The body was not read, so the connection cannot carry another request: say so, or a
+        // client that pools connections (the host, reqwest) writes its next request into a
+        // closed socket.
+        Ok(warp::reply::with_header(
+            reply(status, &problem, json!({})),
+            "connection",
+            "close",
+        ))
     };
     warp::serve(ready.or(invoke).recover(refused))
         .incoming(listener)
