@@ -320,11 +320,7 @@ mod tests {
     use super::*;
 
     fn from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let pairs: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Config::from_env(&Env::from_pairs(pairs))
+        Config::from_env(&Env::from_pairs(pairs.iter().copied()))
     }
 
     #[test]

@@ -198,7 +198,11 @@ fn build(
     }
     let time = event_time(&attrs.required("time")?, limits, now)?;
     let (data, data_base64) = payload(attrs)?;
-    let (user_id, session_id, extensions) = extensions(attrs)?;
+    let Extensions {
+        user_id,
+        session_id,
+        others: extensions,
+    } = extensions(attrs)?;
     Ok(Event {
         position,
         tenant_id,
@@ -263,12 +267,17 @@ fn payload(attrs: &Attrs<'_>) -> Result<(Option<Box<RawValue>>, Option<String>),
     Ok((data.map(|d| (*d).to_owned()), data_base64))
 }
 
-/// The extension attributes: `userid` and `sessionid` (as text), and the others as one JSON
-/// object (`None` when there are none).
-#[allow(clippy::type_complexity)]
-fn extensions(
-    attrs: &Attrs<'_>,
-) -> Result<(Option<String>, Option<String>, Option<String>), Problem> {
+/// An event's extension attributes.
+struct Extensions {
+    /// `userid` and `sessionid`, as text.
+    user_id: Option<String>,
+    session_id: Option<String>,
+    /// The others, as one JSON object; `None` when there are none.
+    others: Option<String>,
+}
+
+/// The extension attributes: every attribute that CloudEvents does not define.
+fn extensions(attrs: &Attrs<'_>) -> Result<Extensions, Problem> {
     let mut user_id = None;
     let mut session_id = None;
     let mut extensions = serde_json::Map::new();
@@ -317,9 +326,11 @@ fn extensions(
             }
         }
     }
-    let extensions =
-        (!extensions.is_empty()).then(|| serde_json::Value::Object(extensions).to_string());
-    Ok((user_id, session_id, extensions))
+    Ok(Extensions {
+        user_id,
+        session_id,
+        others: (!extensions.is_empty()).then(|| serde_json::Value::Object(extensions).to_string()),
+    })
 }
 
 /// CloudEvents attribute names: lowercase ASCII letters and digits.

@@ -194,11 +194,7 @@ mod tests {
     use super::*;
 
     fn from(pairs: &[(&str, &str)]) -> Result<FanoutConfig, ConfigError> {
-        let pairs: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        FanoutConfig::from_env(&Env::from_pairs(pairs))
+        FanoutConfig::from_env(&Env::from_pairs(pairs.iter().copied()))
     }
 
     #[test]

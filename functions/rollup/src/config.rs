@@ -130,11 +130,7 @@ mod tests {
     use super::*;
 
     fn from(pairs: &[(&str, &str)]) -> Result<RollupConfig, ConfigError> {
-        let pairs: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        RollupConfig::from_env(&Env::from_pairs(pairs))
+        RollupConfig::from_env(&Env::from_pairs(pairs.iter().copied()))
     }
 
     #[test]

@@ -140,7 +140,7 @@ impl Transform {
                 .quarantine_object(blob, None, reason, &detail, &[])
                 .await;
         };
-        let mut object = match self.claim(blob, rule, isolate).await? {
+        let mut object = match self.claim(blob, unit.clone(), rule, isolate).await? {
             Claimed::Object(object) => object,
             Claimed::Done(report) => return Ok(report),
         };
@@ -156,10 +156,10 @@ impl Transform {
     async fn claim<'t>(
         &'t self,
         blob: &'t BlobCreated,
+        unit: String,
         rule: &'t Rule,
         isolate: bool,
     ) -> Result<Claimed<'t>, TransformError> {
-        let unit = unit_of(blob);
         let mut load = self.loader.begin(isolate).await?.chunked();
         let timeout = self.cfg.timeout.as_millis();
         sqlx::query(&format!("SET LOCAL statement_timeout = {timeout}"))

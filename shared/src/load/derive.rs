@@ -45,11 +45,6 @@ pub(super) struct Fresh {
 }
 
 impl Fresh {
-    #[allow(dead_code)]
-    pub fn len(&self) -> usize {
-        self.event_id.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.event_id.is_empty()
     }

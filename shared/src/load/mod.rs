@@ -4,7 +4,8 @@
 //!
 //! Two ways in:
 //! - [`Loader::load`]: whole units at once (ingest: a batch of queue messages);
-//! - [`Loader::begin`] → [`Load`]: a transaction the caller drives — claim units, [`Load::add`]
+//! - [`Loader::begin`] → [`Load`]: a transaction the caller drives — claim units in it
+//!   ([`crate::ledger`]), [`Load::add`]
 //!   events chunk by chunk, [`Load::commit`] with the ledger counts (transform: one object
 //!   streamed in bounded chunks). `load` is built on it, so the protocol is written once.
 //!
@@ -190,7 +191,7 @@ impl Loader {
         self.ensure_partitions(&times).await?;
         let mut load = self.begin(isolate).await?;
         let keys: Vec<&str> = units.iter().map(|u| u.key.as_str()).collect();
-        let claimed = load.claim(function, &keys).await?;
+        let claimed = ledger::claim(load.conn(), function, &keys).await?;
         crash_point!(self, AfterClaim);
 
         let tenants: Vec<&str> = units
@@ -359,7 +360,8 @@ pub struct Added {
     pub quarantined: BTreeMap<RejectReason, u32>,
 }
 
-/// One load transaction, driven by the caller: [`claim`](Load::claim) units, [`add`](Load::add)
+/// One load transaction, driven by the caller: claim units ([`ledger::claim`] on
+/// [`Load::conn`]), [`add`](Load::add)
 /// their events (in chunks, if they come in chunks), [`commit`](Load::commit) with the ledger
 /// counts. Dropped without a commit, it rolls back: nothing of it is stored.
 pub struct Load<'l> {
@@ -405,15 +407,6 @@ impl Load<'_> {
     /// The transaction, for the caller's own statements in it (e.g. transform's object row).
     pub fn conn(&mut self) -> &mut PgConnection {
         &mut self.tx
-    }
-
-    /// Claims `units` in the ledger; returns those claimed now (see [`ledger::claim`]).
-    pub async fn claim(
-        &mut self,
-        function: &str,
-        units: &[&str],
-    ) -> Result<HashSet<String>, Error> {
-        ledger::claim(&mut self.tx, function, units).await
     }
 
     /// Looks up and locks (`FOR SHARE`, in one statement, in order) the tenants not seen yet
@@ -513,11 +506,6 @@ impl Load<'_> {
         let derived = derive::derive(&mut self.tx, &fresh, self.loader.cfg.recently_viewed).await?;
         self.deliveries += derived.deliveries;
         Ok(())
-    }
-
-    /// Webhook deliveries enqueued so far (written by [`Load::derive`]).
-    pub fn deliveries(&self) -> u64 {
-        self.deliveries
     }
 
     /// Writes what is left of the derived state and the ledger counts of the claimed units,

@@ -148,12 +148,10 @@ pub async fn fresh_db() -> TestDb {
 
 /// Configuration for tests: defaults, plus the given overrides.
 pub fn config(overrides: &[(&str, &str)]) -> Config {
-    let pairs: Vec<(String, String)> = overrides
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    Config::from_env(&ferry_shared::config::Env::from_pairs(pairs))
-        .expect("valid test configuration")
+    Config::from_env(&ferry_shared::config::Env::from_pairs(
+        overrides.iter().copied(),
+    ))
+    .expect("valid test configuration")
 }
 
 /// Path of a binary of this workspace, built by the same `cargo test` invocation.
