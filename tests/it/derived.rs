@@ -464,3 +464,117 @@ async fn subscribed_events_get_one_message_and_one_delivery_per_matching_endpoin
     assert_eq!(count(&db.pool, "SELECT count(*) FROM deliveries").await, 9);
     assert_eq!(nudged.load(Ordering::SeqCst), 9);
 }
+
+/// Derived state written part by part within one load (every few kept events, as a big file's
+/// load does every 200,000) is the same as derived state written once at the commit: products,
+/// recently viewed, webhook messages and deliveries, row for row.
+#[tokio::test]
+async fn derived_state_written_during_a_load_equals_derived_state_written_at_its_commit() {
+    use ferry_shared::ledger::{self, Counts};
+    let t0 = Utc::now() - Duration::minutes(50);
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(5);
+    let mut events = Vec::new();
+    for k in 0..400_i64 {
+        let at = t0 + Duration::seconds(rng.random_range(0..2_400));
+        let sku = format!("sku-{}", rng.random_range(0..12));
+        let user = format!("u{}", rng.random_range(0..5));
+        let e = match k % 4 {
+            0 => {
+                let mut e = ev(
+                    "acme",
+                    &format!("c{k}"),
+                    "product.updated",
+                    at,
+                    None,
+                    json!({"sku": sku, "price_cents": k}),
+                );
+                e["subject"] = json!(sku);
+                e
+            }
+            1 | 2 => ev(
+                "acme",
+                &format!("v{k}"),
+                "product.viewed",
+                at,
+                Some(&user),
+                json!({"sku": sku}),
+            ),
+            _ => ev(
+                "beta",
+                &format!("p{k}"),
+                "page.viewed",
+                at,
+                Some(&user),
+                json!({"path": "/"}),
+            ),
+        };
+        events.push(e);
+    }
+    let body = serde_json::to_vec(&events).unwrap();
+    let cfg = config(&[("FERRY_RECENTLY_VIEWED", "4")]);
+    let parsed = ferry_shared::validate::parse_body(&body, &cfg.limits, Utc::now()).events;
+    assert_eq!(parsed.len(), events.len());
+
+    let mut fingerprints = Vec::new();
+    for derive_after in [7, ferry_shared::load::DERIVE_AFTER] {
+        let (db, _) = setup(&[]).await;
+        for tenant in ["acme", "beta"] {
+            sqlx::query(
+                "INSERT INTO endpoints (tenant_id, url, event_types) VALUES ($1, $2, '{*}')",
+            )
+            .bind(tenant)
+            .bind(format!("https://{tenant}.example/hook"))
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        }
+        let loader = Loader::new(
+            db.pool.clone(),
+            LoaderConfig {
+                derive_after,
+                ..LoaderConfig::from_config(&cfg)
+            },
+        );
+        let mut load = loader.begin(false).await.unwrap().chunked();
+        assert!(ledger::claim_one(load.conn(), "test", "unit")
+            .await
+            .unwrap());
+        let mut loaded = 0;
+        for chunk in parsed.chunks(37) {
+            loaded += load.add("unit", chunk, Vec::new()).await.unwrap().loaded;
+        }
+        let counts = Counts {
+            unit: "unit",
+            loaded,
+            duplicates: 0,
+            quarantined: 0,
+        };
+        let deliveries = load.commit(&[counts]).await.unwrap();
+        assert_eq!(loaded, 400);
+        assert_eq!(deliveries, 400, "every event matches its tenant's endpoint");
+        let mut tables = Vec::new();
+        for sql in [
+            "SELECT concat_ws('|', tenant_id, product_id, state, deleted, changed_at, event_id)
+             FROM products ORDER BY 1",
+            "SELECT concat_ws('|', tenant_id, user_id, product_id, viewed_at)
+             FROM recently_viewed ORDER BY 1",
+            "SELECT concat_ws('|', message_id, tenant_id, event_type, body)
+             FROM webhook_messages ORDER BY 1",
+            "SELECT concat_ws('|', message_id, endpoint_id) FROM deliveries ORDER BY 1",
+        ] {
+            let rows: Vec<String> = sqlx::query_scalar(sql).fetch_all(&db.pool).await.unwrap();
+            assert!(!rows.is_empty(), "{sql}: nothing to compare");
+            tables.push(rows);
+        }
+        // Every user's list is cut to 4, newest first.
+        let longest: i64 = count(
+            &db.pool,
+            "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n
+                                             FROM recently_viewed GROUP BY tenant_id, user_id) x",
+        )
+        .await;
+        assert_eq!(longest, 4);
+        fingerprints.push(tables);
+    }
+    assert_eq!(fingerprints[0], fingerprints[1]);
+}

@@ -162,6 +162,8 @@ async fn two_hundred_thousand_transactions_sum_to_zero_under_faults() {
             partition_secs: 300,
             copy_threshold: cfg.copy_threshold,
             recently_viewed: 20,
+            // Small, so that loads also write derived state before their commit, under crashes.
+            derive_after: 40,
         },
     )
     .with_faults(Arc::new(move |point| {

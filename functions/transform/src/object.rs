@@ -5,7 +5,8 @@
 //!   sequencer check (an older notification is recorded `stale`);
 //! - **fetch**: a GET pinned to that version (gone since: nothing to do);
 //! - **stream**: a blocking thread reads and maps records into bounded chunks while each chunk
-//!   is added to the load ([`ferry_shared::load::Load::add`]) and its derived state written;
+//!   is added to the load ([`ferry_shared::load::Load::add`]; derived state is written in bulk
+//!   by the load, every 200,000 kept events and at the commit);
 //! - **finish**: the `blob_objects` row, the ledger counts and the commit — or, when the object
 //!   as a whole is unreadable, a rollback and the object quarantined.
 
@@ -241,8 +242,6 @@ impl Transform {
         for (reason, n) in added.quarantined {
             *report.quarantined.entry(reason).or_default() += u64::from(n);
         }
-        // Products, recently viewed and webhooks, chunk by chunk: memory stays bounded.
-        object.load.derive().await?;
         #[cfg(fault_injection)]
         if let Some(hook) = &self.faults {
             if hook(CrashPoint::MidObject) {

@@ -28,6 +28,8 @@ use sqlx::PgPool;
 use ferry_local::demo::{generate_events, TENANTS};
 use ferry_local::postgres::with_database;
 
+use crate::machine;
+
 /// Options of the ingest benchmark.
 #[derive(Debug, Clone)]
 pub struct IngestBench {
@@ -35,6 +37,8 @@ pub struct IngestBench {
     pub events_per_message: usize,
     pub messages_per_batch: usize,
     pub workers: usize,
+    /// Also sweep the write strategies over unit sizes.
+    pub sweep: bool,
 }
 
 pub(crate) async fn prepare(base_url: &str, name: &str, cfg: &Config) -> anyhow::Result<PgPool> {
@@ -91,31 +95,35 @@ pub async fn ingest(admin_url: &str, cfg: &Config, opts: &IngestBench) -> anyhow
     let copy_pool = prepare(admin_url, "bench_copy", &cfg).await?;
     let refs: Vec<&Event> = validated.iter().collect();
     let mut conn = copy_pool.acquire().await?;
-    let started = Instant::now();
+    println!("machine   {}", machine::load_line());
+    let phase = machine::Phase::start();
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     create_staging(&mut tx).await?;
     copy_to_staging(&mut tx, &refs).await?;
     let loaded = baseline_merge(&mut tx, now).await?;
     tx.commit().await?;
-    let copy_secs = started.elapsed().as_secs_f64();
+    let took = phase.stop();
+    let copy_secs = took.secs;
     drop(conn);
     assert_eq!(loaded as usize, opts.events);
     let copy_rate = opts.events as f64 / copy_secs;
-    println!("baseline  raw COPY + merge, 1 connection: {loaded} rows in {copy_secs:.2}s = {copy_rate:.0} rows/s");
+    println!("baseline  raw COPY + merge, 1 connection: {loaded} rows in {copy_secs:.2}s = {copy_rate:.0} rows/s; {}", took.cpu_note());
     drop(validated);
 
     let handler_pool = prepare(admin_url, "bench_handler", &cfg).await?;
     let ingest = Arc::new(Ingest::with_pool(&cfg, handler_pool.clone(), "ingest"));
     let batches = Arc::new(queue_batches(&bodies, opts.messages_per_batch));
     drop(bodies);
-    let started = Instant::now();
+    let phase = machine::Phase::start();
     let loaded = run_workers(&ingest, &batches, opts.workers).await?;
-    let handler_secs = started.elapsed().as_secs_f64();
+    let took = phase.stop();
+    let handler_secs = took.secs;
     assert_eq!(loaded as usize, opts.events);
     let handler_rate = opts.events as f64 / handler_secs;
     println!(
-        "handler   ingest in-process, {} workers:  {loaded} events in {handler_secs:.2}s = {handler_rate:.0} events/s",
-        opts.workers
+        "handler   ingest in-process, {} workers:  {loaded} events in {handler_secs:.2}s = {handler_rate:.0} events/s; {}",
+        opts.workers,
+        took.cpu_note()
     );
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
         .fetch_one(&handler_pool)
@@ -125,8 +133,11 @@ pub async fn ingest(admin_url: &str, cfg: &Config, opts: &IngestBench) -> anyhow
         "ratio     handler / raw COPY = {:.2}",
         handler_rate / copy_rate
     );
+    println!("machine   {}", machine::load_line());
 
-    strategy_sweep(admin_url, &cfg).await?;
+    if opts.sweep {
+        strategy_sweep(admin_url, &cfg).await?;
+    }
     for name in ["bench_copy", "bench_handler", "bench_sweep"] {
         ferry_local::citus::drop_database(admin_url, name).await?;
     }
@@ -353,7 +364,8 @@ pub async fn transform(
         out
     };
     let mut conn = copy_pool.acquire().await?;
-    let started = Instant::now();
+    println!("machine   {}", machine::load_line());
+    let phase = machine::Phase::start();
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     // One merge of millions of rows takes longer than the pool's statement timeout.
     sqlx::query("SET LOCAL statement_timeout = 0")
@@ -366,15 +378,17 @@ pub async fn transform(
     }
     let loaded = baseline_merge(&mut tx, now).await?;
     tx.commit().await?;
-    let copy_secs = started.elapsed().as_secs_f64();
+    let took = phase.stop();
+    let copy_secs = took.secs;
     drop(conn);
     drop(events);
     anyhow::ensure!(loaded as usize == opts.events, "baseline loaded {loaded}");
     let copy_rate = opts.events as f64 / copy_secs;
-    println!("baseline  raw COPY + merge, 1 connection: {loaded} rows in {copy_secs:.2}s = {copy_rate:.0} rows/s");
+    println!("baseline  raw COPY + merge, 1 connection: {loaded} rows in {copy_secs:.2}s = {copy_rate:.0} rows/s; {}", took.cpu_note());
 
     prepare(admin_url, "bench_thandler", cfg).await?;
     let url = with_database(admin_url, "bench_thandler");
+    let phase = machine::Phase::start();
     let out = tokio::process::Command::new(self_exe)
         .args(["transform-run", "--dir"])
         .arg(&opts.dir)
@@ -383,6 +397,7 @@ pub async fn transform(
         .stderr(std::process::Stdio::inherit())
         .output()
         .await?;
+    let took = phase.stop();
     anyhow::ensure!(out.status.success(), "handler run failed");
     let run: HandlerRun = serde_json::from_slice(&out.stdout)?;
     anyhow::ensure!(
@@ -392,10 +407,11 @@ pub async fn transform(
     );
     let rate = opts.events as f64 / run.secs;
     println!(
-        "handler   transform (stream, gunzip, parse, validate, COPY, merge): {} events in {:.2}s = {rate:.0} events/s",
-        run.loaded, run.secs
+        "handler   transform (stream, gunzip, parse, validate, COPY, merge, derived state): {} events in {:.2}s = {rate:.0} events/s; {} (process included)",
+        run.loaded, run.secs, took.cpu_note()
     );
     println!("ratio     handler / raw COPY = {:.2}", rate / copy_rate);
+    println!("machine   {}", machine::load_line());
     println!(
         "memory    handler peak RSS = {:.1} MiB (file: {:.1} MiB compressed, ~{:.0} MiB of JSON)",
         run.peak_rss_kib as f64 / 1024.0,

@@ -4,6 +4,7 @@
 mod coldstart;
 mod fanout;
 mod load;
+mod machine;
 
 use clap::{Parser, Subcommand};
 use ferry_local::stack;
@@ -30,6 +31,9 @@ enum Command {
         /// Concurrent handler invocations (Lambda concurrency / Azure queue batch).
         #[arg(long, default_value_t = 4)]
         workers: usize,
+        /// Skip the write-strategy sweep.
+        #[arg(long)]
+        no_sweep: bool,
     },
     /// The transform handler on one gzip NDJSON file vs raw COPY of the same rows, with the
     /// handler's peak memory.
@@ -111,12 +115,14 @@ async fn main() -> anyhow::Result<()> {
             events_per_message,
             messages_per_batch,
             workers,
+            no_sweep,
         } => {
             let opts = load::IngestBench {
                 events,
                 events_per_message,
                 messages_per_batch,
                 workers,
+                sweep: !no_sweep,
             };
             load::ingest(&admin_url, &cfg, &opts).await?;
         }

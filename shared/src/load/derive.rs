@@ -1,90 +1,54 @@
-//! Derived state of newly stored events: the insert statements return the events that feed it
-//! ([`Fresh`]), and [`derive`] writes products, recently viewed and the webhook outbox from
-//! them in the load's own transaction (`ferry_derive`, migration 0010).
+//! Derived state of newly stored events. Every events insert keeps the stored events that feed
+//! it in the session's temporary table `ferry_loaded` ([`keeping_loaded`]), and [`derive`]
+//! writes products, recently viewed and the webhook outbox from there in the load's own
+//! transaction (`ferry_derive_loaded`, migration 0011): the events never travel back to the
+//! client.
 
-use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use crate::error::Error;
 
-/// The columns a statement returns about the events it stored that feed derived state: the
-/// number stored, then one array per column of those events (NULL when there are none).
-pub(super) type FreshRow = (
-    i64,
-    Option<Vec<String>>,
-    Option<Vec<String>>,
-    Option<Vec<String>>,
-    Option<Vec<String>>,
-    Option<Vec<Option<String>>>,
-    Option<Vec<DateTime<Utc>>>,
-    Option<Vec<Option<String>>>,
-    Option<Vec<Option<String>>>,
-    Option<Vec<Option<String>>>,
-    Option<Vec<Option<String>>>,
-    Option<Vec<Option<String>>>,
-    Option<Vec<Option<String>>>,
-    Option<Vec<Option<String>>>,
-);
-
-/// Newly stored events that feed derived state, gathered over a transaction's statements.
-#[derive(Debug, Default, Clone)]
-pub(super) struct Fresh {
-    tenant_id: Vec<String>,
-    source: Vec<String>,
-    event_id: Vec<String>,
-    ty: Vec<String>,
-    subject: Vec<Option<String>>,
-    time: Vec<DateTime<Utc>>,
-    user_id: Vec<Option<String>>,
-    session_id: Vec<Option<String>>,
-    datacontenttype: Vec<Option<String>>,
-    dataschema: Vec<Option<String>>,
-    extensions: Vec<Option<String>>,
-    data: Vec<Option<String>>,
-    data_base64: Vec<Option<String>>,
+/// Creates the temporary tables of a load transaction on its connection, once per session, in
+/// one round trip (notices off for the transaction, so "already exists" costs nothing):
+/// `ferry_loaded`, which [`keeping_loaded`] fills and [`derive`] reads; emptied at each commit.
+pub(super) async fn prepare(conn: &mut PgConnection) -> Result<(), Error> {
+    // A query string without arguments goes as one simple query: both statements, one round
+    // trip.
+    sqlx::Executor::execute(
+        &mut *conn,
+        "SET LOCAL client_min_messages = warning;
+         CREATE TEMP TABLE IF NOT EXISTS ferry_loaded (
+             tenant_id text, source text, event_id text, type text, subject text,
+             time timestamptz, user_id text, session_id text, datacontenttype text,
+             dataschema text, extensions jsonb, data jsonb, data_base64 text,
+             role text, hooked boolean
+         ) ON COMMIT DELETE ROWS",
+    )
+    .await?;
+    Ok(())
 }
 
-impl Fresh {
-    pub fn is_empty(&self) -> bool {
-        self.event_id.is_empty()
-    }
-
-    /// Appends a statement's result; returns the number of events it stored.
-    pub(super) fn absorb(&mut self, row: FreshRow) -> u64 {
-        let (stored, t, s, i, ty, sub, tm, u, se, dct, ds, ext, d, db) = row;
-        self.extend(Fresh {
-            tenant_id: t.unwrap_or_default(),
-            source: s.unwrap_or_default(),
-            event_id: i.unwrap_or_default(),
-            ty: ty.unwrap_or_default(),
-            subject: sub.unwrap_or_default(),
-            time: tm.unwrap_or_default(),
-            user_id: u.unwrap_or_default(),
-            session_id: se.unwrap_or_default(),
-            datacontenttype: dct.unwrap_or_default(),
-            dataschema: ds.unwrap_or_default(),
-            extensions: ext.unwrap_or_default(),
-            data: d.unwrap_or_default(),
-            data_base64: db.unwrap_or_default(),
-        });
-        u64::try_from(stored).unwrap_or(0)
-    }
-
-    pub(super) fn extend(&mut self, other: Fresh) {
-        self.tenant_id.extend(other.tenant_id);
-        self.source.extend(other.source);
-        self.event_id.extend(other.event_id);
-        self.ty.extend(other.ty);
-        self.subject.extend(other.subject);
-        self.time.extend(other.time);
-        self.user_id.extend(other.user_id);
-        self.session_id.extend(other.session_id);
-        self.datacontenttype.extend(other.datacontenttype);
-        self.dataschema.extend(other.dataschema);
-        self.extensions.extend(other.extensions);
-        self.data.extend(other.data);
-        self.data_base64.extend(other.data_base64);
-    }
+/// Wraps an `INSERT INTO events … ON CONFLICT DO NOTHING` so that it also copies the stored
+/// events that feed derived state into `ferry_loaded`: product changes and views (by
+/// `event_roles`), and every event of a tenant with an active endpoint. Duplicates are not
+/// stored, so derived state sees each event once. The statement returns two counts: events
+/// stored, events kept for [`derive`].
+pub(super) fn keeping_loaded(insert: &str) -> String {
+    format!(
+        "WITH ins AS ({insert}
+             RETURNING tenant_id, source, event_id, type, subject, time, user_id, session_id,
+                       datacontenttype, dataschema, extensions, data, data_base64),
+         kept AS (
+             INSERT INTO ferry_loaded
+             SELECT * FROM (
+                 SELECT i.*, r.role,
+                        i.tenant_id IN (SELECT tenant_id FROM endpoints
+                                        WHERE status = 'active') AS hooked
+                 FROM ins i LEFT JOIN event_roles r ON r.type = i.type) x
+             WHERE role IN ('product_view', 'product_upsert', 'product_delete') OR hooked
+             RETURNING 1)
+         SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM kept)"
+    )
 }
 
 /// What [`derive`] wrote.
@@ -92,43 +56,32 @@ impl Fresh {
 pub(super) struct Derived {
     /// Product rows created or replaced by a newer change.
     pub products: u64,
-    /// (user, product) views recorded.
+    /// (user, product) views recorded or moved forward.
     pub views: u64,
     /// Webhook deliveries enqueued.
     pub deliveries: u64,
 }
 
-/// Writes the derived state of `fresh` (products, recently viewed, webhook outbox) inside the
-/// caller's transaction, in one round trip (`ferry_derive`, migration 0010). Nothing to do
-/// costs nothing.
+/// Writes the derived state of the events in `ferry_loaded` (products, recently viewed,
+/// webhook outbox) inside the caller's transaction, in one round trip. With `more` (events
+/// still to come in this transaction) it then empties the table; a commit does that anyway.
 pub(super) async fn derive(
     conn: &mut PgConnection,
-    fresh: &Fresh,
     recently_viewed: u32,
+    more: bool,
 ) -> Result<Derived, Error> {
-    if fresh.is_empty() {
-        return Ok(Derived::default());
+    let (products, views, deliveries): (i32, i32, i32) =
+        sqlx::query_as("SELECT products, views, deliveries FROM ferry_derive_loaded($1)")
+            .bind(i32::try_from(recently_viewed).unwrap_or(i32::MAX))
+            .fetch_one(&mut *conn)
+            .await?;
+    if more {
+        // TRUNCATE, not DELETE: deleted rows stay in the table until the transaction ends,
+        // and every later scan of it would read them again.
+        sqlx::query("TRUNCATE ferry_loaded")
+            .execute(&mut *conn)
+            .await?;
     }
-    let (products, views, deliveries): (i32, i32, i32) = sqlx::query_as(
-        "SELECT products, views, deliveries FROM ferry_derive(
-             $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-    )
-    .bind(&fresh.tenant_id)
-    .bind(&fresh.source)
-    .bind(&fresh.event_id)
-    .bind(&fresh.ty)
-    .bind(&fresh.subject)
-    .bind(&fresh.time)
-    .bind(&fresh.user_id)
-    .bind(&fresh.session_id)
-    .bind(&fresh.datacontenttype)
-    .bind(&fresh.dataschema)
-    .bind(&fresh.extensions)
-    .bind(&fresh.data)
-    .bind(&fresh.data_base64)
-    .bind(i32::try_from(recently_viewed).unwrap_or(i32::MAX))
-    .fetch_one(&mut *conn)
-    .await?;
     let n = |v: i32| u64::try_from(v).unwrap_or(0);
     Ok(Derived {
         products: n(products),

@@ -1,16 +1,40 @@
 //! The statements that write a load: events by `INSERT … SELECT FROM unnest(…)` (small
 //! units), binary COPY into the staging table and one merge (large ones), or one by one under
 //! savepoints (isolating an event the database refuses); quarantine rows; the tenant check.
-//! Every events insert returns the stored events that feed derived state ([`super::derive`]).
+//! Every events insert keeps the stored events that feed derived state in `ferry_loaded`
+//! ([`super::derive`]) and returns [`Stored`].
 
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use super::derive::{Fresh, FreshRow};
+use super::derive::keeping_loaded;
 use crate::error::Error;
 use crate::event::{Event, RejectReason, Rejection};
+
+/// What an events insert stored.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Stored {
+    /// Events inserted (not duplicates).
+    pub events: u64,
+    /// Of those, events kept in `ferry_loaded` for derived state.
+    pub kept: u64,
+}
+
+impl Stored {
+    fn from_row((events, kept): (i64, i64)) -> Stored {
+        Stored {
+            events: u64::try_from(events).unwrap_or(0),
+            kept: u64::try_from(kept).unwrap_or(0),
+        }
+    }
+
+    fn add(&mut self, other: Stored) {
+        self.events += other.events;
+        self.kept += other.kept;
+    }
+}
 
 const EVENT_COLUMNS: &str = "tenant_id, source, event_id, type, subject, time, received_at, \
      user_id, session_id, datacontenttype, dataschema, extensions, data, data_base64";
@@ -20,8 +44,7 @@ pub(super) async fn insert_unnest(
     conn: &mut PgConnection,
     events: &[&Event],
     received_at: DateTime<Utc>,
-    fresh: &mut Fresh,
-) -> Result<u64, Error> {
+) -> Result<Stored, Error> {
     fn col<'e, T: ?Sized>(events: &[&'e Event], f: impl Fn(&'e Event) -> &'e T) -> Vec<&'e T> {
         events.iter().map(|e| f(e)).collect()
     }
@@ -31,7 +54,7 @@ pub(super) async fn insert_unnest(
     ) -> Vec<Option<&'e str>> {
         events.iter().map(|e| f(e)).collect()
     }
-    let sql = returning_fresh(&format!(
+    let sql = keeping_loaded(&format!(
         "INSERT INTO events ({EVENT_COLUMNS})
          SELECT t, s, i, ty, sub, tm, $14, u, se, dct, ds, ext::jsonb, d::jsonb, db
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
@@ -41,7 +64,7 @@ pub(super) async fn insert_unnest(
          ON CONFLICT DO NOTHING"
     ));
     let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.time).collect();
-    let row: FreshRow = sqlx::query_as(&sql)
+    let row: (i64, i64) = sqlx::query_as(&sql)
         .bind(col(events, |e| e.tenant_id.as_str()))
         .bind(col(events, |e| e.source.as_str()))
         .bind(col(events, |e| e.id.as_str()))
@@ -58,30 +81,29 @@ pub(super) async fn insert_unnest(
         .bind(received_at)
         .fetch_one(&mut *conn)
         .await?;
-    Ok(fresh.absorb(row))
+    Ok(Stored::from_row(row))
 }
 
 /// Moves the staging rows into `events` (deduplicated) and empties the staging table.
 pub(super) async fn merge_staging(
     conn: &mut PgConnection,
     received_at: DateTime<Utc>,
-    fresh: &mut Fresh,
-) -> Result<u64, Error> {
-    let sql = returning_fresh(&format!(
+) -> Result<Stored, Error> {
+    let sql = keeping_loaded(&format!(
         "INSERT INTO events ({EVENT_COLUMNS})
          SELECT tenant_id, source, event_id, type, subject, time, $1, user_id, session_id,
                 datacontenttype, dataschema, extensions::jsonb, data::jsonb, data_base64
          FROM ferry_staging
          ON CONFLICT DO NOTHING"
     ));
-    let row: FreshRow = sqlx::query_as(&sql)
+    let row: (i64, i64) = sqlx::query_as(&sql)
         .bind(received_at)
         .fetch_one(&mut *conn)
         .await?;
     sqlx::query("TRUNCATE ferry_staging")
         .execute(&mut *conn)
         .await?;
-    Ok(fresh.absorb(row))
+    Ok(Stored::from_row(row))
 }
 
 /// Inserts events one by one under savepoints (inside a transaction); events the database
@@ -90,20 +112,17 @@ pub(super) async fn insert_each(
     tx: &mut PgConnection,
     events: &[&Event],
     received_at: DateTime<Utc>,
-    fresh: &mut Fresh,
-) -> Result<(u64, Vec<Rejection>), Error> {
-    let mut loaded = 0;
+) -> Result<(Stored, Vec<Rejection>), Error> {
+    let mut stored = Stored::default();
     let mut refused = Vec::new();
     for e in events {
         sqlx::query("SAVEPOINT ferry_event")
             .execute(&mut *tx)
             .await?;
-        // Only an event that stays may feed derived state.
-        let mut one = Fresh::default();
-        match insert_unnest(tx, std::slice::from_ref(e), received_at, &mut one).await {
-            Ok(n) => {
-                fresh.extend(one);
-                loaded += n;
+        // A refused event's row in `ferry_loaded` goes with the savepoint.
+        match insert_unnest(tx, std::slice::from_ref(e), received_at).await {
+            Ok(one) => {
+                stored.add(one);
                 sqlx::query("RELEASE SAVEPOINT ferry_event")
                     .execute(&mut *tx)
                     .await?;
@@ -123,7 +142,7 @@ pub(super) async fn insert_each(
             Err(other) => return Err(other),
         }
     }
-    Ok((loaded, refused))
+    Ok((stored, refused))
 }
 
 /// Which of `wanted` (sorted, distinct) are registered, active tenants. Locks their rows
@@ -191,27 +210,4 @@ pub(super) async fn insert_quarantine(
     .execute(&mut *conn)
     .await?;
     Ok(())
-}
-
-/// Wraps an `INSERT INTO events … ON CONFLICT DO NOTHING` so that it returns how many rows it
-/// stored plus, as arrays, the stored events that feed derived state: product changes and
-/// views (by `event_roles`), and any event of a tenant with an active endpoint. Duplicates are
-/// not returned, so derived state sees each event once.
-fn returning_fresh(insert: &str) -> String {
-    format!(
-        "WITH ins AS ({insert}
-             RETURNING tenant_id, source, event_id, type, subject, time, user_id, session_id,
-                       datacontenttype, dataschema, extensions, data, data_base64),
-         fresh AS (
-             SELECT * FROM ins
-             WHERE type IN (SELECT type FROM event_roles
-                            WHERE role IN ('product_view', 'product_upsert', 'product_delete'))
-                OR tenant_id IN (SELECT tenant_id FROM endpoints WHERE status = 'active'))
-         SELECT (SELECT count(*) FROM ins),
-                array_agg(tenant_id), array_agg(source), array_agg(event_id), array_agg(type),
-                array_agg(subject), array_agg(time), array_agg(user_id), array_agg(session_id),
-                array_agg(datacontenttype), array_agg(dataschema), array_agg(extensions::text),
-                array_agg(data::text), array_agg(data_base64)
-         FROM fresh"
-    )
 }

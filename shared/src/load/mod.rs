@@ -42,7 +42,6 @@ use crate::error::Error;
 use crate::event::{Event, RejectReason, Rejection};
 use crate::ledger::{self, Counts};
 use crate::validate::Parsed;
-use derive::Fresh;
 
 #[cfg(fault_injection)]
 use crate::faults::{CrashPoint, FaultHook};
@@ -96,6 +95,9 @@ pub struct LoaderConfig {
     pub copy_threshold: usize,
     /// Products kept per user in `recently_viewed`.
     pub recently_viewed: u32,
+    /// Events kept for derived state after which [`Load::add`] writes it without waiting for
+    /// the commit ([`DERIVE_AFTER`]).
+    pub derive_after: u64,
 }
 
 impl LoaderConfig {
@@ -104,9 +106,16 @@ impl LoaderConfig {
             partition_secs: cfg.partition_secs(),
             copy_threshold: cfg.copy_threshold,
             recently_viewed: cfg.recently_viewed,
+            derive_after: DERIVE_AFTER,
         }
     }
 }
+
+/// Events kept for derived state after which [`Load::add`] writes it without waiting for the
+/// commit, by default. Derived state is cheapest written once for many events (a product or a user's list
+/// touched once, not once per chunk), and the events wait in the database's temporary table,
+/// not in memory here; the bound keeps that table from growing with the file.
+pub const DERIVE_AFTER: u64 = 200_000;
 
 /// Called after a commit that enqueued webhook deliveries (with their number): sends the
 /// fanout function a nudge. Best effort: the fanout's timer sweep is the safety net.
@@ -249,15 +258,17 @@ impl Loader {
     /// Opens a load transaction the caller drives (see [`Load`]). `isolate` inserts events one
     /// by one under savepoints, as [`Loader::load_isolating`] does.
     pub async fn begin(&self, isolate: bool) -> Result<Load<'_>, Error> {
+        let mut tx = self.pool.begin().await?;
+        derive::prepare(&mut tx).await?;
         Ok(Load {
             loader: self,
-            tx: self.pool.begin().await?,
+            tx,
             received_at: Utc::now(),
             isolate,
             tenants: HashMap::new(),
             staging: false,
             chunked: false,
-            fresh: Fresh::default(),
+            kept: 0,
             deliveries: 0,
         })
     }
@@ -375,8 +386,8 @@ pub struct Load<'l> {
     staging: bool,
     /// Every add goes through the staging table ([`Load::chunked`]).
     chunked: bool,
-    /// Stored events whose derived state is not written yet.
-    fresh: Fresh,
+    /// Stored events in `ferry_loaded` whose derived state is not written yet.
+    kept: u64,
     deliveries: u64,
 }
 
@@ -431,7 +442,7 @@ impl Load<'_> {
 
     /// Adds a claimed unit's events (all of them, or the next chunk) and its rejected input:
     /// partitions, tenant check, events in key order, quarantine rows. The derived state of
-    /// new events is written at [`Load::derive`] or [`Load::commit`].
+    /// new events is written at [`Load::commit`], or here once enough are waiting.
     pub async fn add(
         &mut self,
         unit: &str,
@@ -449,6 +460,9 @@ impl Load<'_> {
         }
         let rows: Vec<(&str, Rejection)> = rejected.into_iter().map(|r| (unit, r)).collect();
         insert::insert_quarantine(&mut self.tx, &rows, self.received_at).await?;
+        if self.kept >= self.loader.cfg.derive_after {
+            self.derive(true).await?;
+        }
         Ok(Added {
             offered,
             loaded,
@@ -477,33 +491,47 @@ impl Load<'_> {
         // Concurrent loads of overlapping events (producer retries in different units) wait on
         // each other's uncommitted keys; inserting in key order keeps them from deadlocking.
         good.sort_unstable_by(|a, b| a.key().cmp(&b.key()));
-        let (tx, fresh, received_at) = (&mut *self.tx, &mut self.fresh, self.received_at);
+        let (tx, received_at) = (&mut *self.tx, self.received_at);
         if self.isolate {
-            let (loaded, refused) = insert::insert_each(tx, &good, received_at, fresh).await?;
+            let (stored, refused) = insert::insert_each(tx, &good, received_at).await?;
             let offered = (good.len() - refused.len()) as u64;
             rejected.extend(refused);
-            return Ok((offered, loaded));
+            self.kept += stored.kept;
+            return Ok((offered, stored.events));
         }
-        let loaded = if self.chunked || good.len() >= self.loader.cfg.copy_threshold {
+        let stored = if self.chunked || good.len() >= self.loader.cfg.copy_threshold {
             if !self.staging {
                 create_staging(tx).await?;
                 self.staging = true;
             }
             copy_to_staging(tx, &good).await?;
-            insert::merge_staging(tx, received_at, fresh).await?
+            insert::merge_staging(tx, received_at).await?
         } else if good.is_empty() {
-            0
+            insert::Stored::default()
         } else {
-            insert::insert_unnest(tx, &good, received_at, fresh).await?
+            insert::insert_unnest(tx, &good, received_at).await?
         };
-        Ok((good.len() as u64, loaded))
+        self.kept += stored.kept;
+        Ok((good.len() as u64, stored.events))
     }
 
-    /// Writes the derived state of the events stored so far (products, recently viewed, webhook
-    /// outbox), so it need not be held until the commit. Nothing to do costs nothing.
-    pub async fn derive(&mut self) -> Result<(), Error> {
-        let fresh = std::mem::take(&mut self.fresh);
-        let derived = derive::derive(&mut self.tx, &fresh, self.loader.cfg.recently_viewed).await?;
+    /// Writes the derived state of the events kept so far (products, recently viewed, webhook
+    /// outbox); `more` when events may still come in this transaction. Nothing to do costs
+    /// nothing.
+    async fn derive(&mut self, more: bool) -> Result<(), Error> {
+        if self.kept == 0 {
+            return Ok(());
+        }
+        let recently_viewed = self.loader.cfg.recently_viewed;
+        let derived = derive::derive(&mut self.tx, recently_viewed, more).await?;
+        debug!(
+            kept = self.kept,
+            products = derived.products,
+            views = derived.views,
+            deliveries = derived.deliveries,
+            "derived state written"
+        );
+        self.kept = 0;
         self.deliveries += derived.deliveries;
         Ok(())
     }
@@ -511,7 +539,7 @@ impl Load<'_> {
     /// Writes what is left of the derived state and the ledger counts of the claimed units,
     /// commits, then nudges the fanout if deliveries were enqueued. Returns the deliveries.
     pub async fn commit(mut self, counts: &[Counts<'_>]) -> Result<u64, Error> {
-        self.derive().await?;
+        self.derive(false).await?;
         ledger::settle(&mut self.tx, counts).await?;
         crash_point!(self.loader, AfterLoad);
         self.tx.commit().await?;
