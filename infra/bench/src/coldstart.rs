@@ -67,6 +67,7 @@ pub async fn coldstart(opts: &ColdstartBench) -> anyhow::Result<()> {
         });
     }
     let base = median(&baseline);
+    println!("machine   {}", crate::machine::load_line());
     println!(
         "cold start: process start to the first GET /runtime/invocation/next, {} runs each",
         opts.runs

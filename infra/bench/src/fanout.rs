@@ -155,9 +155,11 @@ pub async fn fanout(admin_url: &str, cfg: &Config, opts: &FanoutBench) -> anyhow
     let fcfg = settings()?;
     let partners = Partners::start(opts.receivers, Behaviour::default()).await?;
 
+    println!("machine   {}", crate::machine::load_line());
     let (burst, fanout, rate) = throughput(&cfg, &pool, &fcfg, &partners, opts).await?;
     let base_rate = baseline(&pool, &fcfg, &partners, &burst, opts).await?;
     println!("  ratio fanout/baseline: {:.2}", rate / base_rate);
+    println!("machine   {}", crate::machine::load_line());
     for id in &burst {
         endpoints::disable(&pool, *id, "bench: throughput run done").await?;
     }
@@ -171,6 +173,7 @@ pub async fn fanout(admin_url: &str, cfg: &Config, opts: &FanoutBench) -> anyhow
             "NOT met"
         }
     );
+    println!("machine   {}", crate::machine::load_line());
     pool.close().await;
     ferry_local::citus::drop_database(admin_url, "bench_fanout").await?;
     Ok(())

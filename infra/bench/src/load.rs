@@ -92,23 +92,8 @@ pub async fn ingest(admin_url: &str, cfg: &Config, opts: &IngestBench) -> anyhow
         .collect();
     assert_eq!(validated.len(), opts.events, "generated events are valid");
 
-    let copy_pool = prepare(admin_url, "bench_copy", &cfg).await?;
-    let refs: Vec<&Event> = validated.iter().collect();
-    let mut conn = copy_pool.acquire().await?;
     println!("machine   {}", machine::load_line());
-    let phase = machine::Phase::start();
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    create_staging(&mut tx).await?;
-    copy_to_staging(&mut tx, &refs).await?;
-    let loaded = baseline_merge(&mut tx, now).await?;
-    tx.commit().await?;
-    let took = phase.stop();
-    let copy_secs = took.secs;
-    drop(conn);
-    assert_eq!(loaded as usize, opts.events);
-    let copy_rate = opts.events as f64 / copy_secs;
-    println!("baseline  raw COPY + merge, 1 connection: {loaded} rows in {copy_secs:.2}s = {copy_rate:.0} rows/s; {}", took.cpu_note());
-    drop(validated);
+    let before = copy_baseline(admin_url, &cfg, &validated, 1_000_000, "before").await?;
 
     let handler_pool = prepare(admin_url, "bench_handler", &cfg).await?;
     let ingest = Arc::new(Ingest::with_pool(&cfg, handler_pool.clone(), "ingest"));
@@ -129,11 +114,10 @@ pub async fn ingest(admin_url: &str, cfg: &Config, opts: &IngestBench) -> anyhow
         .fetch_one(&handler_pool)
         .await?;
     assert_eq!(stored as usize, opts.events);
-    println!(
-        "ratio     handler / raw COPY = {:.2}",
-        handler_rate / copy_rate
-    );
-    println!("machine   {}", machine::load_line());
+    handler_pool.close().await;
+    let after = copy_baseline(admin_url, &cfg, &validated, 1_000_000, "after").await?;
+    drop(validated);
+    print_ratio(handler_rate, before, after);
 
     if opts.sweep {
         strategy_sweep(admin_url, &cfg).await?;
@@ -347,7 +331,6 @@ pub async fn transform(
 
     // Baseline: the same rows, decompressed, parsed and validated beforehand, then COPY into
     // staging (50,000 rows per COPY, encoding included) and one merge, in one transaction.
-    let copy_pool = prepare(admin_url, "bench_tcopy", cfg).await?;
     let now = Utc::now();
     let events: Vec<Event> = {
         use std::io::BufRead;
@@ -363,28 +346,8 @@ pub async fn transform(
         }
         out
     };
-    let mut conn = copy_pool.acquire().await?;
     println!("machine   {}", machine::load_line());
-    let phase = machine::Phase::start();
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    // One merge of millions of rows takes longer than the pool's statement timeout.
-    sqlx::query("SET LOCAL statement_timeout = 0")
-        .execute(&mut *tx)
-        .await?;
-    create_staging(&mut tx).await?;
-    for chunk in events.chunks(50_000) {
-        let refs: Vec<&Event> = chunk.iter().collect();
-        copy_to_staging(&mut tx, &refs).await?;
-    }
-    let loaded = baseline_merge(&mut tx, now).await?;
-    tx.commit().await?;
-    let took = phase.stop();
-    let copy_secs = took.secs;
-    drop(conn);
-    drop(events);
-    anyhow::ensure!(loaded as usize == opts.events, "baseline loaded {loaded}");
-    let copy_rate = opts.events as f64 / copy_secs;
-    println!("baseline  raw COPY + merge, 1 connection: {loaded} rows in {copy_secs:.2}s = {copy_rate:.0} rows/s; {}", took.cpu_note());
+    let before = copy_baseline(admin_url, cfg, &events, 50_000, "before").await?;
 
     prepare(admin_url, "bench_thandler", cfg).await?;
     let url = with_database(admin_url, "bench_thandler");
@@ -410,19 +373,75 @@ pub async fn transform(
         "handler   transform (stream, gunzip, parse, validate, COPY, merge, derived state): {} events in {:.2}s = {rate:.0} events/s; {} (process included)",
         run.loaded, run.secs, took.cpu_note()
     );
-    println!("ratio     handler / raw COPY = {:.2}", rate / copy_rate);
-    println!("machine   {}", machine::load_line());
+    let after = copy_baseline(admin_url, cfg, &events, 50_000, "after").await?;
+    drop(events);
+    print_ratio(rate, before, after);
     println!(
         "memory    handler peak RSS = {:.1} MiB (file: {:.1} MiB compressed, ~{:.0} MiB of JSON)",
         run.peak_rss_kib as f64 / 1024.0,
         size as f64 / 1048576.0,
         opts.events as f64 * 280.0 / 1048576.0
     );
-    for name in ["bench_tcopy", "bench_thandler"] {
+    for name in ["bench_copy", "bench_thandler"] {
         ferry_local::citus::drop_database(admin_url, name).await?;
     }
     std::fs::remove_file(&file)?;
     Ok(())
+}
+
+/// The baseline, in a fresh database: `events` (validated and encoded beforehand) binary-COPYed
+/// into a staging table `chunk` rows at a time and merged into `events` with one
+/// `INSERT … SELECT … ON CONFLICT DO NOTHING`, in one transaction on one connection. Run before
+/// and after the handler, so that a machine that got busier or quieter in between shows.
+/// Returns rows/s.
+#[allow(clippy::print_stdout)]
+async fn copy_baseline(
+    admin_url: &str,
+    cfg: &Config,
+    events: &[Event],
+    chunk: usize,
+    when: &str,
+) -> anyhow::Result<f64> {
+    let pool = prepare(admin_url, "bench_copy", cfg).await?;
+    let now = Utc::now();
+    let mut conn = pool.acquire().await?;
+    let phase = machine::Phase::start();
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    // One merge of millions of rows takes longer than the pool's statement timeout.
+    sqlx::query("SET LOCAL statement_timeout = 0")
+        .execute(&mut *tx)
+        .await?;
+    create_staging(&mut tx).await?;
+    for part in events.chunks(chunk) {
+        let refs: Vec<&Event> = part.iter().collect();
+        copy_to_staging(&mut tx, &refs).await?;
+    }
+    let loaded = baseline_merge(&mut tx, now).await?;
+    tx.commit().await?;
+    let took = phase.stop();
+    drop(conn);
+    pool.close().await;
+    anyhow::ensure!(loaded as usize == events.len(), "baseline loaded {loaded}");
+    let rate = events.len() as f64 / took.secs;
+    println!(
+        "baseline  raw COPY + merge, 1 connection, {when}: {loaded} rows in {:.2}s = {rate:.0} rows/s; {}",
+        took.secs,
+        took.cpu_note()
+    );
+    Ok(rate)
+}
+
+/// The ratio against the mean of the two baselines, with their spread, and the load average.
+#[allow(clippy::print_stdout)]
+fn print_ratio(rate: f64, before: f64, after: f64) {
+    let mean = (before + after) / 2.0;
+    println!(
+        "ratio     handler / raw COPY = {:.2} (against the mean of {before:.0} and {after:.0} rows/s; {:.2}–{:.2} against each)",
+        rate / mean,
+        rate / before.max(after),
+        rate / before.min(after)
+    );
+    println!("machine   {}", machine::load_line());
 }
 
 /// The baseline's merge: staging rows into `events`, deduplicated, and nothing else (the
@@ -565,6 +584,7 @@ pub async fn rollup(admin_url: &str, cfg: &Config, opts: &RollupBench) -> anyhow
     println!("loading {} events (last 2 hours)", opts.events);
     insert_synthetic(&pool, 1, opts.events, now, 7_200).await?;
     vacuum(&pool).await?;
+    println!("machine   {}", machine::load_line());
     let base_time = baseline_aggregate(&pool, 0, i64::MAX, work_mem).await?;
     let t = Instant::now();
     let step = r.step().await?;
@@ -585,6 +605,7 @@ pub async fn rollup(admin_url: &str, cfg: &Config, opts: &RollupBench) -> anyhow
         base_rate
     );
     println!("  ratio rollup/baseline: {:.2}", rate / base_rate);
+    println!("machine   {}", machine::load_line());
     let rows: i64 = sqlx::query_scalar(
         "SELECT (SELECT count(*) FROM rollup_events) + (SELECT count(*) FROM rollup_pages)
               + (SELECT count(*) FROM rollup_products) + (SELECT count(*) FROM rollup_revenue)
