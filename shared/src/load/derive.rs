@@ -8,25 +8,18 @@ use sqlx::PgConnection;
 
 use crate::error::Error;
 
-/// Creates the temporary tables of a load transaction on its connection, once per session, in
-/// one round trip (notices off for the transaction, so "already exists" costs nothing):
-/// `ferry_loaded`, which [`keeping_loaded`] fills and [`derive`] reads; emptied at each commit.
-pub(super) async fn prepare(conn: &mut PgConnection) -> Result<(), Error> {
-    // A query string without arguments goes as one simple query: both statements, one round
-    // trip.
-    sqlx::Executor::execute(
-        &mut *conn,
-        "SET LOCAL client_min_messages = warning;
-         CREATE TEMP TABLE IF NOT EXISTS ferry_loaded (
-             tenant_id text, source text, event_id text, type text, subject text,
-             time timestamptz, user_id text, session_id text, datacontenttype text,
-             dataschema text, extensions jsonb, data jsonb, data_base64 text,
-             role text, hooked boolean
-         ) ON COMMIT DELETE ROWS",
-    )
-    .await?;
-    Ok(())
-}
+/// How a load transaction starts, in one round trip (one simple query): `BEGIN`, notices off
+/// for the transaction (so "already exists" costs nothing), and the session's temporary table
+/// `ferry_loaded`, which [`keeping_loaded`] fills and [`derive`] reads, created the first time;
+/// each commit empties it.
+pub(super) const BEGIN: &str = "BEGIN;
+     SET LOCAL client_min_messages = warning;
+     CREATE TEMP TABLE IF NOT EXISTS ferry_loaded (
+         tenant_id text, source text, event_id text, type text, subject text,
+         time timestamptz, user_id text, session_id text, datacontenttype text,
+         dataschema text, extensions jsonb, data jsonb, data_base64 text,
+         role text, hooked boolean
+     ) ON COMMIT DELETE ROWS";
 
 /// Wraps an `INSERT INTO events … ON CONFLICT DO NOTHING` so that it also copies the stored
 /// events that feed derived state into `ferry_loaded`: product changes and views (by

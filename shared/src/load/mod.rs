@@ -258,8 +258,7 @@ impl Loader {
     /// Opens a load transaction the caller drives (see [`Load`]). `isolate` inserts events one
     /// by one under savepoints, as [`Loader::load_isolating`] does.
     pub async fn begin(&self, isolate: bool) -> Result<Load<'_>, Error> {
-        let mut tx = self.pool.begin().await?;
-        derive::prepare(&mut tx).await?;
+        let tx = self.pool.begin_with(derive::BEGIN).await?;
         Ok(Load {
             loader: self,
             tx,
