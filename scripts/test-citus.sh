@@ -12,6 +12,7 @@
 #   scripts/test-citus.sh --keep          start (or reuse) the cluster, print its URL, leave it up
 #   scripts/test-citus.sh --stop          stop a kept cluster
 #   scripts/test-citus.sh -- <cargo test args>   only some tests, e.g. -- rollup::
+#                                                 (several filters: -- -- derived:: citus::)
 #
 # FERRY_CITUS_PORT (default 9700) is the coordinator's port; workers take the next two.
 set -euo pipefail
