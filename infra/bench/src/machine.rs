@@ -21,8 +21,8 @@ pub fn load_line() -> String {
     }
 }
 
-/// Busy and total CPU time of the whole machine so far, in clock ticks (`/proc/stat`).
-fn cpu_ticks() -> Option<(u64, u64)> {
+/// Busy CPU time of the whole machine so far, in clock ticks (`/proc/stat`).
+fn busy_ticks() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/stat").ok()?;
     let line = text.lines().find(|l| l.starts_with("cpu "))?;
     let v: Vec<u64> = line
@@ -33,13 +33,13 @@ fn cpu_ticks() -> Option<(u64, u64)> {
     // user nice system idle iowait irq softirq steal …: idle and iowait are not busy.
     let total: u64 = v.iter().take(8).sum();
     let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-    Some((total.saturating_sub(idle), total))
+    Some(total.saturating_sub(idle))
 }
 
 /// A measured phase: wall time and the machine's CPU time over it.
 pub struct Phase {
     started: Instant,
-    ticks: Option<(u64, u64)>,
+    busy: Option<u64>,
 }
 
 /// What a [`Phase`] took.
@@ -54,17 +54,15 @@ impl Phase {
     pub fn start() -> Phase {
         Phase {
             started: Instant::now(),
-            ticks: cpu_ticks(),
+            busy: busy_ticks(),
         }
     }
 
     pub fn stop(&self) -> Took {
         let secs = self.started.elapsed().as_secs_f64();
-        let cpu_secs = match (self.ticks, cpu_ticks()) {
-            (Some((b0, _)), Some((b1, _))) => {
-                // USER_HZ is 100 on every Linux this runs on.
-                Some(b1.saturating_sub(b0) as f64 / 100.0)
-            }
+        // USER_HZ is 100 on every Linux this runs on.
+        let cpu_secs = match (self.busy, busy_ticks()) {
+            (Some(b0), Some(b1)) => Some(b1.saturating_sub(b0) as f64 / 100.0),
             _ => None,
         };
         Took { secs, cpu_secs }

@@ -112,9 +112,9 @@ impl LoaderConfig {
 }
 
 /// Events kept for derived state after which [`Load::add`] writes it without waiting for the
-/// commit, by default. Derived state is cheapest written once for many events (a product or a user's list
-/// touched once, not once per chunk), and the events wait in the database's temporary table,
-/// not in memory here; the bound keeps that table from growing with the file.
+/// commit, by default. Derived state is cheapest written once for many events (a product or a
+/// user's list touched once, not once per chunk), and the events wait in the database's
+/// temporary table, not in memory here; the bound keeps that table from growing with the file.
 pub const DERIVE_AFTER: u64 = 200_000;
 
 /// Called after a commit that enqueued webhook deliveries (with their number): sends the
