@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Benchmark (not a test): cold start of the packaged function binaries (dist/bin, from
-# scripts/package.sh) in Lambda mode — process start to the first poll of a loopback Runtime
-# API — against spawning a process that does nothing, in the same run, with each binary's size.
+# scripts/package.sh), with each binary's size:
+# - init: process start to the first poll of a loopback Lambda Runtime API (and to the first
+#   answer on GET / as an Azure custom handler), against spawning a process that does nothing;
+# - the first invocation with an empty connection pool, against the second (warm) one and a
+#   bare connect + SELECT 1 to the same database (the local stack's PostgreSQL, or the server
+#   of DATABASE_URL: a database ferry_bench_coldstart is created next to it).
 # Arguments go to `ferry-bench coldstart` (e.g. --runs 50, or --bin label=path to compare
 # other builds).
 set -euo pipefail

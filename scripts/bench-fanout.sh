@@ -5,7 +5,12 @@
 #    instance, against a baseline measured in the same run: the same bodies POSTed from memory
 #    to the same receivers with the same concurrency (no claim, signing or record);
 # 2. latency: events ingested at a steady 500/s for 20 s, one delivery each, the fanout nudged
-#    after each commit; p50/p99 from commit to the receiver's receipt.
+#    after each commit; p50/p99 from commit to the receiver's receipt;
+# 3. partners as they are, each in a fresh database: 50 receivers answering in 100 ms (and,
+#    with --slow, in 1 s) against the Little's-law limit concurrency / latency; 49 healthy
+#    receivers alone, then with one that never answers (5 s timeout), then with one that
+#    answers 500: the healthy ones' throughput and p99 against the run alone
+#    (--partner-events N per receiver, 200 by default; 0 skips them).
 # Arguments are passed on, e.g. `scripts/bench-fanout.sh --events 200 --seconds 5`.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -20,6 +20,9 @@ pub struct FanoutConfig {
     pub retry_after_max: Duration,
     /// An endpoint failing for this long without a success is disabled.
     pub disable_after: Duration,
+    /// The longest wait between probes of a failing endpoint (its circuit is open: one request
+    /// at a time, a quarter of how long it has been failing apart, from 1 s up to this).
+    pub probe_max: Duration,
     /// Requests in flight per instance.
     pub concurrency: usize,
     /// Requests in flight per endpoint per instance.
@@ -46,6 +49,7 @@ impl Default for FanoutConfig {
                 .collect(),
             retry_after_max: Duration::from_secs(3600),
             disable_after: Duration::from_secs(5 * 86_400),
+            probe_max: Duration::from_secs(30),
             concurrency: 64,
             per_endpoint: 8,
             budget: Duration::from_secs(50),
@@ -155,6 +159,14 @@ impl FanoutConfig {
                 "must be at most 365 days",
             ));
         }
+        let probe_max = env.duration("FERRY_WEBHOOK_PROBE_MAX", d.probe_max)?;
+        if probe_max < Duration::from_secs(1) || probe_max > Duration::from_secs(3600) {
+            return Err(bad(
+                "FERRY_WEBHOOK_PROBE_MAX",
+                &humantime::format_duration(probe_max).to_string(),
+                "must be between 1s and 1h",
+            ));
+        }
         let timeout = env.duration("FERRY_WEBHOOK_TIMEOUT", d.timeout)?;
         if timeout.is_zero() || timeout > Duration::from_secs(60) {
             return Err(bad(
@@ -169,6 +181,7 @@ impl FanoutConfig {
             schedule,
             retry_after_max,
             disable_after,
+            probe_max,
             concurrency: positive("FERRY_FANOUT_CONCURRENCY", d.concurrency)?,
             per_endpoint: positive("FERRY_FANOUT_PER_ENDPOINT", d.per_endpoint)?,
             budget: env.duration("FERRY_FANOUT_BUDGET", d.budget)?,

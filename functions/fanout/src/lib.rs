@@ -3,8 +3,9 @@
 //! Triggered by queue nudges (sent after a load commits deliveries; best effort) and by a
 //! timer sweep (the safety net for lost nudges, and the clock for retries). Either trigger
 //! drains: claim due deliveries under a lease, send them concurrently (at most
-//! `FERRY_FANOUT_PER_ENDPOINT` at once per endpoint, and no faster than an endpoint's rate
-//! limit), record every attempt, and repeat until nothing is due, or until the next retry is
+//! `FERRY_FANOUT_PER_ENDPOINT` at once per endpoint, one at a time to an endpoint whose
+//! circuit is open because it is failing, and no faster than an endpoint's rate limit),
+//! record every attempt, and repeat until nothing is due, or until the next retry is
 //! further away than `FERRY_FANOUT_LINGER`, or the budget is spent.
 //!
 //! Each request is a structured CloudEvent signed as Standard Webhooks ([`sign`]), sent only
@@ -227,7 +228,7 @@ impl Fanout {
         loop {
             let in_budget = start.elapsed() < self.cfg.budget;
             if in_budget && !idle {
-                if let Some(claimed_none) = self.claim_more(sends).await? {
+                if let Some(claimed_none) = self.claim_more(sends, done).await? {
                     idle = claimed_none;
                 }
             }
@@ -262,19 +263,31 @@ impl Fanout {
     /// claim per finished send would cost a round trip per delivery (the claim, not the
     /// sending, was the bottleneck at about 900/s). `None` when it did not try; else whether
     /// nothing was claimable.
-    async fn claim_more(&self, sends: &mut InFlight) -> Result<Option<bool>, Error> {
+    ///
+    /// Sends under way for a second or more (a partner timing out) count as free for that
+    /// threshold: otherwise they would keep as many slots empty for good, each batch refilling
+    /// only what the previous one freed.
+    ///
+    /// An endpoint with a failure not yet recorded gets nothing until it is: its circuit may be
+    /// about to open, and a probe must wait for the failure before it.
+    async fn claim_more(&self, sends: &mut InFlight, done: &[Done]) -> Result<Option<bool>, Error> {
         let free = self.cfg.concurrency.saturating_sub(sends.tasks.len());
         let batch = (self.cfg.concurrency / 4).max(1);
-        if free == 0 || (free < batch && !sends.tasks.is_empty()) {
+        let stuck = sends.older_than(Duration::from_secs(1));
+        if free == 0 || (free + stuck < batch && !sends.tasks.is_empty()) {
             return Ok(None);
         }
-        let busy = sends.busy();
+        let mut busy = sends.busy();
+        for d in done.iter().filter(|d| d.failed()) {
+            busy.insert(d.endpoint_id, self.cfg.per_endpoint);
+        }
         let claimed = outbox::claim(
             &self.pool,
             free,
             self.cfg.per_endpoint,
             &busy,
             self.cfg.lease(),
+            self.cfg.probe_max,
         )
         .await?;
         let none = claimed.is_empty();
@@ -288,7 +301,7 @@ impl Fanout {
     /// With nothing in flight: waits for the next retry if it falls due within the linger
     /// time (and the budget). Returns whether there may be something to claim.
     async fn wait_for_due(&self, start: Instant) -> Result<bool, Error> {
-        let Some(at) = outbox::next_due(&self.pool).await? else {
+        let Some(at) = outbox::next_due(&self.pool, self.cfg.probe_max).await? else {
             return Ok(false);
         };
         let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
@@ -328,12 +341,7 @@ impl Fanout {
                 let lease_left = (claimed.lease - Utc::now()).to_std().unwrap_or_default();
                 let wait = slot.saturating_duration_since(Instant::now());
                 if wait + cfg.timeout + Duration::from_secs(1) > lease_left {
-                    let attempt = send::Attempt::unsent(
-                        Utc::now(),
-                        "not sent: the endpoint's rate limit".into(),
-                        Some(wait),
-                    );
-                    return (claimed, attempt);
+                    return (claimed, send::Attempt::deferred(Utc::now(), wait));
                 }
                 tokio::time::sleep_until(slot.into()).await;
             }
@@ -356,10 +364,14 @@ impl Fanout {
 
     /// What an attempt means for its delivery.
     fn decide(&self, c: &Claimed, a: send::Attempt) -> Done {
-        let number = c.attempts + 1;
+        let mut number = c.attempts + 1;
         let finished = a.started + a.latency;
         let (status, next_at, outcome) = match &a.verdict {
             Verdict::Delivered => ("delivered", None, "delivered"),
+            Verdict::Deferred { after } => {
+                number = c.attempts;
+                ("pending", Some(later(finished, *after)), "deferred")
+            }
             // Parked until the endpoint is enabled again; then due at once.
             Verdict::Gone => ("pending", Some(finished), "gone"),
             Verdict::Retry { after } => match self.cfg.schedule.get(number as usize - 1) {
@@ -374,7 +386,7 @@ impl Fanout {
         if let Some(e) = &a.error {
             // A retry is the ordinary life of a webhook (a partner's 503, a deploy); only a
             // delivery that gives up, or an endpoint that is gone, needs someone to look.
-            if outcome == "retry" {
+            if matches!(outcome, "retry" | "deferred") {
                 info!(
                     delivery = c.delivery_id,
                     endpoint = c.endpoint_id,
@@ -507,8 +519,9 @@ impl TickHandler for Fanout {
 struct InFlight {
     tasks: JoinSet<(Claimed, send::Attempt)>,
     per_endpoint: HashMap<i64, usize>,
-    /// Which endpoint each send task serves, so even a task that panicked frees its slot.
-    endpoint_of: HashMap<tokio::task::Id, i64>,
+    /// Which endpoint each send task serves (so even a task that panicked frees its slot), and
+    /// when it started.
+    endpoint_of: HashMap<tokio::task::Id, (i64, Instant)>,
 }
 
 impl InFlight {
@@ -528,7 +541,16 @@ impl InFlight {
     ) {
         *self.per_endpoint.entry(endpoint).or_default() += 1;
         let task = self.tasks.spawn(send);
-        self.endpoint_of.insert(task.id(), endpoint);
+        self.endpoint_of
+            .insert(task.id(), (endpoint, Instant::now()));
+    }
+
+    /// How many sends have been under way for longer than `age`.
+    fn older_than(&self, age: Duration) -> usize {
+        self.endpoint_of
+            .values()
+            .filter(|(_, started)| started.elapsed() > age)
+            .count()
     }
 
     /// The next finished send, waiting at most `wait`; its endpoint's slot is freed.
@@ -543,7 +565,7 @@ impl InFlight {
             Ok((id, _)) => *id,
             Err(e) => e.id(),
         };
-        if let Some(endpoint) = self.endpoint_of.remove(&task) {
+        if let Some((endpoint, _)) = self.endpoint_of.remove(&task) {
             if let Some(n) = self.per_endpoint.get_mut(&endpoint) {
                 *n = n.saturating_sub(1);
             }

@@ -60,21 +60,48 @@ impl StoredSecret {
     }
 }
 
-/// Claims up to `limit` due deliveries of active endpoints, at most `per_endpoint` per
-/// endpoint (fewer for endpoints in `busy`, by their free slots, and at most an endpoint's
-/// rate limit), leased for `lease`. `FOR UPDATE SKIP LOCKED` lets concurrent instances claim
-/// side by side; the lease keeps a claimed row from being claimed again while it is sent.
-/// Endpoints are visited in random order, so a backlog on some cannot starve the others.
+/// When an endpoint whose circuit is open may next be probed (SQL text over endpoint `e`), or
+/// NULL when its circuit is closed. The circuit opens when the endpoint's failures, with no
+/// success between them, span at least a second (a partner's odd 503 does not open it). The
+/// next probe follows the last failure by a quarter of how long it has been failing: at least
+/// 1 s, at most `$probe_max` milliseconds.
+macro_rules! probe_at {
+    ($probe_max:literal) => {
+        concat!(
+            "CASE WHEN e.last_failure_at >= e.failing_since + interval '1 second'
+                  THEN e.last_failure_at
+                       + least(greatest((e.last_failure_at - e.failing_since) / 4,
+                                        interval '1 second'),
+                               ",
+            $probe_max,
+            " * interval '1 millisecond') END"
+        )
+    };
+}
+
+/// Claims up to `limit` due deliveries of active endpoints, leased for `lease`, with at most
+/// `per_endpoint` in flight per endpoint counting this instance's sends under way (`busy`),
+/// and at most an endpoint's rate limit per claim. `FOR UPDATE SKIP LOCKED` lets concurrent
+/// instances claim side by side; the lease keeps a claimed row from being claimed again while
+/// it is sent. Endpoints are visited in random order, so a backlog on some cannot starve the
+/// others.
+///
+/// An endpoint that keeps failing is behind an open circuit ([`probe_at!`]): it is only
+/// probed, one request at a time, once its probe time has passed; its other due deliveries
+/// wait without spending attempts, and the first success closes the circuit. A partner that
+/// times out or errors thus holds at most one of the instance's send slots once its circuit
+/// is open.
 pub async fn claim(
     pool: &PgPool,
     limit: usize,
     per_endpoint: usize,
     busy: &HashMap<i64, usize>,
     lease: Duration,
+    probe_max: Duration,
 ) -> Result<Vec<Claimed>, Error> {
-    let (ids, free): (Vec<i64>, Vec<i32>) = busy
+    let (ids, used): (Vec<i64>, Vec<i32>) = busy
         .iter()
-        .map(|(id, used)| (*id, per_endpoint.saturating_sub(*used) as i32))
+        .map(|(id, used)| (*id, (*used).min(i32::MAX as usize) as i32))
         .unzip();
     type Row = (
         i64,
@@ -90,20 +117,27 @@ pub async fn claim(
         Vec<Option<String>>,
     );
     let rows: Vec<Row> = sqlx::query_as(concat!(
-        "WITH caps AS (SELECT * FROM unnest($3::bigint[], $4::int[]) AS c(endpoint_id, free)),
+        "WITH busy AS (SELECT * FROM unnest($3::bigint[], $4::int[]) AS b(endpoint_id, used)),
          picked AS (
              SELECT d.delivery_id
-             FROM (SELECT endpoint_id, rate_limit FROM endpoints
-                   WHERE status = 'active' ORDER BY random()) e
+             FROM (SELECT e.endpoint_id, e.rate_limit,
+                          CASE WHEN p.probe_at IS NULL THEN $2 ELSE 1 END AS cap
+                   FROM endpoints e CROSS JOIN LATERAL (SELECT ",
+        probe_at!("$6"),
+        " AS probe_at) p
+                   WHERE e.status = 'active' AND coalesce(p.probe_at, '-infinity') <= now()
+                   ORDER BY random()) e
              CROSS JOIN LATERAL (
                  SELECT d.delivery_id FROM deliveries d
                  WHERE d.endpoint_id = e.endpoint_id AND d.status = 'pending'
                    AND d.next_attempt_at <= now()
                    AND (d.lease_until IS NULL OR d.lease_until < now())
-                 ORDER BY d.next_attempt_at
-                 LIMIT least(coalesce((SELECT c.free FROM caps c
-                                       WHERE c.endpoint_id = e.endpoint_id), $2),
-                             coalesce(e.rate_limit, $2))
+                 -- the order of deliveries_endpoint_due_idx: one short range scan per
+                 -- endpoint, whatever the statistics say
+                 ORDER BY d.endpoint_id, d.next_attempt_at
+                 LIMIT greatest(0, least(e.cap - coalesce((SELECT b.used FROM busy b
+                                                          WHERE b.endpoint_id = e.endpoint_id), 0),
+                                         coalesce(e.rate_limit, $2)))
                  FOR UPDATE OF d SKIP LOCKED) d
              LIMIT $1)
          UPDATE deliveries d
@@ -118,8 +152,9 @@ pub async fn claim(
     .bind(limit as i64)
     .bind(per_endpoint as i64)
     .bind(&ids)
-    .bind(&free)
+    .bind(&used)
     .bind(lease.as_millis() as i64)
+    .bind(probe_max.as_millis() as i64)
     .fetch_all(pool)
     .await?;
     Ok(rows
@@ -172,13 +207,24 @@ pub async fn endpoint_for_test(
     Ok(row.map(|(tenant, url, bytes, keys)| (tenant, url, StoredSecret::zip(bytes, keys))))
 }
 
-/// When the next unleased delivery of an active endpoint falls due, if any is pending.
-pub async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, Error> {
-    Ok(sqlx::query_scalar(
-        "SELECT min(d.next_attempt_at) FROM deliveries d
-         JOIN endpoints e ON e.endpoint_id = d.endpoint_id AND e.status = 'active'
-         WHERE d.status = 'pending' AND (d.lease_until IS NULL OR d.lease_until < now())",
-    )
+/// When the next unleased delivery of an active endpoint can be claimed, if any is pending:
+/// when it falls due, or a failing endpoint's next probe if that is later. One index probe
+/// per endpoint (`deliveries_endpoint_due_idx`).
+pub async fn next_due(pool: &PgPool, probe_max: Duration) -> Result<Option<DateTime<Utc>>, Error> {
+    Ok(sqlx::query_scalar(concat!(
+        "SELECT min(greatest(d.next_attempt_at, ",
+        probe_at!("$1"),
+        "))
+         FROM endpoints e
+         CROSS JOIN LATERAL (
+             SELECT d.next_attempt_at FROM deliveries d
+             WHERE d.endpoint_id = e.endpoint_id AND d.status = 'pending'
+               AND (d.lease_until IS NULL OR d.lease_until < now())
+             ORDER BY d.endpoint_id, d.next_attempt_at
+             LIMIT 1) d
+         WHERE e.status = 'active'"
+    ))
+    .bind(probe_max.as_millis() as i64)
     .fetch_one(pool)
     .await?)
 }
@@ -198,10 +244,19 @@ pub struct Done {
     pub started: DateTime<Utc>,
     pub latency_ms: i32,
     pub status_code: Option<i32>,
-    /// `delivered`, `retry`, `failed` (the last attempt failed) or `gone` (410).
+    /// `delivered`, `retry`, `failed` (the last attempt failed), `gone` (410) or `deferred`
+    /// (not sent: the endpoint's rate limit would have made it wait past the lease).
     pub outcome: &'static str,
     pub error: Option<String>,
     pub response: Option<String>,
+}
+
+impl Done {
+    /// Whether the attempt counts against the endpoint's health: sent (or refused) and not
+    /// delivered. A send held back by the rate limit does not.
+    pub fn failed(&self) -> bool {
+        self.status != "delivered" && self.outcome != "deferred"
+    }
 }
 
 /// Records attempts whose lease still holds (a row re-claimed after its lease ran out belongs
@@ -328,9 +383,10 @@ fn fold_health(done: &[Done]) -> (Health, Vec<i64>) {
     let mut sorted: Vec<&Done> = done.iter().collect();
     sorted.sort_by_key(|d| d.started);
     let mut gone = Vec::new();
-    for d in sorted {
+    // A send held back by the endpoint's own rate limit says nothing about its health.
+    for d in sorted.into_iter().filter(|d| d.outcome != "deferred") {
         let (last_ok, first_fail, last_fail) = health.entry(d.endpoint_id).or_default();
-        if d.status == "delivered" {
+        if !d.failed() {
             *last_ok = Some(d.started);
             *first_fail = None;
         } else {

@@ -30,6 +30,11 @@ pub enum Verdict {
     },
     /// The receiver answered 410 Gone: disable the endpoint.
     Gone,
+    /// Not sent, held back by the endpoint's own rate limit: try again after this long. Spends
+    /// no attempt and says nothing about the endpoint's health.
+    Deferred {
+        after: Duration,
+    },
 }
 
 /// One attempt, as the attempt log records it.
@@ -54,6 +59,16 @@ impl Attempt {
             verdict: Verdict::Retry { after },
             error: Some(error),
             response: None,
+        }
+    }
+}
+
+impl Attempt {
+    /// A send held back by the endpoint's rate limit (see [`Verdict::Deferred`]).
+    pub fn deferred(started: DateTime<Utc>, after: Duration) -> Attempt {
+        Attempt {
+            verdict: Verdict::Deferred { after },
+            ..Attempt::unsent(started, "not sent: the endpoint's rate limit".into(), None)
         }
     }
 }

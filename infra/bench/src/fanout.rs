@@ -46,7 +46,7 @@ const TENANT: &str = "acme";
 
 /// Settings for loopback receivers, with one keyring made for this run (sealing is part of
 /// what is measured); everything else is the production default.
-fn settings() -> anyhow::Result<FanoutConfig> {
+pub(crate) fn settings() -> anyhow::Result<FanoutConfig> {
     static KEYS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let keys = KEYS.get_or_init(|| ferry_fanout::keys::Keyring::new_entry("bench"));
     let env = Env::process()
@@ -56,7 +56,7 @@ fn settings() -> anyhow::Result<FanoutConfig> {
     Ok(FanoutConfig::from_env(&env)?)
 }
 
-fn cloud_event(id: &str, kind: &str, subject: &str) -> serde_json::Value {
+pub(crate) fn cloud_event(id: &str, kind: &str, subject: &str) -> serde_json::Value {
     json!({
         "specversion": "1.0",
         "id": id,
@@ -71,7 +71,7 @@ fn cloud_event(id: &str, kind: &str, subject: &str) -> serde_json::Value {
 }
 
 /// Ingests events as one message (a CloudEvents batch); returns when committed.
-async fn publish(
+pub(crate) async fn publish(
     ingest: &Ingest,
     message_id: &str,
     events: &[serde_json::Value],
@@ -90,7 +90,7 @@ async fn publish(
     Ok(())
 }
 
-async fn add_endpoints(
+pub(crate) async fn add_endpoints(
     pool: &PgPool,
     cfg: &FanoutConfig,
     partners: &Partners,
@@ -120,7 +120,7 @@ async fn add_endpoints(
     Ok(ids)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -128,7 +128,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 

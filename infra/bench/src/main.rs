@@ -5,6 +5,7 @@ mod coldstart;
 mod fanout;
 mod load;
 mod machine;
+mod partners;
 
 use clap::{Parser, Subcommand};
 use ferry_local::stack;
@@ -68,9 +69,16 @@ enum Command {
         /// Seconds of the latency run.
         #[arg(long, default_value_t = 20)]
         seconds: u64,
+        /// Events per receiver in each partners-as-they-are scenario (0 skips them).
+        #[arg(long, default_value_t = 200)]
+        partner_events: usize,
+        /// Also run the scenario of partners answering in 1 s (a tenth of the events).
+        #[arg(long)]
+        slow: bool,
     },
     /// Cold start of function binaries in Lambda mode: process start to the first poll of
-    /// a loopback Runtime API, against spawning a process that does nothing.
+    /// a loopback Runtime API, against spawning a process that does nothing; then the first
+    /// invocation with an empty pool, against the second and a bare connect + `SELECT 1`.
     Coldstart {
         /// `label=path` of a binary to measure (repeatable), e.g. `ingest=dist/bin/ingest`.
         #[arg(long = "bin", required = true, value_parser = label_path)]
@@ -92,13 +100,9 @@ enum Command {
 #[allow(clippy::print_stdout)]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Command::Coldstart { binaries, runs } = cli.command {
-        // Needs no database: the binaries' pools are lazy.
-        let opts = crate::coldstart::ColdstartBench { binaries, runs };
-        return crate::coldstart::coldstart(&opts).await;
-    }
     let cfg = Config::from_env(&Env::process())?;
-    telemetry::init_with_default(cfg.log_format, "error");
+    // Loopback servers see their clients killed mid-request (cold start): not an error here.
+    telemetry::init_with_default(cfg.log_format, "error,warp::server=off");
     // Databases are created next to the one in DATABASE_URL, or on the local stack's server.
     let admin_url = match &cfg.db.url {
         Some(url) => url.clone(),
@@ -152,6 +156,8 @@ async fn main() -> anyhow::Result<()> {
             events,
             rate,
             seconds,
+            partner_events,
+            slow,
         } => {
             let opts = crate::fanout::FanoutBench {
                 receivers,
@@ -160,8 +166,20 @@ async fn main() -> anyhow::Result<()> {
                 seconds,
             };
             crate::fanout::fanout(&admin_url, &cfg, &opts).await?;
+            if partner_events > 0 {
+                crate::partners::partners(&admin_url, &cfg, partner_events, slow).await?;
+            }
         }
-        Command::Coldstart { .. } => unreachable!("handled before the database"),
+        Command::Coldstart { binaries, runs } => {
+            let name = "ferry_bench_coldstart";
+            load::prepare(&admin_url, name, &cfg).await?.close().await;
+            let opts = crate::coldstart::ColdstartBench {
+                binaries,
+                runs,
+                database_url: ferry_local::postgres::with_database(&admin_url, name),
+            };
+            crate::coldstart::coldstart(&opts).await?;
+        }
         Command::TransformRun { dir, key } => {
             let run = load::transform_run(&admin_url, &cfg, &dir, &key).await?;
             println!("{}", serde_json::to_string(&run)?);

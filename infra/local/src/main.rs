@@ -258,7 +258,7 @@ async fn fanout(cfg: &Config, every: f64, once: bool) -> anyhow::Result<()> {
     while tick(&mut timer).await {
         let r = fanout.drain().await?;
         if once || r.attempts > 0 {
-            let next = ferry_fanout::outbox::next_due(&pool).await?;
+            let next = ferry_fanout::outbox::next_due(&pool, fanout.config().probe_max).await?;
             println!(
                 "{} fanout  {} attempts: {} delivered, {} to retry, {} failed for good, \
                  {} endpoints disabled; {}",

@@ -4,7 +4,8 @@
 //! (which receiver, `webhook-id`, the CloudEvent's id and type, when) and, once given the
 //! endpoint's secrets, verifies the Standard Webhooks signature with the independent
 //! `standardwebhooks` crate, as a partner would. It can also answer the first attempt of some
-//! messages with `503 Retry-After: 1`, so the demo shows retries.
+//! messages with `503 Retry-After: 1`, so the demo shows retries; and, for the benchmark, take
+//! its time over every answer, answer every request with 500, or never answer at all.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ use warp::http::{HeaderMap, StatusCode};
 use warp::hyper::body::Bytes;
 use warp::Filter;
 
-/// One request as a receiver saw it.
+/// One request as a receiver saw it (when it arrived; a delayed answer goes later).
 #[derive(Debug, Clone)]
 pub struct Received {
     pub receiver: usize,
@@ -36,6 +37,12 @@ pub struct Received {
 pub struct Behaviour {
     /// Answer the first attempt of every `n`th message with 503 and `Retry-After: 1`.
     pub refuse_first_of_every: Option<u64>,
+    /// Wait this long before answering (a partner's processing time).
+    pub delay: std::time::Duration,
+    /// Answer every request with `500 Internal Server Error`.
+    pub fail: bool,
+    /// Never answer: hold every request open until the client gives up.
+    pub hang: bool,
 }
 
 #[derive(Default)]
@@ -63,20 +70,35 @@ struct Envelope {
 impl Partners {
     /// Starts `n` receivers, each on its own loopback port.
     pub async fn start(n: usize, behaviour: Behaviour) -> anyhow::Result<Partners> {
+        Partners::start_each(vec![behaviour; n]).await
+    }
+
+    /// Starts one receiver per behaviour, each on its own loopback port.
+    pub async fn start_each(behaviours: Vec<Behaviour>) -> anyhow::Result<Partners> {
         let shared = Arc::new(Shared::default());
+        let n = behaviours.len();
         let mut addrs = Vec::with_capacity(n);
         let mut tasks = Vec::with_capacity(n);
-        for receiver in 0..n {
+        for (receiver, behaviour) in behaviours.into_iter().enumerate() {
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
             addrs.push(listener.local_addr()?);
             let shared = Arc::clone(&shared);
             let route = warp::post()
                 .and(warp::header::headers_cloned())
                 .and(warp::body::bytes())
-                .map(move |headers: HeaderMap, body: Bytes| {
-                    let status = shared.receive(receiver, &headers, &body, behaviour);
-                    let reply = warp::reply::with_status("", status);
-                    warp::reply::with_header(reply, "retry-after", "1")
+                .then(move |headers: HeaderMap, body: Bytes| {
+                    let shared = Arc::clone(&shared);
+                    async move {
+                        let status = shared.receive(receiver, &headers, &body, behaviour);
+                        if behaviour.hang {
+                            std::future::pending::<()>().await;
+                        }
+                        if !behaviour.delay.is_zero() {
+                            tokio::time::sleep(behaviour.delay).await;
+                        }
+                        let reply = warp::reply::with_status("", status);
+                        warp::reply::with_header(reply, "retry-after", "1")
+                    }
                 });
             tasks.push(tokio::spawn(warp::serve(route).incoming(listener).run()));
         }
@@ -114,6 +136,17 @@ impl Partners {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// How many of the requests so far match `f` (without copying the log).
+    pub fn count_by(&self, f: impl Fn(&Received) -> bool) -> usize {
+        self.shared
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|r| f(r))
+            .count()
     }
 
     /// How many requests arrived so far.
@@ -181,6 +214,7 @@ impl Shared {
         let status = match (&verified, refuse) {
             (Some(Err(_)), _) => StatusCode::UNAUTHORIZED,
             (_, true) => StatusCode::SERVICE_UNAVAILABLE,
+            _ if behaviour.fail => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::NO_CONTENT,
         };
         self.log

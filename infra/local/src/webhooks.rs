@@ -59,6 +59,7 @@ impl WebhookDemo {
             1,
             Behaviour {
                 refuse_first_of_every: Some(10),
+                ..Behaviour::default()
             },
         )
         .await?;
