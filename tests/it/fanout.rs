@@ -1290,7 +1290,7 @@ fn result(endpoint: i64, t0: chrono::DateTime<chrono::Utc>, secs: i64, ok: bool)
         status: if ok { "delivered" } else { "pending" },
         next_at: None,
         started: t0 + chrono::Duration::seconds(secs),
-        latency_ms: 1,
+        latency_ms: 0,
         status_code: Some(if ok { 200 } else { 500 }),
         outcome: if ok { "delivered" } else { "retry" },
         error: None,
@@ -1343,4 +1343,17 @@ async fn endpoint_health_survives_batches_recorded_out_of_order() {
         result(endpoint, t0, 70, false),
     ];
     assert_eq!(apply(mixed).await, at(70));
+    // A request that timed out after 5 s: failing since it started, and it last failed when it
+    // timed out, so one round of timeouts spans 5 s and opens the circuit.
+    assert_eq!(apply(vec![result(endpoint, t0, 90, true)]).await, None);
+    let mut timeout = result(endpoint, t0, 100, false);
+    timeout.latency_ms = 5000;
+    assert_eq!(apply(vec![timeout]).await, at(100));
+    let last: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT last_failure_at FROM endpoints WHERE endpoint_id = $1")
+            .bind(endpoint)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(last, at(105));
 }

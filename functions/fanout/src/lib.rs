@@ -79,6 +79,8 @@ pub struct Report {
     pub disabled: u64,
     /// Attempts not recorded because their lease had run out and the row was re-claimed.
     pub lost_leases: u64,
+    /// Claim statements run (each a round trip).
+    pub claims: u64,
 }
 
 /// The fanout function.
@@ -206,6 +208,7 @@ impl Fanout {
                 retried = report.retried,
                 failed = report.failed,
                 disabled = report.disabled,
+                claims = report.claims,
                 elapsed_ms = start.elapsed().as_millis() as u64,
                 "fanout drained"
             );
@@ -229,6 +232,7 @@ impl Fanout {
             let in_budget = start.elapsed() < self.cfg.budget;
             if in_budget && !idle {
                 if let Some(claimed_none) = self.claim_more(sends, done).await? {
+                    report.claims += 1;
                     idle = claimed_none;
                 }
             }
@@ -264,19 +268,33 @@ impl Fanout {
     /// sending, was the bottleneck at about 900/s). `None` when it did not try; else whether
     /// nothing was claimable.
     ///
-    /// Sends under way for a second or more (a partner timing out) count as free for that
-    /// threshold: otherwise they would keep as many slots empty for good, each batch refilling
-    /// only what the previous one freed.
+    /// Fewer free slots than a batch are claimed too once the first of them has been free for
+    /// [`PARTIAL_CLAIM_AFTER`]: otherwise the slots below a batch would stay empty for good
+    /// whenever sends do not finish in batches (a partner timing out, partners answering in a
+    /// second: 49 of 64 slots in use, second after second), each batch refilling only what the
+    /// previous one freed.
     ///
     /// An endpoint with a failure not yet recorded gets nothing until it is: its circuit may be
     /// about to open, and a probe must wait for the failure before it.
     async fn claim_more(&self, sends: &mut InFlight, done: &[Done]) -> Result<Option<bool>, Error> {
         let free = self.cfg.concurrency.saturating_sub(sends.tasks.len());
         let batch = (self.cfg.concurrency / 4).max(1);
-        let stuck = sends.older_than(Duration::from_secs(1));
-        if free == 0 || (free + stuck < batch && !sends.tasks.is_empty()) {
+        let waited = sends
+            .free_since
+            .is_some_and(|t| t.elapsed() >= PARTIAL_CLAIM_AFTER);
+        // After a claim that found less than it had room for (the per-endpoint caps bind, or
+        // little is due), claiming again for every slot freed would cost a round trip per
+        // delivery: wait for half an endpoint's worth.
+        let enough = if sends.short {
+            sends.freed >= (self.cfg.per_endpoint / 2).max(1)
+        } else {
+            free >= batch
+        };
+        if free == 0 || (!enough && !sends.tasks.is_empty() && !waited) {
             return Ok(None);
         }
+        sends.free_since = None;
+        sends.freed = 0;
         let mut busy = sends.busy();
         for d in done.iter().filter(|d| d.failed()) {
             busy.insert(d.endpoint_id, self.cfg.per_endpoint);
@@ -291,6 +309,7 @@ impl Fanout {
         )
         .await?;
         let none = claimed.is_empty();
+        sends.short = claimed.len() < free;
         for c in claimed {
             let endpoint = c.endpoint_id;
             sends.spawn(endpoint, self.send(c));
@@ -514,14 +533,22 @@ impl TickHandler for Fanout {
     }
 }
 
+/// How long a free send slot waits for others to fill a batch before it is claimed alone.
+const PARTIAL_CLAIM_AFTER: Duration = Duration::from_millis(20);
+
 /// The sends under way, and how many per endpoint.
 #[derive(Default)]
 struct InFlight {
     tasks: JoinSet<(Claimed, send::Attempt)>,
     per_endpoint: HashMap<i64, usize>,
-    /// Which endpoint each send task serves (so even a task that panicked frees its slot), and
-    /// when it started.
-    endpoint_of: HashMap<tokio::task::Id, (i64, Instant)>,
+    /// Which endpoint each send task serves, so even a task that panicked frees its slot.
+    endpoint_of: HashMap<tokio::task::Id, i64>,
+    /// When the first slot freed since the last claim was freed.
+    free_since: Option<Instant>,
+    /// Slots freed since the last claim.
+    freed: usize,
+    /// Whether the last claim found less than it had room for.
+    short: bool,
 }
 
 impl InFlight {
@@ -541,16 +568,7 @@ impl InFlight {
     ) {
         *self.per_endpoint.entry(endpoint).or_default() += 1;
         let task = self.tasks.spawn(send);
-        self.endpoint_of
-            .insert(task.id(), (endpoint, Instant::now()));
-    }
-
-    /// How many sends have been under way for longer than `age`.
-    fn older_than(&self, age: Duration) -> usize {
-        self.endpoint_of
-            .values()
-            .filter(|(_, started)| started.elapsed() > age)
-            .count()
+        self.endpoint_of.insert(task.id(), endpoint);
     }
 
     /// The next finished send, waiting at most `wait`; its endpoint's slot is freed.
@@ -565,7 +583,9 @@ impl InFlight {
             Ok((id, _)) => *id,
             Err(e) => e.id(),
         };
-        if let Some((endpoint, _)) = self.endpoint_of.remove(&task) {
+        self.free_since.get_or_insert_with(Instant::now);
+        self.freed += 1;
+        if let Some(endpoint) = self.endpoint_of.remove(&task) {
             if let Some(n) = self.per_endpoint.get_mut(&endpoint) {
                 *n = n.saturating_sub(1);
             }

@@ -368,8 +368,10 @@ pub async fn update_health(
     Ok(disabled)
 }
 
-/// Per endpoint, from a set of attempts: the last success, the first failure after it and the
-/// last failure (as arrays, for one statement); and the endpoints that answered 410 Gone.
+/// Per endpoint, from a set of attempts: the last success and the first failure after it (when
+/// each attempt started), and the last failure (when it ended: a timeout is known to have
+/// failed only once it has timed out), as arrays for one statement; and the endpoints that
+/// answered 410 Gone.
 struct Health {
     ids: Vec<i64>,
     oks: Vec<Option<DateTime<Utc>>>,
@@ -391,7 +393,9 @@ fn fold_health(done: &[Done]) -> (Health, Vec<i64>) {
             *first_fail = None;
         } else {
             first_fail.get_or_insert(d.started);
-            *last_fail = Some(d.started);
+            // When the failure was known: a timeout is a failure only once it has timed out.
+            let failed_at = d.started + chrono::TimeDelta::milliseconds(i64::from(d.latency_ms));
+            *last_fail = (*last_fail).max(Some(failed_at));
         }
         if d.outcome == "gone" {
             gone.push(d.endpoint_id);

@@ -72,9 +72,19 @@ enum Command {
         /// Events per receiver in each partners-as-they-are scenario (0 skips them).
         #[arg(long, default_value_t = 200)]
         partner_events: usize,
-        /// Also run the scenario of partners answering in 1 s (a tenth of the events).
+        /// Also run the scenario of partners answering in 1 s (a quarter of the events).
         #[arg(long)]
         slow: bool,
+        /// Deliveries pending for one partner after a 10-minute outage (0 skips it).
+        #[arg(long, default_value_t = 100_000)]
+        outage: usize,
+        /// Only the partner scenarios.
+        #[arg(long)]
+        partners_only: bool,
+        /// Print each partner scenario's healthy deliveries second by second, and when the
+        /// bad partner was sent to.
+        #[arg(long)]
+        trace: bool,
     },
     /// Cold start of function binaries in Lambda mode: process start to the first poll of
     /// a loopback Runtime API, against spawning a process that does nothing; then the first
@@ -158,6 +168,9 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             partner_events,
             slow,
+            partners_only,
+            trace,
+            outage,
         } => {
             let opts = crate::fanout::FanoutBench {
                 receivers,
@@ -165,9 +178,17 @@ async fn main() -> anyhow::Result<()> {
                 rate,
                 seconds,
             };
-            crate::fanout::fanout(&admin_url, &cfg, &opts).await?;
+            if !partners_only {
+                crate::fanout::fanout(&admin_url, &cfg, &opts).await?;
+            }
             if partner_events > 0 {
-                crate::partners::partners(&admin_url, &cfg, partner_events, slow).await?;
+                let opts = crate::partners::PartnerBench {
+                    events: partner_events,
+                    slow,
+                    trace,
+                    outage,
+                };
+                crate::partners::partners(&admin_url, &cfg, &opts).await?;
             }
         }
         Command::Coldstart { binaries, runs } => {

@@ -33,6 +33,10 @@ struct Measured {
     latency: Vec<Duration>,
     /// Requests the bad receiver got.
     bad_requests: usize,
+    /// The most requests the healthy receivers got in one second.
+    peak: usize,
+    /// Claim statements the drains ran (those of a drain cut short at the end are not counted).
+    claims: u64,
 }
 
 impl Measured {
@@ -44,14 +48,27 @@ impl Measured {
     }
 }
 
+/// Options of the partner scenarios.
+pub struct PartnerBench {
+    /// Events for each receiver at 100 ms (a quarter of them at 1 s).
+    pub events: usize,
+    /// Also the scenario of partners answering in 1 s.
+    pub slow: bool,
+    /// Print healthy deliveries second by second, and the bad partner's requests.
+    pub trace: bool,
+    /// Deliveries pending for one partner after a 10-minute outage (0 skips the scenario).
+    pub outage: usize,
+}
+
 /// Runs the scenarios and prints a table.
 #[allow(clippy::print_stdout)]
-pub async fn partners(
-    admin_url: &str,
-    cfg: &Config,
-    events: usize,
-    slow_too: bool,
-) -> anyhow::Result<()> {
+pub async fn partners(admin_url: &str, cfg: &Config, opts: &PartnerBench) -> anyhow::Result<()> {
+    let events = opts.events;
+    let b = Scenarios {
+        admin_url,
+        cfg,
+        trace: opts.trace,
+    };
     let fcfg = settings()?;
     let limit = |latency: Duration| fcfg.concurrency as f64 / latency.as_secs_f64();
     let slow = |ms| Behaviour {
@@ -66,15 +83,15 @@ pub async fn partners(
     );
     println!("machine   {}", crate::machine::load_line());
     let hundred = Duration::from_millis(100);
-    let all = run(admin_url, cfg, &fcfg, vec![slow(100); 50], events).await?;
+    let all = b.run(&fcfg, vec![slow(100); 50], events, false).await?;
     print_limit("50 at 100 ms", &all, limit(hundred));
-    if slow_too {
+    if opts.slow {
         let second = Duration::from_secs(1);
-        let n = (events / 10).max(1);
-        let one = run(admin_url, cfg, &fcfg, vec![slow(1000); 50], n).await?;
+        let n = (events / 4).max(1);
+        let one = b.run(&fcfg, vec![slow(1000); 50], n, false).await?;
         print_limit(&format!("50 at 1 s ({n} events each)"), &one, limit(second));
     }
-    let alone = run(admin_url, cfg, &fcfg, vec![slow(100); 49], events).await?;
+    let alone = b.run(&fcfg, vec![slow(100); 49], events, false).await?;
     let mut timeout_cfg = fcfg.clone();
     timeout_cfg.timeout = Duration::from_secs(5);
     let hang = Behaviour {
@@ -90,29 +107,26 @@ pub async fn partners(
         b.push(bad);
         b
     };
-    let hung = run(admin_url, cfg, &timeout_cfg, with(hang), events).await?;
-    let failing = run(admin_url, cfg, &fcfg, with(fail), events).await?;
-    println!(
-        "  {:<44} {:>12} {:>8} {:>11} {:>8} {:>13}",
-        "healthy receivers' deliveries",
-        "deliveries/s",
-        "ratio",
-        "p99 attempt",
-        "ratio",
-        "bad's requests"
-    );
-    for (label, m) in [
-        ("49 at 100 ms, alone", &alone),
-        ("+ 1 that never answers (5 s timeout)", &hung),
-        ("+ 1 that answers 500", &failing),
-    ] {
+    let hung = b.run(&timeout_cfg, with(hang), events, false).await?;
+    let failing = b.run(&fcfg, with(fail), events, false).await?;
+    print_bad_partner(&alone, &hung, &failing);
+    if opts.outage > 0 {
+        let n = opts.outage;
+        let back = b.run(&fcfg, vec![slow(10)], n, true).await?;
+        let bound = fcfg.per_endpoint as f64 / 0.010;
         println!(
-            "  {label:<44} {:>12.0} {:>8.2} {:>8.1} ms {:>8.2} {:>13}",
-            m.rate(),
-            m.rate() / alone.rate(),
-            crate::fanout::ms(m.p99()),
-            m.p99().as_secs_f64() / alone.p99().as_secs_f64().max(1e-9),
-            m.bad_requests
+            "  after a 10-minute outage, one partner answering in 10 ms: {} deliveries drained \
+             in {:.1} s = {:.0}/s; peak {} requests in one second (the per-endpoint bound \
+             {} in flight / 10 ms = {bound:.0}/s); p99 attempt {:.1} ms; {} claims, {:.1} \
+             deliveries each",
+            back.deliveries,
+            back.took.as_secs_f64(),
+            back.rate(),
+            back.peak,
+            fcfg.per_endpoint,
+            crate::fanout::ms(back.p99()),
+            back.claims,
+            back.deliveries as f64 / back.claims.max(1) as f64
         );
     }
     let within =
@@ -135,6 +149,34 @@ pub async fn partners(
     Ok(())
 }
 
+/// The healthy receivers alone, with a partner that never answers, and with one answering 500.
+#[allow(clippy::print_stdout)]
+fn print_bad_partner(alone: &Measured, hung: &Measured, failing: &Measured) {
+    println!(
+        "  {:<44} {:>12} {:>8} {:>11} {:>8} {:>13}",
+        "healthy receivers' deliveries",
+        "deliveries/s",
+        "ratio",
+        "p99 attempt",
+        "ratio",
+        "bad's requests"
+    );
+    for (label, m) in [
+        ("49 at 100 ms, alone", alone),
+        ("+ 1 that never answers (5 s timeout)", hung),
+        ("+ 1 that answers 500", failing),
+    ] {
+        println!(
+            "  {label:<44} {:>12.0} {:>8.2} {:>8.1} ms {:>8.2} {:>13}",
+            m.rate(),
+            m.rate() / alone.rate(),
+            crate::fanout::ms(m.p99()),
+            m.p99().as_secs_f64() / alone.p99().as_secs_f64().max(1e-9),
+            m.bad_requests
+        );
+    }
+}
+
 #[allow(clippy::print_stdout)]
 fn print_limit(label: &str, m: &Measured, limit: f64) {
     println!(
@@ -147,19 +189,58 @@ fn print_limit(label: &str, m: &Measured, limit: f64) {
     );
 }
 
+/// Where and how the scenarios run.
+struct Scenarios<'a> {
+    admin_url: &'a str,
+    cfg: &'a Config,
+    trace: bool,
+}
+
+impl Scenarios<'_> {
+    async fn run(
+        &self,
+        fcfg: &FanoutConfig,
+        behaviours: Vec<Behaviour>,
+        events: usize,
+        outage: bool,
+    ) -> anyhow::Result<Measured> {
+        run(
+            self.admin_url,
+            self.cfg,
+            fcfg,
+            behaviours,
+            events,
+            self.trace,
+            outage,
+        )
+        .await
+    }
+}
+
 /// One scenario: receivers with these behaviours (the healthy ones neither hang nor fail),
-/// `events` events for each, drained until every healthy receiver has them all.
+/// `events` events for each, drained until every healthy receiver has them all. With
+/// `outage`, the endpoints start as a 10-minute partner outage leaves them (see
+/// [`after_outage`]).
 async fn run(
     admin_url: &str,
     cfg: &Config,
     fcfg: &FanoutConfig,
     behaviours: Vec<Behaviour>,
     events: usize,
+    trace: bool,
+    outage: bool,
 ) -> anyhow::Result<Measured> {
     let mut cfg = cfg.clone();
     cfg.db.max_connections = cfg.db.max_connections.max(8);
     let pool = prepare(admin_url, DB, &cfg).await?;
     let healthy: Vec<bool> = behaviours.iter().map(|b| !b.hang && !b.fail).collect();
+    // Receivers log a request when it arrives; the last one is done once answered.
+    let answer = behaviours
+        .iter()
+        .filter(|b| !b.hang && !b.fail)
+        .map(|b| b.delay)
+        .max()
+        .unwrap_or_default();
     let partners = Partners::start_each(behaviours).await?;
     let ids = add_endpoints(
         &pool,
@@ -178,6 +259,9 @@ async fn run(
         publish(&ingest, &format!("p-msg-{chunk}"), &batch).await?;
     }
     let want = events * healthy.iter().filter(|h| **h).count();
+    if outage {
+        after_outage(&pool).await?;
+    }
     let fanout = Arc::new(Fanout::new(
         pool.clone(),
         fcfg.clone(),
@@ -185,35 +269,11 @@ async fn run(
         "fanout",
     )?);
     let t = Instant::now();
-    // Timer sweeps, one after another, as the platform's schedule would start them.
-    let sweeps = {
-        let fanout = Arc::clone(&fanout);
-        tokio::spawn(async move {
-            loop {
-                match fanout.drain().await {
-                    Ok(r) if r.attempts > 0 => {}
-                    Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-                    Err(e) => {
-                        eprintln!("drain failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-        })
-    };
-    let deadline = Duration::from_secs(600);
-    let took = loop {
-        let ok = partners.count_by(|r| healthy[r.receiver] && r.status < 300);
-        if ok >= want {
-            break t.elapsed();
-        }
-        anyhow::ensure!(
-            t.elapsed() < deadline,
-            "{ok} of {want} delivered in {deadline:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
-    sweeps.abort();
+    let (arrived, claims) = drain_until_delivered(&fanout, &partners, &healthy, want, t).await?;
+    let took = arrived + answer;
+    if trace {
+        print_trace(&partners, &healthy, t, took);
+    }
     let bad_requests = partners.count_by(|r| !healthy[r.receiver]);
     let latency = healthy_latency(&pool, &ids, &healthy).await?;
     pool.close().await;
@@ -222,7 +282,34 @@ async fn run(
         took,
         latency,
         bad_requests,
+        claims,
+        peak: per_second(&partners, &healthy, t, took)
+            .into_iter()
+            .max()
+            .unwrap_or(0),
     })
+}
+
+/// The state a 10-minute partner outage leaves: every delivery fell due at some point during
+/// those 10 minutes and waited behind the endpoint's open circuit; the endpoint has been
+/// failing for 10 minutes, and its next probe is due now (the partner is back just before it).
+async fn after_outage(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE deliveries
+         SET next_attempt_at = now() - random() * interval '10 minutes'
+         WHERE status = 'pending'",
+    )
+    .execute(pool)
+    .await?;
+    // The probe falls a quarter of the failing time (at most 30 s) after the last failure.
+    sqlx::query(
+        "UPDATE endpoints
+         SET failing_since = now() - interval '10 minutes',
+             last_failure_at = now() - interval '30 seconds'",
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 async fn healthy_latency(
@@ -247,4 +334,92 @@ async fn healthy_latency(
         .into_iter()
         .map(|m| Duration::from_millis(m.max(0) as u64))
         .collect())
+}
+
+/// Healthy deliveries second by second, and when the bad partners were sent to.
+#[allow(clippy::print_stdout)]
+fn print_trace(partners: &Partners, healthy: &[bool], t: Instant, took: Duration) {
+    let per_second = per_second(partners, healthy, t, took);
+    let bad: Vec<String> = partners
+        .received()
+        .iter()
+        .filter(|r| !healthy[r.receiver])
+        .map(|r| format!("{:.2}", r.at.saturating_duration_since(t).as_secs_f64()))
+        .collect();
+    println!("    trace: healthy receivers' requests per second {per_second:?}");
+    if !bad.is_empty() {
+        println!(
+            "    trace: the bad partner was sent to at (s) {}",
+            bad.join(" ")
+        );
+    }
+}
+
+/// Requests the healthy receivers got in each whole second from `t`.
+fn per_second(partners: &Partners, healthy: &[bool], t: Instant, took: Duration) -> Vec<usize> {
+    let mut out = vec![0usize; took.as_secs() as usize + 1];
+    for r in partners.received() {
+        let second = r.at.saturating_duration_since(t).as_secs() as usize;
+        if healthy[r.receiver] {
+            if let Some(n) = out.get_mut(second) {
+                *n += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Timer sweeps, one after another as the platform's schedule would start them, until the
+/// healthy receivers have acknowledged `want` requests. Returns the time from `t` and the
+/// claims the finished drains ran.
+async fn drain_until_delivered(
+    fanout: &Arc<Fanout>,
+    partners: &Partners,
+    healthy: &[bool],
+    want: usize,
+    t: Instant,
+) -> anyhow::Result<(Duration, u64)> {
+    let claims = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut sweeps = {
+        let (fanout, claims, stop) = (Arc::clone(fanout), Arc::clone(&claims), Arc::clone(&stop));
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                let drained = fanout.drain().await;
+                if let Ok(r) = &drained {
+                    claims.fetch_add(r.claims, std::sync::atomic::Ordering::Relaxed);
+                }
+                match drained {
+                    Ok(r) if r.attempts > 0 => {}
+                    Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    Err(e) => {
+                        eprintln!("drain failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        })
+    };
+    let deadline = Duration::from_secs(600);
+    let took = loop {
+        let ok = partners.count_by(|r| healthy[r.receiver] && r.status < 300);
+        if ok >= want {
+            break t.elapsed();
+        }
+        anyhow::ensure!(
+            t.elapsed() < deadline,
+            "{ok} of {want} delivered in {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    // A drain with nothing left to send returns (and its claims count); one still probing a
+    // bad partner is cut short.
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    if tokio::time::timeout(Duration::from_secs(3), &mut sweeps)
+        .await
+        .is_err()
+    {
+        sweeps.abort();
+    }
+    Ok((took, claims.load(std::sync::atomic::Ordering::Relaxed)))
 }
