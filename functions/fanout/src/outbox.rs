@@ -388,7 +388,7 @@ fn fold_health(done: &[Done]) -> (Health, Vec<i64>) {
     // A send held back by the endpoint's own rate limit says nothing about its health.
     for d in sorted.into_iter().filter(|d| d.outcome != "deferred") {
         let (last_ok, first_fail, last_fail) = health.entry(d.endpoint_id).or_default();
-        if !d.failed() {
+        if d.status == "delivered" {
             *last_ok = Some(d.started);
             *first_fail = None;
         } else {

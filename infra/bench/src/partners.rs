@@ -196,6 +196,10 @@ struct Scenarios<'a> {
     trace: bool,
 }
 
+/// One scenario: receivers with these behaviours (the healthy ones neither hang nor fail),
+/// `events` events for each, drained until every healthy receiver has them all. With
+/// `outage`, the endpoints start as a 10-minute partner outage leaves them (see
+/// [`after_outage`]).
 impl Scenarios<'_> {
     async fn run(
         &self,
@@ -204,90 +208,67 @@ impl Scenarios<'_> {
         events: usize,
         outage: bool,
     ) -> anyhow::Result<Measured> {
-        run(
-            self.admin_url,
-            self.cfg,
-            fcfg,
-            behaviours,
-            events,
-            self.trace,
-            outage,
-        )
-        .await
-    }
-}
-
-/// One scenario: receivers with these behaviours (the healthy ones neither hang nor fail),
-/// `events` events for each, drained until every healthy receiver has them all. With
-/// `outage`, the endpoints start as a 10-minute partner outage leaves them (see
-/// [`after_outage`]).
-async fn run(
-    admin_url: &str,
-    cfg: &Config,
-    fcfg: &FanoutConfig,
-    behaviours: Vec<Behaviour>,
-    events: usize,
-    trace: bool,
-    outage: bool,
-) -> anyhow::Result<Measured> {
-    let mut cfg = cfg.clone();
-    cfg.db.max_connections = cfg.db.max_connections.max(8);
-    let pool = prepare(admin_url, DB, &cfg).await?;
-    let healthy: Vec<bool> = behaviours.iter().map(|b| !b.hang && !b.fail).collect();
-    // Receivers log a request when it arrives; the last one is done once answered.
-    let answer = behaviours
-        .iter()
-        .filter(|b| !b.hang && !b.fail)
-        .map(|b| b.delay)
-        .max()
-        .unwrap_or_default();
-    let partners = Partners::start_each(behaviours).await?;
-    let ids = add_endpoints(
-        &pool,
-        fcfg,
-        &partners,
-        healthy.len(),
-        "bench.partners",
-        |_| None,
-    )
-    .await?;
-    let ingest = Ingest::with_pool(&cfg, pool.clone(), "ingest");
-    for chunk in 0..events.div_ceil(100) {
-        let batch: Vec<_> = (chunk * 100..((chunk + 1) * 100).min(events))
-            .map(|i| cloud_event(&format!("p-{i}"), "bench.partners", "all"))
-            .collect();
-        publish(&ingest, &format!("p-msg-{chunk}"), &batch).await?;
-    }
-    let want = events * healthy.iter().filter(|h| **h).count();
-    if outage {
-        after_outage(&pool).await?;
-    }
-    let fanout = Arc::new(Fanout::new(
-        pool.clone(),
-        fcfg.clone(),
-        Arc::new(SystemLookup),
-        "fanout",
-    )?);
-    let t = Instant::now();
-    let (arrived, claims) = drain_until_delivered(&fanout, &partners, &healthy, want, t).await?;
-    let took = arrived + answer;
-    if trace {
-        print_trace(&partners, &healthy, t, took);
-    }
-    let bad_requests = partners.count_by(|r| !healthy[r.receiver]);
-    let latency = healthy_latency(&pool, &ids, &healthy).await?;
-    pool.close().await;
-    Ok(Measured {
-        deliveries: want,
-        took,
-        latency,
-        bad_requests,
-        claims,
-        peak: per_second(&partners, &healthy, t, took)
-            .into_iter()
+        let (admin_url, trace) = (self.admin_url, self.trace);
+        let mut cfg = self.cfg.clone();
+        cfg.db.max_connections = cfg.db.max_connections.max(8);
+        let pool = prepare(admin_url, DB, &cfg).await?;
+        let healthy: Vec<bool> = behaviours.iter().map(|b| !b.hang && !b.fail).collect();
+        // Receivers log a request when it arrives; the last one is done once answered.
+        let answer = behaviours
+            .iter()
+            .filter(|b| !b.hang && !b.fail)
+            .map(|b| b.delay)
             .max()
-            .unwrap_or(0),
-    })
+            .unwrap_or_default();
+        let partners = Partners::start_each(behaviours).await?;
+        let ids = add_endpoints(
+            &pool,
+            fcfg,
+            &partners,
+            healthy.len(),
+            "bench.partners",
+            |_| None,
+        )
+        .await?;
+        let ingest = Ingest::with_pool(&cfg, pool.clone(), "ingest");
+        for chunk in 0..events.div_ceil(100) {
+            let batch: Vec<_> = (chunk * 100..((chunk + 1) * 100).min(events))
+                .map(|i| cloud_event(&format!("p-{i}"), "bench.partners", "all"))
+                .collect();
+            publish(&ingest, &format!("p-msg-{chunk}"), &batch).await?;
+        }
+        let want = events * healthy.iter().filter(|h| **h).count();
+        if outage {
+            after_outage(&pool).await?;
+        }
+        let fanout = Arc::new(Fanout::new(
+            pool.clone(),
+            fcfg.clone(),
+            Arc::new(SystemLookup),
+            "fanout",
+        )?);
+        let t = Instant::now();
+        let (arrived, claims) =
+            drain_until_delivered(&fanout, &partners, &healthy, want, t).await?;
+        let took = arrived + answer;
+        if trace {
+            print_trace(&partners, &healthy, t, took);
+        }
+        let bad_requests = partners.count_by(|r| !healthy[r.receiver]);
+        let latency = healthy_latency(&pool, &ids, &healthy).await?;
+        pool.close().await;
+        Ok(Measured {
+            deliveries: want,
+            took,
+            latency,
+            bad_requests,
+            claims,
+            peak: per_second(&partners, &healthy, t, took)
+                .into_iter()
+                .max()
+                .unwrap_or(0),
+        })
+    }
 }
 
 /// The state a 10-minute partner outage leaves: every delivery fell due at some point during
