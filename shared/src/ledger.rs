@@ -83,6 +83,8 @@ pub async fn applied(pool: &PgPool, unit: &str) -> Result<bool, Error> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counts<'a> {
     pub unit: &'a str,
+    /// The function that claimed it.
+    pub function: &'a str,
     /// Events stored by this unit.
     pub loaded: u64,
     /// Valid events that were already stored.
@@ -92,21 +94,29 @@ pub struct Counts<'a> {
 }
 
 /// Records the counts of claimed units (in the transaction that claimed them), in one statement.
+///
+/// An upsert on the ledger's key, not an `UPDATE … FROM unnest(…)`: each row is found through
+/// the primary key whatever the statistics say. (The join was planned as a sequential scan of
+/// the whole ledger while a young ledger's statistics were stale: 4.6 ms per load at 2,350
+/// units in, and growing with the table.)
 pub async fn settle(conn: &mut PgConnection, counts: &[Counts<'_>]) -> Result<(), Error> {
     if counts.is_empty() {
         return Ok(());
     }
     let n = |v: u64| i32::try_from(v).unwrap_or(i32::MAX);
     let units: Vec<&str> = counts.iter().map(|c| c.unit).collect();
+    let functions: Vec<&str> = counts.iter().map(|c| c.function).collect();
     let loaded: Vec<i32> = counts.iter().map(|c| n(c.loaded)).collect();
     let dups: Vec<i32> = counts.iter().map(|c| n(c.duplicates)).collect();
     let quarantined: Vec<i32> = counts.iter().map(|c| n(c.quarantined)).collect();
     sqlx::query(
-        "UPDATE ingest_ledger l SET events = c.e, duplicates = c.d, quarantined = c.q
-         FROM unnest($1::text[], $2::int4[], $3::int4[], $4::int4[]) AS c(unit, e, d, q)
-         WHERE l.unit = c.unit",
+        "INSERT INTO ingest_ledger AS l (unit, function, events, duplicates, quarantined)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::int4[], $5::int4[])
+         ON CONFLICT (unit) DO UPDATE SET events = excluded.events,
+             duplicates = excluded.duplicates, quarantined = excluded.quarantined",
     )
     .bind(units)
+    .bind(functions)
     .bind(loaded)
     .bind(dups)
     .bind(quarantined)

@@ -305,6 +305,94 @@ async fn recently_viewed_keeps_the_last_n_distinct_products_per_user_in_order() 
     }
 }
 
+/// A load trims a user's list while another load of the same user moves one of the rows it is
+/// about to trim forward (a newer view of that product) and commits: the newer view stays. The
+/// trim used to re-check only the key on the moved row and deleted the user's newest view.
+#[tokio::test]
+async fn a_trim_never_deletes_a_view_moved_forward_by_a_concurrent_load() {
+    let (db, ingest) = setup(&[("FERRY_RECENTLY_VIEWED", "2")]).await;
+    let t0 = Utc::now() - Duration::minutes(30);
+    let at = |m: i64| t0 + Duration::minutes(m);
+    let view = |id: &str, sku: &str, m: i64| {
+        ev(
+            "acme",
+            id,
+            "product.viewed",
+            at(m),
+            Some("u1"),
+            json!({"sku": sku}),
+        )
+    };
+    // A list one longer than kept, as two concurrent loads can leave it.
+    for (sku, m) in [("sku-a", 3), ("sku-b", 2), ("sku-c", 1)] {
+        sqlx::query(
+            "INSERT INTO recently_viewed (tenant_id, user_id, product_id, viewed_at)
+             VALUES ('acme', 'u1', $1, $2)",
+        )
+        .bind(sku)
+        .bind(at(m))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    // Another load's newer view of sku-c, not committed yet: it holds the row.
+    let mut other = db.pool.begin().await.unwrap();
+    sqlx::query(
+        "UPDATE recently_viewed SET viewed_at = $1 WHERE user_id = 'u1' AND product_id = 'sku-c'",
+    )
+    .bind(at(10))
+    .execute(&mut *other)
+    .await
+    .unwrap();
+    // This load views sku-d; its trim reads sku-b and sku-c as past the newest 2 and waits
+    // for the row the other load holds.
+    let ingest = Arc::new(ingest);
+    let trimming = {
+        let ingest = Arc::clone(&ingest);
+        let event = view("v-d", "sku-d", 5);
+        tokio::spawn(async move { send(&ingest, &[event]).await })
+    };
+    // On Citus the trim waits on a worker, which the coordinator shows in citus_lock_waits.
+    let citus: bool =
+        sqlx::query_scalar("SELECT to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    let waiting = if citus {
+        "SELECT count(*) FROM citus_lock_waits"
+    } else {
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE wait_event_type = 'Lock' AND query LIKE '%ferry_derive_loaded%'"
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while count(&db.pool, waiting).await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the trim never waited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    other.commit().await.unwrap();
+    trimming.await.unwrap();
+    let list = || async {
+        ferry_shared::queries::recently_viewed(&db.pool, "acme", "u1", 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|v| v.product_id)
+            .collect::<Vec<String>>()
+    };
+    let got = list().await;
+    assert_eq!(
+        got[..2],
+        ["sku-c", "sku-d"],
+        "the newest two views first, the moved one kept"
+    );
+    // The list may hold one more until the user's next view trims it.
+    send(&ingest, &[view("v-e", "sku-e", 6)]).await;
+    assert_eq!(list().await, ["sku-c", "sku-e"]);
+}
+
 #[tokio::test]
 async fn subscribed_events_get_one_message_and_one_delivery_per_matching_endpoint() {
     let (db, _) = setup(&[]).await;
@@ -545,6 +633,7 @@ async fn derived_state_written_during_a_load_equals_derived_state_written_at_its
         }
         let counts = Counts {
             unit: "unit",
+            function: "test",
             loaded,
             duplicates: 0,
             quarantined: 0,

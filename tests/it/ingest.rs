@@ -89,6 +89,88 @@ async fn producer_retry_in_a_new_message_is_deduplicated() {
     );
 }
 
+/// A batch of small messages goes in as one insert; each message still gets its own counts,
+/// in its report, its ledger row and its quarantine rows, with the same strategy or the other.
+#[tokio::test]
+async fn each_message_of_a_batch_keeps_its_own_counts() {
+    // One time for all: an event's key includes its time.
+    let time = (chrono::Utc::now() - chrono::Duration::minutes(2)).to_rfc3339();
+    let event = |tenant: &str, id: &str| {
+        let mut e = event(tenant, id);
+        e["time"] = json!(time);
+        e
+    };
+    for threshold in ["5000", "1"] {
+        let (db, ingest) = setup(&[("FERRY_COPY_THRESHOLD", threshold)]).await;
+        let already = json!([event("acme", "k-0")]).to_string();
+        ingest.process(&batch(&[("m-0", already)])).await;
+        let mut stranger = event("acme", "k-9");
+        stranger["tenantid"] = json!("nobody");
+        let messages = [
+            // k-0 was stored by an earlier batch; k-1 and k-2 are new.
+            (
+                "m-1",
+                json!([
+                    event("acme", "k-1"),
+                    event("acme", "k-0"),
+                    event("acme", "k-2")
+                ]),
+            ),
+            // k-2 again (a producer retry inside the batch), k-3 new, one unknown tenant.
+            (
+                "m-2",
+                json!([event("acme", "k-2"), event("acme", "k-3"), stranger]),
+            ),
+            // k-3 again, and one event that is not valid.
+            ("m-3", json!([event("acme", "k-3"), {"specversion": "1.0"}])),
+        ];
+        let bodies: Vec<(&str, String)> =
+            messages.iter().map(|(m, b)| (*m, b.to_string())).collect();
+        let report = ingest.process(&batch(&bodies)).await;
+        assert!(report.failed.is_empty(), "{report:?}");
+        let mut got: Vec<(String, u64, u64, u32)> = report
+            .units
+            .iter()
+            .map(|u| {
+                let q = u.quarantined.values().sum::<u32>();
+                (u.key.clone(), u.loaded, u.duplicates, q)
+            })
+            .collect();
+        got.sort();
+        let want = [
+            ("queue:m-1", 2, 1, 0),
+            ("queue:m-2", 1, 1, 1),
+            ("queue:m-3", 0, 1, 1),
+        ]
+        .map(|(k, l, d, q)| (k.to_owned(), l, d, q));
+        assert_eq!(got, want, "threshold {threshold}");
+        let ledger: Vec<(String, i32, i32, i32)> = sqlx::query_as(
+            "SELECT unit, events, duplicates, quarantined FROM ingest_ledger
+             WHERE unit <> 'queue:m-0' ORDER BY unit",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+        let as_ledger: Vec<(String, i32, i32, i32)> = want
+            .iter()
+            .map(|(k, l, d, q)| (k.clone(), *l as i32, *d as i32, *q as i32))
+            .collect();
+        assert_eq!(ledger, as_ledger, "threshold {threshold}");
+        let quarantined: Vec<(String, String)> =
+            sqlx::query_as("SELECT unit, reason FROM quarantine ORDER BY unit")
+                .fetch_all(&db.pool)
+                .await
+                .unwrap();
+        assert_eq!(quarantined.len(), 2, "{quarantined:?}");
+        assert_eq!(
+            quarantined[0],
+            ("queue:m-2".into(), "unknown_tenant".into())
+        );
+        assert_eq!(quarantined[1].0, "queue:m-3");
+        assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 4);
+    }
+}
+
 #[tokio::test]
 async fn copy_and_unnest_strategies_store_identical_rows() {
     let time = (chrono::Utc::now() - chrono::Duration::minutes(3)).to_rfc3339();

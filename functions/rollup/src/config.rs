@@ -94,6 +94,10 @@ impl RollupConfig {
                     "FERRY_ROLLUP_STATEMENT_TIMEOUT",
                     d.aggregate.statement_timeout,
                 )?,
+                parallel_workers: match env.get("FERRY_ROLLUP_PARALLEL_WORKERS") {
+                    None => d.aggregate.parallel_workers,
+                    Some(_) => Some(env.checked("FERRY_ROLLUP_PARALLEL_WORKERS", 0, |n| *n <= 64)?),
+                },
             },
             budget: env.duration("FERRY_ROLLUP_BUDGET", d.budget)?,
             partitions_ahead,
@@ -177,5 +181,15 @@ mod tests {
         .unwrap();
         assert_eq!(c.retention_mode, RetentionMode::Detach);
         assert_eq!(c.events_retention, Duration::from_secs(2 * 86_400));
+        // The rollup stays on one core unless allowed more.
+        assert_eq!(from(&[]).unwrap().aggregate.parallel_workers, Some(0));
+        let c = from(&[("FERRY_ROLLUP_PARALLEL_WORKERS", "4")]).unwrap();
+        assert_eq!(c.aggregate.parallel_workers, Some(4));
+        assert_eq!(
+            from(&[("FERRY_ROLLUP_PARALLEL_WORKERS", "65")])
+                .unwrap_err()
+                .var,
+            "FERRY_ROLLUP_PARALLEL_WORKERS"
+        );
     }
 }

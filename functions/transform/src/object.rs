@@ -181,7 +181,7 @@ impl Transform {
             );
             let report = ObjectReport::new(unit, Outcome::Stale);
             sql::record_object(load.conn(), blob, Some(rule), None, &report, Some(&detail)).await?;
-            load.commit(&[counts(&report)]).await?;
+            load.commit(&[counts(&report, &self.function)]).await?;
             return Ok(Claimed::Done(report));
         }
         Ok(Claimed::Object(Box::new(ObjectLoad {
@@ -286,7 +286,7 @@ impl Transform {
         report.duplicates = offered.saturating_sub(report.loaded);
         let shape = (format.as_str(), compression.as_str());
         sql::record_object(load.conn(), blob, Some(rule), Some(shape), &report, None).await?;
-        report.deliveries = load.commit(&[counts(&report)]).await?;
+        report.deliveries = load.commit(&[counts(&report, &self.function)]).await?;
         Ok(report)
     }
 
@@ -316,16 +316,17 @@ impl Transform {
         };
         load.add(&report.unit, &[], vec![rejection]).await?;
         sql::record_object(load.conn(), blob, rule, None, &report, Some(detail)).await?;
-        load.commit(&[counts(&report)]).await?;
+        load.commit(&[counts(&report, &self.function)]).await?;
         warn!(unit = %report.unit, reason = %reason, %detail, "object quarantined");
         Ok(report)
     }
 }
 
 /// The ledger counts of an object's report.
-fn counts(report: &ObjectReport) -> Counts<'_> {
+fn counts<'a>(report: &'a ObjectReport, function: &'a str) -> Counts<'a> {
     Counts {
         unit: &report.unit,
+        function,
         loaded: report.loaded,
         duplicates: report.duplicates,
         quarantined: report.quarantined_total(),

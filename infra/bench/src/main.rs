@@ -2,6 +2,7 @@
 //! same run. Driven by `scripts/bench-*.sh`; not a test.
 
 mod coldstart;
+mod e2e;
 mod fanout;
 mod load;
 mod machine;
@@ -96,6 +97,9 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         runs: usize,
     },
+    /// The whole pipeline at a steady rate: queue -> committed row, event -> visible in the
+    /// rollups, commit -> partner receipt, per event.
+    E2e(crate::e2e::E2eBench),
     /// (Internal) the handler side of `transform`, in its own process.
     #[command(hide = true)]
     TransformRun {
@@ -123,7 +127,14 @@ async fn main() -> anyhow::Result<()> {
             pg.url("postgres")
         }
     };
-    match cli.command {
+    run(cli.command, &admin_url, &cfg).await
+}
+
+/// Runs one benchmark.
+#[allow(clippy::print_stdout)]
+async fn run(command: Command, admin_url: &str, cfg: &Config) -> anyhow::Result<()> {
+    let (admin_url, cfg) = (admin_url.to_owned(), cfg.clone());
+    match command {
         Command::Ingest {
             events,
             events_per_message,
@@ -201,6 +212,7 @@ async fn main() -> anyhow::Result<()> {
             };
             crate::coldstart::coldstart(&opts).await?;
         }
+        Command::E2e(opts) => crate::e2e::e2e(&admin_url, &cfg, &opts).await?,
         Command::TransformRun { dir, key } => {
             let run = load::transform_run(&admin_url, &cfg, &dir, &key).await?;
             println!("{}", serde_json::to_string(&run)?);

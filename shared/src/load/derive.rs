@@ -27,8 +27,15 @@ pub(super) const BEGIN: &str = "BEGIN;
 /// stored, so derived state sees each event once. The statement returns two counts: events
 /// stored, events kept for [`derive`].
 pub(super) fn keeping_loaded(insert: &str) -> String {
+    keeping_loaded_from("", insert, "")
+}
+
+/// [`keeping_loaded`] with common table expressions before the insert (`ctes`, each followed
+/// by a comma) and more columns after the two counts (`more`, starting with a comma).
+pub(super) fn keeping_loaded_from(ctes: &str, insert: &str, more: &str) -> String {
     format!(
-        "WITH ins AS ({insert}
+        "WITH {ctes}
+         ins AS ({insert}
              RETURNING tenant_id, source, event_id, type, subject, time, user_id, session_id,
                        datacontenttype, dataschema, extensions, data, data_base64),
          kept AS (
@@ -40,7 +47,7 @@ pub(super) fn keeping_loaded(insert: &str) -> String {
                  FROM ins i LEFT JOIN event_roles r ON r.type = i.type) x
              WHERE role IN ('product_view', 'product_upsert', 'product_delete') OR hooked
              RETURNING 1)
-         SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM kept)"
+         SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM kept){more}"
     )
 }
 

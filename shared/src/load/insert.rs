@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use super::derive::keeping_loaded;
+use super::derive::{keeping_loaded, keeping_loaded_from};
 use crate::error::Error;
 use crate::event::{Event, RejectReason, Rejection};
 
@@ -39,32 +39,52 @@ impl Stored {
 const EVENT_COLUMNS: &str = "tenant_id, source, event_id, type, subject, time, received_at, \
      user_id, session_id, datacontenttype, dataschema, extensions, data, data_base64";
 
-/// Small units: one `INSERT … SELECT FROM unnest(…)` with every column as an array parameter.
+/// Small loads: one `INSERT … SELECT FROM unnest(…)` with every column as an array parameter,
+/// for the events of one unit or of several. `events` pairs each event with the index of its
+/// unit; besides the counts it returns, for every event stored, the index of its unit (the
+/// smallest, when two units hold the same event), so each unit gets its own counts from one
+/// statement.
 pub(super) async fn insert_unnest(
     conn: &mut PgConnection,
-    events: &[&Event],
+    events: &[(i32, &Event)],
     received_at: DateTime<Utc>,
-) -> Result<Stored, Error> {
-    fn col<'e, T: ?Sized>(events: &[&'e Event], f: impl Fn(&'e Event) -> &'e T) -> Vec<&'e T> {
-        events.iter().map(|e| f(e)).collect()
+) -> Result<(Stored, Vec<i32>), Error> {
+    fn col<'e, T: ?Sized>(
+        events: &[(i32, &'e Event)],
+        f: impl Fn(&'e Event) -> &'e T,
+    ) -> Vec<&'e T> {
+        events.iter().map(|(_, e)| f(e)).collect()
     }
     fn opt<'e>(
-        events: &[&'e Event],
+        events: &[(i32, &'e Event)],
         f: impl Fn(&'e Event) -> Option<&'e str>,
     ) -> Vec<Option<&'e str>> {
-        events.iter().map(|e| f(e)).collect()
+        events.iter().map(|(_, e)| f(e)).collect()
     }
-    let sql = keeping_loaded(&format!(
-        "INSERT INTO events ({EVENT_COLUMNS})
-         SELECT t, s, i, ty, sub, tm, $14, u, se, dct, ds, ext::jsonb, d::jsonb, db
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                     $6::timestamptz[], $7::text[], $8::text[], $9::text[], $10::text[],
-                     $11::text[], $12::text[], $13::text[])
-              AS x(t, s, i, ty, sub, tm, u, se, dct, ds, ext, d, db)
-         ON CONFLICT DO NOTHING"
-    ));
-    let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.time).collect();
-    let row: (i64, i64) = sqlx::query_as(&sql)
+    // `src` is read twice (by the insert, and to find the unit of each stored row), so it is
+    // materialized; the insert reads it in the order given (key order).
+    let sql = keeping_loaded_from(
+        "src AS MATERIALIZED (
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                  $6::timestamptz[], $7::text[], $8::text[], $9::text[],
+                                  $10::text[], $11::text[], $12::text[], $13::text[],
+                                  $15::int4[])
+                 AS x(t, s, i, ty, sub, tm, u, se, dct, ds, ext, d, db, unit)),",
+        &format!(
+            "INSERT INTO events ({EVENT_COLUMNS})
+             SELECT t, s, i, ty, sub, tm, $14, u, se, dct, ds, ext::jsonb, d::jsonb, db
+             FROM src
+             ON CONFLICT DO NOTHING"
+        ),
+        ", (SELECT coalesce(array_agg(unit), '{}') FROM (
+               SELECT min(src.unit) AS unit FROM ins
+               JOIN src ON src.t = ins.tenant_id AND src.s = ins.source
+                       AND src.i = ins.event_id AND src.tm = ins.time
+               GROUP BY ins.tenant_id, ins.source, ins.event_id, ins.time) stored)",
+    );
+    let times: Vec<DateTime<Utc>> = events.iter().map(|(_, e)| e.time).collect();
+    let units: Vec<i32> = events.iter().map(|(u, _)| *u).collect();
+    let (stored, kept, units): (i64, i64, Vec<i32>) = sqlx::query_as(&sql)
         .bind(col(events, |e| e.tenant_id.as_str()))
         .bind(col(events, |e| e.source.as_str()))
         .bind(col(events, |e| e.id.as_str()))
@@ -79,9 +99,10 @@ pub(super) async fn insert_unnest(
         .bind(opt(events, |e| e.data.as_deref().map(|d| d.get())))
         .bind(opt(events, |e| e.data_base64.as_deref()))
         .bind(received_at)
+        .bind(units)
         .fetch_one(&mut *conn)
         .await?;
-    Ok(Stored::from_row(row))
+    Ok((Stored::from_row((stored, kept)), units))
 }
 
 /// Moves the staging rows into `events` (deduplicated) and empties the staging table.
@@ -120,8 +141,8 @@ pub(super) async fn insert_each(
             .execute(&mut *tx)
             .await?;
         // A refused event's row in `ferry_loaded` goes with the savepoint.
-        match insert_unnest(tx, std::slice::from_ref(e), received_at).await {
-            Ok(one) => {
+        match insert_unnest(tx, &[(0, *e)], received_at).await {
+            Ok((one, _)) => {
                 stored.add(one);
                 sqlx::query("RELEASE SAVEPOINT ferry_event")
                     .execute(&mut *tx)

@@ -213,9 +213,15 @@ impl Loader {
         // same events (producer retries) insert them in the same order and cannot deadlock.
         let mut ordered: Vec<&Unit> = units.iter().collect();
         ordered.sort_by_cached_key(|u| u.parsed.events.iter().map(Event::key).min());
+        let claimed_units: Vec<&Unit> = ordered
+            .iter()
+            .copied()
+            .filter(|u| claimed.contains(&u.key))
+            .collect();
+        let mut added = load.add_units(&claimed_units).await?.into_iter();
         let mut reports = Vec::with_capacity(units.len());
         for unit in ordered {
-            if !claimed.contains(&unit.key) {
+            let Some(added) = claimed.contains(&unit.key).then(|| added.next()).flatten() else {
                 reports.push(UnitReport {
                     key: unit.key.clone(),
                     applied: false,
@@ -225,9 +231,7 @@ impl Loader {
                     quarantined: BTreeMap::new(),
                 });
                 continue;
-            }
-            let rejected = unit.parsed.rejected.clone();
-            let added = load.add(&unit.key, &unit.parsed.events, rejected).await?;
+            };
             reports.push(UnitReport {
                 key: unit.key.clone(),
                 applied: true,
@@ -242,6 +246,7 @@ impl Loader {
             .filter(|r| r.applied)
             .map(|r| Counts {
                 unit: &r.key,
+                function,
                 loaded: r.loaded,
                 duplicates: r.duplicates,
                 quarantined: r.quarantined.values().map(|n| u64::from(*n)).sum(),
@@ -299,6 +304,7 @@ impl Loader {
         load.add(&key, &[], vec![rejection]).await?;
         let counts = Counts {
             unit: &key,
+            function,
             loaded: 0,
             duplicates: 0,
             quarantined: 1,
@@ -469,6 +475,77 @@ impl Load<'_> {
         })
     }
 
+    /// Adds claimed units whole: like [`Load::add`] for each in turn, but when their events
+    /// together stay below the COPY threshold (the usual queue batch), with one statement for
+    /// all their events and one for all their quarantine rows. Returns each unit's counts, in
+    /// the order given.
+    async fn add_units(&mut self, units: &[&Unit]) -> Result<Vec<Added>, Error> {
+        let total: usize = units.iter().map(|u| u.parsed.events.len()).sum();
+        if self.isolate || self.chunked || total >= self.loader.cfg.copy_threshold {
+            let mut added = Vec::with_capacity(units.len());
+            for u in units {
+                let rejected = u.parsed.rejected.clone();
+                added.push(self.add(&u.key, &u.parsed.events, rejected).await?);
+            }
+            return Ok(added);
+        }
+        let result = self.add_small(units).await;
+        if let Err(e) = &result {
+            self.loader.forget_partitions_on(e);
+        }
+        result
+    }
+
+    /// [`Load::add_units`] for units whose events are few: one insert, one quarantine insert.
+    async fn add_small(&mut self, units: &[&Unit]) -> Result<Vec<Added>, Error> {
+        let times: Vec<DateTime<Utc>> = units
+            .iter()
+            .flat_map(|u| u.parsed.events.iter().map(|e| e.time))
+            .collect();
+        self.loader.ensure_partitions(&times).await?;
+        let tenants: Vec<&str> = units
+            .iter()
+            .flat_map(|u| u.parsed.events.iter().map(|e| e.tenant_id.as_str()))
+            .collect();
+        self.lock_tenants(&tenants).await?;
+        let mut added = vec![Added::default(); units.len()];
+        let mut good: Vec<(i32, &Event)> = Vec::new();
+        let mut quarantine: Vec<(&str, Rejection)> = Vec::new();
+        for (i, u) in units.iter().enumerate() {
+            let mut rejected = u.parsed.rejected.clone();
+            for e in &u.parsed.events {
+                if self.tenants.get(&e.tenant_id).copied().unwrap_or(false) {
+                    good.push((i32::try_from(i).unwrap_or(i32::MAX), e));
+                    added[i].offered += 1;
+                } else {
+                    rejected.push(insert::unknown_tenant(e));
+                }
+            }
+            for r in rejected {
+                *added[i].quarantined.entry(r.reason).or_insert(0) += 1;
+                quarantine.push((u.key.as_str(), r));
+            }
+        }
+        // Key order across units, so concurrent loads of the same events cannot deadlock; a
+        // stable sort, so of two copies of an event the first given is the one stored.
+        good.sort_by(|(ua, a), (ub, b)| a.key().cmp(&b.key()).then(ua.cmp(ub)));
+        if !good.is_empty() {
+            let (stored, by_unit) =
+                insert::insert_unnest(&mut self.tx, &good, self.received_at).await?;
+            self.kept += stored.kept;
+            for u in by_unit {
+                if let Some(a) = usize::try_from(u).ok().and_then(|u| added.get_mut(u)) {
+                    a.loaded += 1;
+                }
+            }
+        }
+        insert::insert_quarantine(&mut self.tx, &quarantine, self.received_at).await?;
+        if self.kept >= self.loader.cfg.derive_after {
+            self.derive(true).await?;
+        }
+        Ok(added)
+    }
+
     /// Inserts the events of active tenants; the others (and any the database refuses, when
     /// isolating) join `rejected`. Returns (offered, loaded).
     async fn add_events(
@@ -489,7 +566,8 @@ impl Load<'_> {
         rejected.extend(unknown.iter().map(|e| insert::unknown_tenant(e)));
         // Concurrent loads of overlapping events (producer retries in different units) wait on
         // each other's uncommitted keys; inserting in key order keeps them from deadlocking.
-        good.sort_unstable_by(|a, b| a.key().cmp(&b.key()));
+        // Stable: of two copies of an event, the first given is the one stored.
+        good.sort_by(|a, b| a.key().cmp(&b.key()));
         let (tx, received_at) = (&mut *self.tx, self.received_at);
         if self.isolate {
             let (stored, refused) = insert::insert_each(tx, &good, received_at).await?;
@@ -508,7 +586,8 @@ impl Load<'_> {
         } else if good.is_empty() {
             insert::Stored::default()
         } else {
-            insert::insert_unnest(tx, &good, received_at).await?
+            let pairs: Vec<(i32, &Event)> = good.iter().map(|e| (0, *e)).collect();
+            insert::insert_unnest(tx, &pairs, received_at).await?.0
         };
         self.kept += stored.kept;
         Ok((good.len() as u64, stored.events))
