@@ -95,6 +95,7 @@ pub struct Counts<'a> {
 
 /// Records the counts of claimed units (in the transaction that claimed them), in one statement.
 ///
+/// Every unit must have been claimed in this transaction (its insert branch never runs then).
 /// An upsert on the ledger's key, not an `UPDATE … FROM unnest(…)`: each row is found through
 /// the primary key whatever the statistics say. (The join was planned as a sequential scan of
 /// the whole ledger while a young ledger's statistics were stale: 4.6 ms per load at 2,350
@@ -104,6 +105,14 @@ pub async fn settle(conn: &mut PgConnection, counts: &[Counts<'_>]) -> Result<()
         return Ok(());
     }
     let n = |v: u64| i32::try_from(v).unwrap_or(i32::MAX);
+    // One row per unit (the last counts given, as an `UPDATE` would leave): an upsert that
+    // meets one key twice fails.
+    let mut seen = std::collections::HashSet::new();
+    let counts: Vec<&Counts> = counts
+        .iter()
+        .rev()
+        .filter(|c| seen.insert(c.unit))
+        .collect();
     let units: Vec<&str> = counts.iter().map(|c| c.unit).collect();
     let functions: Vec<&str> = counts.iter().map(|c| c.function).collect();
     let loaded: Vec<i32> = counts.iter().map(|c| n(c.loaded)).collect();

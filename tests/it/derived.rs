@@ -337,6 +337,10 @@ async fn a_trim_never_deletes_a_view_moved_forward_by_a_concurrent_load() {
     }
     // Another load's newer view of sku-c, not committed yet: it holds the row.
     let mut other = db.pool.begin().await.unwrap();
+    let other_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *other)
+        .await
+        .unwrap();
     sqlx::query(
         "UPDATE recently_viewed SET viewed_at = $1 WHERE user_id = 'u1' AND product_id = 'sku-c'",
     )
@@ -359,13 +363,17 @@ async fn a_trim_never_deletes_a_view_moved_forward_by_a_concurrent_load() {
             .await
             .unwrap();
     let waiting = if citus {
-        "SELECT count(*) FROM citus_lock_waits"
+        "SELECT count(*) FROM citus_lock_waits
+         WHERE blocked_statement ~ 'ferry_derive_loaded|recently_viewed'"
+            .to_owned()
     } else {
-        "SELECT count(*) FROM pg_stat_activity
-         WHERE wait_event_type = 'Lock' AND query LIKE '%ferry_derive_loaded%'"
+        format!(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE {other_pid} = ANY(pg_blocking_pids(pid)) AND datname = current_database()"
+        )
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while count(&db.pool, waiting).await == 0 {
+    while count(&db.pool, &waiting).await == 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "the trim never waited"

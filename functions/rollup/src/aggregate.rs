@@ -14,8 +14,8 @@
 //!    waits for those writers only, so long overlapping writers (whole-file transforms) delay
 //!    the rollup by one writer's length rather than starving it;
 //! 4. aggregate `seq in (last, end]` into two temporary deltas at 5-minute buckets (one scan
-//!    each, on one core unless `parallel_workers` allows more): by type with hll sketches of users and sessions, and by
-//!    source/role/page/product/currency with counts and amounts;
+//!    each, on one core unless `parallel_workers` allows more): by type with hll sketches of
+//!    users and sessions, and by source/role/page/product/currency with counts and amounts;
 //! 5. merge the deltas into the 5-minute, hourly and daily rows with `ON CONFLICT DO UPDATE`
 //!    (counts add, sketches `hll_union`), so late events fold into their old buckets;
 //! 6. advance the watermark, and commit. A crash anywhere before the commit leaves nothing.
@@ -40,11 +40,11 @@ pub struct AggregateOptions {
     pub work_mem_mb: u32,
     /// Statement timeout inside the rollup transaction.
     pub statement_timeout: Duration,
-    /// Parallel workers per scan of the rollup (`max_parallel_workers_per_gather`); `None`
-    /// leaves the server's setting. The default, 0, keeps a run on one core so that the loads
-    /// sharing the database keep the others: on 2 cores with the server's 2 workers, each
-    /// minute's rollup at 10,000 events/s stalled ingest for its length (queue -> row p50
-    /// 493 ms meanwhile, p99 of the run 672 ms; with 0: 52 ms and 95 ms).
+    /// Parallel workers per scan of the rollup (`max_parallel_workers_per_gather`, set for the
+    /// transaction; on Citus, on the coordinator only); `None` leaves the server's setting.
+    /// The default, 0, keeps a run on one core so that the loads sharing the database keep the
+    /// others: with the server's 2 workers on 2 cores, each minute's rollup stalled ingest for
+    /// its length (docs/performance.md, `bench-e2e.sh`).
     pub parallel_workers: Option<u32>,
 }
 

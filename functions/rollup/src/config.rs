@@ -94,10 +94,10 @@ impl RollupConfig {
                     "FERRY_ROLLUP_STATEMENT_TIMEOUT",
                     d.aggregate.statement_timeout,
                 )?,
-                parallel_workers: match env.get("FERRY_ROLLUP_PARALLEL_WORKERS") {
-                    None => d.aggregate.parallel_workers,
-                    Some(_) => Some(env.checked("FERRY_ROLLUP_PARALLEL_WORKERS", 0, |n| *n <= 64)?),
-                },
+                // Always set: the default is 0, never the server's.
+                parallel_workers: Some(
+                    env.checked("FERRY_ROLLUP_PARALLEL_WORKERS", 0, |n| *n <= 64)?,
+                ),
             },
             budget: env.duration("FERRY_ROLLUP_BUDGET", d.budget)?,
             partitions_ahead,

@@ -210,7 +210,8 @@ impl Loader {
             .collect();
         load.lock_tenants(&tenants).await?;
         // Units in order of their smallest event key, so two transactions holding copies of the
-        // same events (producer retries) insert them in the same order and cannot deadlock.
+        // same events (producer retries) insert them in the same order and cannot deadlock
+        // when units go in one by one (a batch in one statement is sorted by key as a whole).
         let mut ordered: Vec<&Unit> = units.iter().collect();
         ordered.sort_by_cached_key(|u| u.parsed.events.iter().map(Event::key).min());
         let claimed_units: Vec<&Unit> = ordered
