@@ -239,13 +239,7 @@ async fn drive(
     opts: &E2eBench,
 ) -> anyhow::Result<Run> {
     let nudges = Arc::new(LocalQueue::new(Duration::from_secs(60), Some(5)));
-    let nudge: ferry_shared::load::Nudge = {
-        let nudges = Arc::clone(&nudges);
-        Arc::new(move |deliveries| {
-            let body = ferry_shared::trigger::nudge_message(deliveries).to_string();
-            nudges.send(body.into_bytes());
-        })
-    };
+    let nudge = ferry_local::webhooks::nudge_into(Arc::clone(&nudges));
     let stop_fanout = Arc::new(AtomicBool::new(false));
     let fanout_consumer = tokio::spawn(consume(
         Arc::clone(&nudges),

@@ -37,6 +37,18 @@ pub const PARTNER_TYPES: [&str; 4] = [
     "anomaly.*",
 ];
 
+/// A loader's nudge hook that sends each nudge to `queue`, as SQS or an Azure output binding
+/// would carry it to the fanout.
+pub fn nudge_into(queue: Arc<LocalQueue>) -> Nudge {
+    Arc::new(move |deliveries| {
+        queue.send(
+            ferry_shared::trigger::nudge_message(deliveries)
+                .to_string()
+                .into_bytes(),
+        );
+    })
+}
+
 /// The running partner, its endpoint and the fanout feeding it.
 pub struct WebhookDemo {
     partners: Partners,
@@ -128,14 +140,7 @@ impl WebhookDemo {
 
     /// The hook for the demo's loads: each commit that queued deliveries sends a nudge.
     pub fn nudge(&self) -> Nudge {
-        let queue = Arc::clone(&self.nudges);
-        Arc::new(move |deliveries| {
-            queue.send(
-                ferry_shared::trigger::nudge_message(deliveries)
-                    .to_string()
-                    .into_bytes(),
-            );
-        })
+        nudge_into(Arc::clone(&self.nudges))
     }
 
     /// Waits for what is due (the timer sweep, as the platform would run it), prints the
