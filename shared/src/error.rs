@@ -24,6 +24,12 @@ pub enum Error {
     /// gives the same answer.
     #[error("database refused the data: {0}")]
     Permanent(#[source] sqlx::Error),
+    /// An insert without `ON CONFLICT` (the loader's first try, see
+    /// [`Load::cautious`](crate::load::Load::cautious)) met a stored copy of one of its events
+    /// (SQLSTATE 23505). Nothing of the transaction is kept; the load is redone with
+    /// `ON CONFLICT DO NOTHING`, which stores the rest and counts the copies as duplicates.
+    #[error("an event of the load is stored already: {0}")]
+    Conflict(#[source] sqlx::Error),
     /// A crash injected by a test (debug builds with the `fault-injection` feature only).
     #[cfg(fault_injection)]
     #[error("injected crash {0:?}")]

@@ -348,8 +348,9 @@ async fn a_trim_never_deletes_a_view_moved_forward_by_a_concurrent_load() {
     .execute(&mut *other)
     .await
     .unwrap();
-    // This load views sku-d; its trim reads sku-b and sku-c as past the newest 2 and waits
-    // for the row the other load holds.
+    // This load views sku-d; its trim reads sku-b and sku-c as past the newest 2. On one
+    // server it skips the row the other load holds (and deletes sku-b); on Citus it waits for
+    // it, then finds it moved forward.
     let ingest = Arc::new(ingest);
     let trimming = {
         let ingest = Arc::clone(&ingest);
@@ -372,16 +373,25 @@ async fn a_trim_never_deletes_a_view_moved_forward_by_a_concurrent_load() {
              WHERE {other_pid} = ANY(pg_blocking_pids(pid)) AND datname = current_database()"
         )
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while count(&db.pool, &waiting).await == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the trim never waited"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    if citus {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while count(&db.pool, &waiting).await == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the trim never waited"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        other.commit().await.unwrap();
+        trimming.await.unwrap();
+    } else {
+        assert_eq!(count(&db.pool, &waiting).await, 0);
+        tokio::time::timeout(std::time::Duration::from_secs(10), trimming)
+            .await
+            .expect("the load waited for the row another load holds")
+            .unwrap();
+        other.commit().await.unwrap();
     }
-    other.commit().await.unwrap();
-    trimming.await.unwrap();
     let list = || async {
         ferry_shared::queries::recently_viewed(&db.pool, "acme", "u1", 10)
             .await
@@ -399,6 +409,56 @@ async fn a_trim_never_deletes_a_view_moved_forward_by_a_concurrent_load() {
     // The list may hold one more until the user's next view trims it.
     send(&ingest, &[view("v-e", "sku-e", 6)]).await;
     assert_eq!(list().await, ["sku-c", "sku-e"]);
+}
+
+#[tokio::test]
+async fn a_change_older_than_the_stored_one_does_not_wait_for_a_load_holding_the_product() {
+    let (db, ingest) = setup(&[]).await;
+    let t0 = Utc::now() - Duration::minutes(30);
+    let at = |m: i64| t0 + Duration::minutes(m);
+    let change = |id: &str, m: i64, price: i64| {
+        ev(
+            "acme",
+            id,
+            "product.updated",
+            at(m),
+            None,
+            json!({"sku": "p1", "price": price}),
+        )
+    };
+    send(&ingest, &[change("p1-v5", 5, 50)]).await;
+    // Another load holds p1's row, uncommitted (as its own upsert of p1 would).
+    let mut other = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM products WHERE tenant_id = 'acme' AND product_id = 'p1' FOR UPDATE")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    // An older change cannot win: it is dropped without waiting for the row.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        send(&ingest, &[change("p1-v2", 2, 20)]),
+    )
+    .await
+    .expect("a change older than the stored one waited for the row lock");
+    other.commit().await.unwrap();
+    // A newer one still wins, and the older one is stored as an event.
+    send(&ingest, &[change("p1-v7", 7, 70)]).await;
+    let price: i64 = sqlx::query_scalar(
+        "SELECT (state->>'price')::bigint FROM products
+         WHERE tenant_id = 'acme' AND product_id = 'p1'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(price, 70);
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM events WHERE event_id = 'p1-v2'"
+        )
+        .await,
+        1
+    );
 }
 
 #[tokio::test]

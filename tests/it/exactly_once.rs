@@ -164,6 +164,9 @@ async fn two_hundred_thousand_transactions_sum_to_zero_under_faults() {
             recently_viewed: 20,
             // Small, so that loads also write derived state before their commit, under crashes.
             derive_after: 40,
+            // Short, so that loads go in both ways: without ON CONFLICT, and redone with it
+            // after meeting the producer's retries.
+            cautious_for: Duration::from_millis(200),
         },
     )
     .with_faults(Arc::new(move |point| {

@@ -89,6 +89,85 @@ async fn producer_retry_in_a_new_message_is_deduplicated() {
     );
 }
 
+/// The loader inserts without `ON CONFLICT` first; a load that meets a stored copy of one of
+/// its events is redone with it, counts the copies as duplicates, and the loader dedups up
+/// front for a while. A copy within the load itself never costs a redo.
+#[tokio::test]
+async fn a_load_that_meets_a_stored_event_is_redone_with_on_conflict() {
+    use ferry_shared::load::{Loader, LoaderConfig, Unit};
+    let time = (chrono::Utc::now() - chrono::Duration::minutes(2)).to_rfc3339();
+    let body = |ids: &[&str]| {
+        let events: Vec<Value> = ids
+            .iter()
+            .map(|id| {
+                let mut e = event("acme", id);
+                e["time"] = json!(time);
+                e
+            })
+            .collect();
+        json!(events).to_string()
+    };
+    for threshold in ["1", "1000000"] {
+        let db = fresh_db().await;
+        ferry_shared::db::add_tenant(&db.pool, "acme", "acme")
+            .await
+            .unwrap();
+        let cfg = config(&[("FERRY_COPY_THRESHOLD", threshold)]);
+        let loader = Loader::new(db.pool.clone(), LoaderConfig::from_config(&cfg));
+        let unit = |key: &str, ids: &[&str]| Unit {
+            key: key.to_owned(),
+            parsed: ferry_shared::validate::parse_body(
+                body(ids).as_bytes(),
+                &cfg.limits,
+                chrono::Utc::now(),
+            ),
+        };
+        // New events, one of them twice in its own message: no redo.
+        let first = loader
+            .load("ingest", &[unit("queue:a", &["e1", "e2", "e3", "e3"])])
+            .await
+            .unwrap();
+        assert_eq!((first[0].loaded, first[0].duplicates), (3, 1));
+        assert!(!loader.dedups_up_front(), "threshold {threshold}");
+        // Two stored before, two new: redone, counted, and the loader turns cautious.
+        let second = loader
+            .load("ingest", &[unit("queue:b", &["e2", "e3", "e4", "e5"])])
+            .await
+            .unwrap();
+        assert_eq!(
+            (second[0].loaded, second[0].duplicates),
+            (2, 2),
+            "threshold {threshold}"
+        );
+        assert!(loader.dedups_up_front(), "threshold {threshold}");
+        assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 5);
+        assert_eq!(
+            count(
+                &db.pool,
+                "SELECT count(*) FROM ingest_ledger
+                 WHERE unit = 'queue:b' AND events = 2 AND duplicates = 2"
+            )
+            .await,
+            1
+        );
+        // A loader that is never cautious for long still redoes each such load.
+        let brief = Loader::new(
+            db.pool.clone(),
+            LoaderConfig {
+                cautious_for: Duration::ZERO,
+                ..LoaderConfig::from_config(&cfg)
+            },
+        );
+        let third = brief
+            .load("ingest", &[unit("queue:c", &["e5", "e6"])])
+            .await
+            .unwrap();
+        assert_eq!((third[0].loaded, third[0].duplicates), (1, 1));
+        assert!(!brief.dedups_up_front());
+        assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 6);
+    }
+}
+
 /// A batch of small messages goes in as one insert; each message still gets its own counts,
 /// in its report, its ledger row and its quarantine rows, with the same strategy or the other.
 #[tokio::test]

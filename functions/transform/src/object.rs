@@ -23,7 +23,7 @@ use object_store::{GetOptions, GetResult, ObjectStore, ObjectStoreExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::io::{StreamReader, SyncIoBridge};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::format::{Compression, Format};
 use crate::map::{Mapped, Mapper};
@@ -64,6 +64,16 @@ struct ObjectLoad<'t> {
     offered: u64,
 }
 
+/// How an object's load goes in: first as the loader chooses (inserts without `ON CONFLICT`
+/// unless it met stored events lately), then, if an event was stored before, deduplicating up
+/// front; event by event when the database refuses one for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    First,
+    Cautious,
+    Isolating,
+}
+
 /// The first step's answer: an object to load, or the report of one that needs nothing more.
 enum Claimed<'t> {
     Object(Box<ObjectLoad<'t>>),
@@ -99,15 +109,26 @@ impl Transform {
         if !pin(&mut pinned, store.as_ref(), &path).await? {
             return Ok(ObjectReport::new(unit_of(&pinned), Outcome::Gone));
         }
-        let first = self.load_object(&pinned, &store, &path, false).await;
-        let report = match first {
-            Err(TransformError::Database(Error::Permanent(e))) => {
-                // The database refuses some record for good (a value jsonb cannot hold, say):
-                // load the object again event by event, quarantining only what it refuses.
-                warn!(unit = %unit_of(&pinned), error = %e, "reloading the object event by event");
-                self.load_object(&pinned, &store, &path, true).await?
+        let mut attempt = Attempt::First;
+        let report = loop {
+            match self.load_object(&pinned, &store, &path, attempt).await {
+                Err(TransformError::Database(Error::Conflict(e))) if attempt == Attempt::First => {
+                    // Some event of the object was stored before (an overlapping file): load
+                    // it again deduplicating every chunk with ON CONFLICT.
+                    debug!(unit = %unit_of(&pinned), error = %e, "reloading the object with ON CONFLICT");
+                    attempt = Attempt::Cautious;
+                }
+                Err(TransformError::Database(Error::Permanent(e)))
+                    if attempt != Attempt::Isolating =>
+                {
+                    // The database refuses some record for good (a value jsonb cannot hold,
+                    // say): load the object again event by event, quarantining only what it
+                    // refuses.
+                    warn!(unit = %unit_of(&pinned), error = %e, "reloading the object event by event");
+                    attempt = Attempt::Isolating;
+                }
+                other => break other?,
             }
-            other => other?,
         };
         info!(
             unit = %report.unit, outcome = ?report.outcome, records = report.records,
@@ -125,7 +146,7 @@ impl Transform {
         blob: &BlobCreated,
         store: &Arc<dyn ObjectStore>,
         path: &ObjectPath,
-        isolate: bool,
+        attempt: Attempt,
     ) -> Result<ObjectReport, TransformError> {
         let unit = unit_of(blob);
         if ledger::applied(&self.pool, &unit).await? {
@@ -141,7 +162,7 @@ impl Transform {
                 .quarantine_object(blob, None, reason, &detail, &[])
                 .await;
         };
-        let mut object = match self.claim(blob, unit.clone(), rule, isolate).await? {
+        let mut object = match self.claim(blob, unit.clone(), rule, attempt).await? {
             Claimed::Object(object) => object,
             Claimed::Done(report) => return Ok(report),
         };
@@ -159,9 +180,16 @@ impl Transform {
         blob: &'t BlobCreated,
         unit: String,
         rule: &'t Rule,
-        isolate: bool,
+        attempt: Attempt,
     ) -> Result<Claimed<'t>, TransformError> {
-        let mut load = self.loader.begin(isolate).await?.chunked();
+        let mut load = self
+            .loader
+            .begin(attempt == Attempt::Isolating)
+            .await?
+            .chunked();
+        if attempt == Attempt::Cautious {
+            load = load.cautious();
+        }
         let timeout = self.cfg.timeout.as_millis();
         sqlx::query(&format!("SET LOCAL statement_timeout = {timeout}"))
             .execute(load.conn())

@@ -29,7 +29,9 @@ mod derive;
 mod insert;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgPool;
@@ -42,6 +44,7 @@ use crate::error::Error;
 use crate::event::{Event, RejectReason, Rejection};
 use crate::ledger::{self, Counts};
 use crate::validate::Parsed;
+use insert::OnStored;
 
 #[cfg(fault_injection)]
 use crate::faults::{CrashPoint, FaultHook};
@@ -98,6 +101,10 @@ pub struct LoaderConfig {
     /// Events kept for derived state after which [`Load::add`] writes it without waiting for
     /// the commit ([`DERIVE_AFTER`]).
     pub derive_after: u64,
+    /// After a load met a stored copy of one of its events, how long loads dedup with
+    /// `ON CONFLICT DO NOTHING` from the start instead of trying without it first
+    /// ([`Load::cautious`], [`CAUTIOUS_FOR`]).
+    pub cautious_for: Duration,
 }
 
 impl LoaderConfig {
@@ -107,6 +114,7 @@ impl LoaderConfig {
             copy_threshold: cfg.copy_threshold,
             recently_viewed: cfg.recently_viewed,
             derive_after: DERIVE_AFTER,
+            cautious_for: CAUTIOUS_FOR,
         }
     }
 }
@@ -116,6 +124,10 @@ impl LoaderConfig {
 /// user's list touched once, not once per chunk), and the events wait in the database's
 /// temporary table, not in memory here; the bound keeps that table from growing with the file.
 pub const DERIVE_AFTER: u64 = 200_000;
+
+/// How long a loader dedups up front after a load met a stored copy of one of its events: a
+/// stream with producer retries pays for one redone load a minute, not one per batch.
+pub const CAUTIOUS_FOR: Duration = Duration::from_secs(60);
 
 /// Called after a commit that enqueued webhook deliveries (with their number): sends the
 /// fanout function a nudge. Best effort: the fanout's timer sweep is the safety net.
@@ -127,6 +139,10 @@ pub struct Loader {
     cfg: LoaderConfig,
     /// Partition slots known to exist, so the common case costs no round trip.
     known_partitions: Mutex<HashSet<i64>>,
+    /// Until when (milliseconds since `started`) loads begin [`Load::cautious`]: set when a
+    /// load met a stored copy of one of its events.
+    cautious_until: AtomicU64,
+    started: Instant,
     nudge: Option<Nudge>,
     #[cfg(fault_injection)]
     faults: Option<FaultHook>,
@@ -146,6 +162,8 @@ impl Loader {
             pool,
             cfg,
             known_partitions: Mutex::new(HashSet::new()),
+            cautious_until: AtomicU64::new(0),
+            started: Instant::now(),
             nudge: None,
             #[cfg(fault_injection)]
             faults: None,
@@ -193,12 +211,32 @@ impl Loader {
         units: &[Unit],
         isolate: bool,
     ) -> Result<Vec<UnitReport>, Error> {
+        match self.load_once(function, units, isolate, false).await {
+            Err(Error::Conflict(e)) => {
+                debug!(error = %e, "a load met a stored event; loading it again with ON CONFLICT");
+                self.load_once(function, units, isolate, true).await
+            }
+            other => other,
+        }
+    }
+
+    /// One try of [`Loader::load_with`]; `cautious` dedups with `ON CONFLICT` from the start.
+    async fn load_once(
+        &self,
+        function: &str,
+        units: &[Unit],
+        isolate: bool,
+        cautious: bool,
+    ) -> Result<Vec<UnitReport>, Error> {
         let times: Vec<DateTime<Utc>> = units
             .iter()
             .flat_map(|u| u.parsed.events.iter().map(|e| e.time))
             .collect();
         self.ensure_partitions(&times).await?;
         let mut load = self.begin(isolate).await?;
+        if cautious {
+            load = load.cautious();
+        }
         let keys: Vec<&str> = units.iter().map(|u| u.key.as_str()).collect();
         let claimed = ledger::claim(load.conn(), function, &keys).await?;
         crash_point!(self, AfterClaim);
@@ -270,6 +308,11 @@ impl Loader {
             tx,
             received_at: Utc::now(),
             isolate,
+            on_stored: if isolate || self.dedups_up_front() {
+                OnStored::Skip
+            } else {
+                OnStored::Fail
+            },
             tenants: HashMap::new(),
             staging: false,
             chunked: false,
@@ -352,9 +395,31 @@ impl Loader {
         Ok(())
     }
 
-    /// Forgets the partitions it knew of when an insert found one missing (retention dropped
-    /// it), so the next load checks again.
-    fn forget_partitions_on(&self, e: &Error) {
+    /// True while loads dedup with `ON CONFLICT` from the start: for
+    /// [`LoaderConfig::cautious_for`] after a load met a stored copy of one of its events.
+    pub fn dedups_up_front(&self) -> bool {
+        self.millis() < self.cautious_until.load(Ordering::Relaxed)
+    }
+
+    fn millis(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Notes that an insert met a stored copy of one of its events.
+    fn met_stored(&self) {
+        let until = self
+            .millis()
+            .saturating_add(u64::try_from(self.cfg.cautious_for.as_millis()).unwrap_or(u64::MAX));
+        self.cautious_until.fetch_max(until, Ordering::Relaxed);
+    }
+
+    /// What a failed add teaches the loader: a partition it knew of is missing (retention
+    /// dropped it), so the next load checks again; or an event was stored already, so loads
+    /// dedup up front for a while.
+    fn learn_from(&self, e: &Error) {
+        if let Error::Conflict(_) = e {
+            self.met_stored();
+        }
         if let Error::Transient(sqlx::Error::Database(db)) = e {
             if db.code().as_deref() == Some("23514") {
                 self.known_partitions
@@ -392,6 +457,8 @@ pub struct Load<'l> {
     staging: bool,
     /// Every add goes through the staging table ([`Load::chunked`]).
     chunked: bool,
+    /// Whether the events inserts dedup with `ON CONFLICT` ([`Load::cautious`]).
+    on_stored: OnStored,
     /// Stored events in `ferry_loaded` whose derived state is not written yet.
     kept: u64,
     deliveries: u64,
@@ -418,6 +485,16 @@ impl Load<'_> {
     /// afresh and routes rows to the new partitions.
     pub fn chunked(mut self) -> Self {
         self.chunked = true;
+        self
+    }
+
+    /// Dedups every events insert with `ON CONFLICT DO NOTHING` from the start. Without it, a
+    /// load tries its inserts without the clause first (cheaper: no speculative insertion):
+    /// an event stored already then fails the insert with [`Error::Conflict`], the caller
+    /// rolls back and loads again with this, and the loader stays cautious for
+    /// [`LoaderConfig::cautious_for`]. [`Loader::load`] does that itself.
+    pub fn cautious(mut self) -> Self {
+        self.on_stored = OnStored::Skip;
         self
     }
 
@@ -457,7 +534,7 @@ impl Load<'_> {
     ) -> Result<Added, Error> {
         let result = self.add_events(events, &mut rejected).await;
         if let Err(e) = &result {
-            self.loader.forget_partitions_on(e);
+            self.loader.learn_from(e);
         }
         let (offered, loaded) = result?;
         let mut quarantined = BTreeMap::new();
@@ -492,7 +569,7 @@ impl Load<'_> {
         }
         let result = self.add_small(units).await;
         if let Err(e) = &result {
-            self.loader.forget_partitions_on(e);
+            self.loader.learn_from(e);
         }
         result
     }
@@ -530,9 +607,11 @@ impl Load<'_> {
         // Key order across units, so concurrent loads of the same events cannot deadlock; a
         // stable sort, so of two copies of an event the first given is the one stored.
         good.sort_by(|(ua, a), (ub, b)| a.key().cmp(&b.key()).then(ua.cmp(ub)));
+        good.dedup_by(|(_, later), (_, first)| later.key() == first.key());
         if !good.is_empty() {
             let (stored, by_unit) =
-                insert::insert_unnest(&mut self.tx, &good, self.received_at).await?;
+                insert::insert_unnest(&mut self.tx, &good, self.received_at, self.on_stored)
+                    .await?;
             self.kept += stored.kept;
             for u in by_unit {
                 if let Some(a) = usize::try_from(u).ok().and_then(|u| added.get_mut(u)) {
@@ -577,21 +656,28 @@ impl Load<'_> {
             self.kept += stored.kept;
             return Ok((offered, stored.events));
         }
+        let offered = good.len() as u64;
+        // One copy of each event goes in (the rest are duplicates), so that an insert without
+        // `ON CONFLICT` fails only on events stored before.
+        good.dedup_by(|later, first| later.key() == first.key());
+        let on_stored = self.on_stored;
         let stored = if self.chunked || good.len() >= self.loader.cfg.copy_threshold {
             if !self.staging {
                 create_staging(tx).await?;
                 self.staging = true;
             }
             copy_to_staging(tx, &good).await?;
-            insert::merge_staging(tx, received_at).await?
+            insert::merge_staging(tx, received_at, on_stored).await?
         } else if good.is_empty() {
             insert::Stored::default()
         } else {
             let pairs: Vec<(i32, &Event)> = good.iter().map(|e| (0, *e)).collect();
-            insert::insert_unnest(tx, &pairs, received_at).await?.0
+            insert::insert_unnest(tx, &pairs, received_at, on_stored)
+                .await?
+                .0
         };
         self.kept += stored.kept;
-        Ok((good.len() as u64, stored.events))
+        Ok((offered, stored.events))
     }
 
     /// Writes the derived state of the events kept so far (products, recently viewed, webhook
