@@ -385,7 +385,6 @@ async fn a_trim_never_deletes_a_view_moved_forward_by_a_concurrent_load() {
         other.commit().await.unwrap();
         trimming.await.unwrap();
     } else {
-        assert_eq!(count(&db.pool, &waiting).await, 0);
         tokio::time::timeout(std::time::Duration::from_secs(10), trimming)
             .await
             .expect("the load waited for the row another load holds")
@@ -622,7 +621,7 @@ async fn subscribed_events_get_one_message_and_one_delivery_per_matching_endpoin
 }
 
 /// Derived state written part by part within one load (every few kept events, as a big file's
-/// load does every 200,000) is the same as derived state written once at the commit: products,
+/// load does every 500,000) is the same as derived state written once at the commit: products,
 /// recently viewed, webhook messages and deliveries, row for row.
 #[tokio::test]
 async fn derived_state_written_during_a_load_equals_derived_state_written_at_its_commit() {

@@ -91,7 +91,7 @@ async fn producer_retry_in_a_new_message_is_deduplicated() {
 
 /// The loader inserts without `ON CONFLICT` first; a load that meets a stored copy of one of
 /// its events is redone with it, counts the copies as duplicates, and the loader dedups up
-/// front for a while. A copy within the load itself never costs a redo.
+/// front for a while. A copy within one insert (one message here) never costs a redo.
 #[tokio::test]
 async fn a_load_that_meets_a_stored_event_is_redone_with_on_conflict() {
     use ferry_shared::load::{Loader, LoaderConfig, Unit};

@@ -6,7 +6,7 @@
 //! - **fetch**: a GET pinned to that version (gone since: nothing to do);
 //! - **stream**: a blocking thread reads and maps records into bounded chunks while each chunk
 //!   is added to the load ([`ferry_shared::load::Load::add`]; derived state is written in bulk
-//!   by the load, every 200,000 kept events and at the commit);
+//!   by the load, every 500,000 kept events and at the commit);
 //! - **finish**: the `blob_objects` row, the ledger counts and the commit — or, when the object
 //!   as a whole is unreadable, a rollback and the object quarantined.
 
@@ -23,7 +23,7 @@ use object_store::{GetOptions, GetResult, ObjectStore, ObjectStoreExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::io::{StreamReader, SyncIoBridge};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::format::{Compression, Format};
 use crate::map::{Mapped, Mapper};
@@ -115,7 +115,7 @@ impl Transform {
                 Err(TransformError::Database(Error::Conflict(e))) if attempt == Attempt::First => {
                     // Some event of the object was stored before (an overlapping file): load
                     // it again deduplicating every chunk with ON CONFLICT.
-                    debug!(unit = %unit_of(&pinned), error = %e, "reloading the object with ON CONFLICT");
+                    info!(unit = %unit_of(&pinned), error = %e, "reloading the object with ON CONFLICT");
                     attempt = Attempt::Cautious;
                 }
                 Err(TransformError::Database(Error::Permanent(e)))

@@ -46,9 +46,9 @@ pub(super) enum OnStored {
     /// `ON CONFLICT DO NOTHING`: the stored copy stays, the new one is counted as a duplicate.
     Skip,
     /// No `ON CONFLICT` clause: a stored copy fails the statement with 23505, which comes back
-    /// as [`Error::Conflict`]. Cheaper when nothing is stored yet (no speculative insertion,
-    /// about a quarter of the insert in a `psql` test), the usual case. The events must be
-    /// distinct by key.
+    /// as [`Error::Conflict`]. Cheaper when nothing is stored yet, the usual case: no
+    /// speculative insertion, a quarter to a third of the insert in `psql` tests. The events
+    /// must be distinct by key.
     Fail,
 }
 
