@@ -21,10 +21,10 @@ pub(super) const BEGIN: &str = "BEGIN;
          role text, hooked boolean
      ) ON COMMIT DELETE ROWS";
 
-/// Wraps an `INSERT INTO events …` (with or without `ON CONFLICT DO NOTHING`) so that it also copies the stored
-/// events that feed derived state into `ferry_loaded`: product changes and views (by
-/// `event_roles`), and every event of a tenant with an active endpoint. Duplicates are not
-/// stored, so derived state sees each event once. The statement returns two counts: events
+/// Wraps an `INSERT INTO events …` (with or without `ON CONFLICT DO NOTHING`) so that it also
+/// copies the stored events that feed derived state into `ferry_loaded`: product changes and
+/// views (by `event_roles`), and every event of a tenant with an active endpoint. Duplicates
+/// are not stored, so derived state sees each event once. The statement returns two counts: events
 /// stored, events kept for [`derive`].
 pub(super) fn keeping_loaded(insert: &str) -> String {
     keeping_loaded_from("", insert, "")

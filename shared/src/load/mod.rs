@@ -32,8 +32,8 @@
 mod derive;
 mod insert;
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -145,10 +145,9 @@ pub struct Loader {
     cfg: LoaderConfig,
     /// Partition slots known to exist, so the common case costs no round trip.
     known_partitions: Mutex<HashSet<i64>>,
-    /// Until when (milliseconds since `started`) loads begin [`Load::cautious`]: set when a
-    /// load met a stored copy of one of its events.
-    cautious_until: AtomicU64,
-    started: Instant,
+    /// Until when loads begin [`Load::cautious`]: set when a load met a stored copy of one of
+    /// its events.
+    cautious_until: Mutex<Option<Instant>>,
     nudge: Option<Nudge>,
     #[cfg(fault_injection)]
     faults: Option<FaultHook>,
@@ -168,8 +167,7 @@ impl Loader {
             pool,
             cfg,
             known_partitions: Mutex::new(HashSet::new()),
-            cautious_until: AtomicU64::new(0),
-            started: Instant::now(),
+            cautious_until: Mutex::new(None),
             nudge: None,
             #[cfg(fault_injection)]
             faults: None,
@@ -404,19 +402,22 @@ impl Loader {
     /// True while loads dedup with `ON CONFLICT` from the start: for
     /// [`LoaderConfig::cautious_for`] after a load met a stored copy of one of its events.
     pub fn dedups_up_front(&self) -> bool {
-        self.millis() < self.cautious_until.load(Ordering::Relaxed)
-    }
-
-    fn millis(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+        let until = *self
+            .cautious_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        until.is_some_and(|t| Instant::now() < t)
     }
 
     /// Notes that an insert met a stored copy of one of its events.
     fn met_stored(&self) {
-        let until = self
-            .millis()
-            .saturating_add(u64::try_from(self.cfg.cautious_for.as_millis()).unwrap_or(u64::MAX));
-        self.cautious_until.fetch_max(until, Ordering::Relaxed);
+        let now = Instant::now();
+        let until = now.checked_add(self.cfg.cautious_for).unwrap_or(now);
+        let mut slot = self
+            .cautious_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *slot = Some(slot.map_or(until, |t| t.max(until)));
     }
 
     /// What a failed add teaches the loader: a partition it knew of is missing (retention
@@ -582,16 +583,8 @@ impl Load<'_> {
 
     /// [`Load::add_units`] for units whose events are few: one insert, one quarantine insert.
     async fn add_small(&mut self, units: &[&Unit]) -> Result<Vec<Added>, Error> {
-        let times: Vec<DateTime<Utc>> = units
-            .iter()
-            .flat_map(|u| u.parsed.events.iter().map(|e| e.time))
-            .collect();
-        self.loader.ensure_partitions(&times).await?;
-        let tenants: Vec<&str> = units
-            .iter()
-            .flat_map(|u| u.parsed.events.iter().map(|e| e.tenant_id.as_str()))
-            .collect();
-        self.lock_tenants(&tenants).await?;
+        let events: Vec<&Event> = units.iter().flat_map(|u| &u.parsed.events).collect();
+        self.make_ready_for(&events).await?;
         let mut added = vec![Added::default(); units.len()];
         let mut good: Vec<(i32, &Event)> = Vec::new();
         let mut quarantine: Vec<(&str, Rejection)> = Vec::new();
@@ -632,6 +625,17 @@ impl Load<'_> {
         Ok(added)
     }
 
+    /// Makes sure the partitions `events` go to exist, and looks up (and locks) their tenants.
+    async fn make_ready_for<E: Borrow<Event>>(&mut self, events: &[E]) -> Result<(), Error> {
+        let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.borrow().time).collect();
+        self.loader.ensure_partitions(&times).await?;
+        let tenants: Vec<&str> = events
+            .iter()
+            .map(|e| e.borrow().tenant_id.as_str())
+            .collect();
+        self.lock_tenants(&tenants).await
+    }
+
     /// Inserts the events of active tenants; the others (and any the database refuses, when
     /// isolating) join `rejected`. Returns (offered, loaded).
     async fn add_events(
@@ -642,10 +646,7 @@ impl Load<'_> {
         if events.is_empty() {
             return Ok((0, 0));
         }
-        let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.time).collect();
-        self.loader.ensure_partitions(&times).await?;
-        let tenants: Vec<&str> = events.iter().map(|e| e.tenant_id.as_str()).collect();
-        self.lock_tenants(&tenants).await?;
+        self.make_ready_for(events).await?;
         let (mut good, unknown): (Vec<&Event>, Vec<&Event>) = events
             .iter()
             .partition(|e| self.tenants.get(&e.tenant_id).copied().unwrap_or(false));
