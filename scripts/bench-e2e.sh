@@ -4,7 +4,8 @@
 # producer retries and malformed input) goes into the local queue at a steady 10,000 events/s
 # for 60 s; 4 ingest workers take batches of up to 10 messages; every commit that queues
 # webhooks nudges the fanout (one receiver per tenant, answering at once); the rollup timer
-# ticks every 60 s, as deployed. For each event it prints:
+# ticks every 60 s, as deployed (once before sending, then 30 s into it, so that one tick lands
+# mid-stream). For each event it prints:
 #   queue -> committed row        p50/p99/max (target: p99 < 100 ms)
 #   event -> visible in rollups   p50/p99/max (target: within one tick period + one run)
 #   commit -> partner receipt     p50/p99/max for the events that produced a webhook

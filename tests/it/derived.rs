@@ -460,6 +460,50 @@ async fn a_change_older_than_the_stored_one_does_not_wait_for_a_load_holding_the
     );
 }
 
+/// `ferry_matches` (PL/pgSQL since 0014; an SQL function before): a pattern matches exactly, or
+/// by prefix when it ends with `*`; NULL patterns, NULL elements and a NULL value never match,
+/// and the answer is false, not NULL, so that `NOT ferry_matches(…)` stays a filter.
+#[tokio::test]
+async fn endpoint_patterns_match_exactly_or_by_prefix_and_never_on_null() {
+    /// (patterns, value, matches)
+    type Case<'a> = (Option<Vec<Option<&'a str>>>, Option<&'a str>, bool);
+    let (db, _) = setup(&[]).await;
+    let cases: [Case; 11] = [
+        (
+            Some(vec![Some("product.updated")]),
+            Some("product.updated"),
+            true,
+        ),
+        (
+            Some(vec![Some("product.updated")]),
+            Some("product.update"),
+            false,
+        ),
+        (Some(vec![Some("product.*")]), Some("product.updated"), true),
+        (
+            Some(vec![Some("product.*")]),
+            Some("productx.updated"),
+            false,
+        ),
+        (Some(vec![Some("*")]), Some(""), true),
+        (Some(vec![Some("a*b")]), Some("a-b"), false),
+        (Some(vec![Some("a*b")]), Some("a*b"), true),
+        (Some(vec![None, Some("pay*")]), Some("payment.failed"), true),
+        (Some(vec![]), Some("x"), false),
+        (None, Some("x"), false),
+        (Some(vec![Some("*")]), None, false),
+    ];
+    for (patterns, value, want) in cases {
+        let got: Option<bool> = sqlx::query_scalar("SELECT ferry_matches($1, $2)")
+            .bind(&patterns)
+            .bind(value)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(got, Some(want), "ferry_matches({patterns:?}, {value:?})");
+    }
+}
+
 #[tokio::test]
 async fn subscribed_events_get_one_message_and_one_delivery_per_matching_endpoint() {
     let (db, _) = setup(&[]).await;
