@@ -4,13 +4,13 @@
 # producer retries and malformed input) goes into the local queue at a steady 10,000 events/s
 # for 60 s; 4 ingest workers take batches of up to 10 messages; every commit that queues
 # webhooks nudges the fanout (one receiver per tenant, answering at once); the rollup timer
-# ticks every 60 s, as deployed (once before sending, then 30 s into it, so that one tick lands
-# mid-stream). For each event it prints:
+# ticks every 60 s, as deployed (once before sending, then half a period into it, 30 s by
+# default, so that one tick lands mid-stream). For each event it prints:
 #   queue -> committed row        p50/p99/max (target: p99 < 100 ms)
 #   event -> visible in rollups   p50/p99/max (target: within one tick period + one run)
 #   commit -> partner receipt     p50/p99/max for the events that produced a webhook
 #                                 (target: p99 < 1 s)
-# About 2.5 minutes (the timer must tick past the last event). Arguments are passed on, e.g.
+# About 2 minutes (the timer must tick past the last event). Arguments are passed on, e.g.
 # `scripts/bench-e2e.sh --rate 5000 --seconds 20 --rollup-every 10`.
 set -euo pipefail
 cd "$(dirname "$0")/.."

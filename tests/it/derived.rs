@@ -468,7 +468,7 @@ async fn endpoint_patterns_match_exactly_or_by_prefix_and_never_on_null() {
     /// (patterns, value, matches)
     type Case<'a> = (Option<Vec<Option<&'a str>>>, Option<&'a str>, bool);
     let (db, _) = setup(&[]).await;
-    let cases: [Case; 11] = [
+    let cases: [Case; 13] = [
         (
             Some(vec![Some("product.updated")]),
             Some("product.updated"),
@@ -489,6 +489,8 @@ async fn endpoint_patterns_match_exactly_or_by_prefix_and_never_on_null() {
         (Some(vec![Some("a*b")]), Some("a-b"), false),
         (Some(vec![Some("a*b")]), Some("a*b"), true),
         (Some(vec![None, Some("pay*")]), Some("payment.failed"), true),
+        (Some(vec![None]), Some("x"), false),
+        (Some(vec![None]), None, false),
         (Some(vec![]), Some("x"), false),
         (None, Some("x"), false),
         (Some(vec![Some("*")]), None, false),
@@ -570,8 +572,20 @@ async fn subscribed_events_get_one_message_and_one_delivery_per_matching_endpoin
     );
     upd["subject"] = json!("sku-71");
     upd["campaign"] = json!("fall");
+    // The same type in the same load, outside the subject filter: endpoints are matched per
+    // (tenant, type) of the load, subjects per event.
+    let mut other = ev(
+        "acme",
+        "e6",
+        "product.updated",
+        at,
+        None,
+        json!({"sku": "sku-80"}),
+    );
+    other["subject"] = json!("sku-80");
     let events = [
         upd,
+        other,
         ev(
             "acme",
             "e2",
@@ -611,6 +625,8 @@ async fn subscribed_events_get_one_message_and_one_delivery_per_matching_endpoin
             ("feedback.received", "https://a.example/exact"),
             ("page.viewed", "https://b.example/all"),
             ("product.updated", "https://a.example/all"),
+            ("product.updated", "https://a.example/all"),
+            ("product.updated", "https://a.example/products"),
             ("product.updated", "https://a.example/products"),
             ("product.updated", "https://a.example/subject"),
             ("product.viewed", "https://a.example/all"),
@@ -618,23 +634,30 @@ async fn subscribed_events_get_one_message_and_one_delivery_per_matching_endpoin
             ("productx.updated", "https://a.example/all"),
         ]
     );
-    assert_eq!(nudged.load(Ordering::SeqCst), 9);
+    assert_eq!(nudged.load(Ordering::SeqCst), 11);
+    let subject_filtered: Vec<String> = sqlx::query_scalar(
+        "SELECT m.subject FROM deliveries d JOIN webhook_messages m USING (message_id)
+         JOIN endpoints e USING (endpoint_id) WHERE e.url = 'https://a.example/subject'",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(subject_filtered, vec!["sku-71".to_owned()]);
     // One message per event, shared by its deliveries; ids carry no '.' (signed content).
     assert_eq!(
         count(&db.pool, "SELECT count(*) FROM webhook_messages").await,
-        5
+        6
     );
     assert!(rows
         .iter()
         .all(|(_, _, id)| id.len() == 36 && id.starts_with("msg_") && !id.contains('.')));
 
     // The body is the event as a structured CloudEvent, data untouched (its null included).
-    let body: String = sqlx::query_scalar(
-        "SELECT body FROM webhook_messages WHERE event_type = 'product.updated'",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let body: String =
+        sqlx::query_scalar("SELECT body FROM webhook_messages WHERE subject = 'sku-71'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     let body: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["specversion"], "1.0");
     assert_eq!(body["id"], "e1");
@@ -660,8 +683,8 @@ async fn subscribed_events_get_one_message_and_one_delivery_per_matching_endpoin
             .collect(),
     };
     ingest.process(&batch).await;
-    assert_eq!(count(&db.pool, "SELECT count(*) FROM deliveries").await, 9);
-    assert_eq!(nudged.load(Ordering::SeqCst), 9);
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM deliveries").await, 11);
+    assert_eq!(nudged.load(Ordering::SeqCst), 11);
 }
 
 /// Derived state written part by part within one load (every few kept events, as a big file's

@@ -7,8 +7,8 @@
 //! queues webhooks nudges the fanout through a second local queue; the rollup function's timer
 //! ticks every `rollup_every` (production: 1 minute) with every job of a real tick: once before
 //! sending (a deployed timer has run before the first event), then half a period into sending
-//! and every period after, so that a tick with half a period's events lands mid-stream. One
-//! receiver per tenant answers at once.
+//! and every period after, so that a tick with half a period's events lands mid-stream (when
+//! sending lasts longer than half a period). One receiver per tenant answers at once.
 //!
 //! Measured for each event:
 //! - **queue → committed row**: from the message's send to the return of the handler call
@@ -255,10 +255,13 @@ async fn drive(
         Rollup::with_pool(cfg, rcfg, pool.clone(), "rollup").with_nudge(Arc::clone(&nudge));
     // A deployed timer has ticked before the first event arrives (it makes today's partitions
     // and rollup state); the run's own ticks fall half a period into sending and every period
-    // after, so that one lands mid-stream.
+    // after, so that one lands mid-stream when sending lasts longer than half a period.
     let first = rollup.run_at(Utc::now(), Utc::now()).await;
-    if let Some(e) = first.iter().find_map(|j| j.error.as_deref()) {
-        anyhow::bail!("the tick before sending failed: {e}");
+    if let Some((job, e)) = first
+        .iter()
+        .find_map(|j| j.error.as_deref().map(|e| (j.job, e)))
+    {
+        anyhow::bail!("the tick before sending failed: its {job} job: {e}");
     }
     let target = Arc::new(AtomicI64::new(i64::MAX));
     let timer = tokio::spawn(rollup_timer(
@@ -510,7 +513,7 @@ async fn report(
 }
 
 /// Queue → committed row by 10-second window of send time, so a stall shows where it was; the
-/// first 10 s again by second, where a cold start shows.
+/// first 10 s again by second, where a start-up stall would show.
 #[allow(clippy::print_stdout)]
 fn timeline(stream: &Stream, run: &Run) {
     let by_10 = windows(stream, run, Duration::from_secs(10), usize::MAX);
@@ -519,7 +522,8 @@ fn timeline(stream: &Stream, run: &Run) {
     println!("  its first 10 s by second:       {}", by_1.join(", "));
 }
 
-/// "from-to p50/p99" of queue → committed row for each `width` of send time, the first `most`.
+/// "from-to p50/p99" of queue → committed row for each `width` (whole seconds) of send time,
+/// the first `most`; "from-to —" for a window in which no message committed.
 fn windows(stream: &Stream, run: &Run, width: Duration, most: usize) -> Vec<String> {
     let Some(start) = run.sent.first().copied() else {
         return Vec::new();
@@ -541,11 +545,13 @@ fn windows(stream: &Stream, run: &Run, width: Duration, most: usize) -> Vec<Stri
         .iter_mut()
         .enumerate()
         .map(|(w, v)| {
+            let span = format!("{}-{}", w * secs, w * secs + secs);
+            if v.is_empty() {
+                return format!("{span} —");
+            }
             v.sort();
             format!(
-                "{}-{} {:.0}/{:.0}",
-                w * secs,
-                w * secs + secs,
+                "{span} {:.0}/{:.0}",
                 ms(percentile(v, 0.50)),
                 ms(percentile(v, 0.99))
             )
