@@ -1,12 +1,14 @@
 -- ANALYZE of `events` without the statistics of its two jsonb columns (issue 16).
 --
--- `bench-e2e.sh` stalled for about 13 s whenever autovacuum first visited its young database:
--- one worker ran VACUUM then ANALYZE on each of the 25 five-minute partitions that a stream
--- spread over 2 hours fills, back to back, on a machine the stream already kept busy. ANALYZE
--- was most of it: 157–177 ms for a 25,000-event partition in psql, 80–82 ms without the
--- statistics of `data` and `extensions`. No plan reads those (`->>` and `@>` on a jsonb column
--- are estimated without them), and ANALYZE runs again on every partition each time it grows by
--- a tenth. So on one server both columns get a statistics target of 0: on `events` (which
+-- `bench-e2e.sh` stalled for about 13 s (elapsed) whenever autovacuum first visited its young
+-- database: one worker ran VACUUM then ANALYZE on each of the 25 five-minute partitions that a
+-- stream spread over 2 hours fills, back to back, on a machine the stream already kept busy.
+-- ANALYZE was nearly all of that pass's CPU (4.9 s, against 0.01 s for VACUUM): 157–177 ms for
+-- a 25,000-event partition in psql, 80–82 ms without the statistics of `data` and
+-- `extensions`. No query filters on those columns (only `->>` reads them, which column
+-- statistics do not estimate; a `data @> …` filter would use them: restore the default with
+-- SET STATISTICS -1 if one is added), and ANALYZE runs again on every partition each time it
+-- grows by a tenth. So on one server both columns get a statistics target of 0: on `events` (which
 -- reaches every existing partition) and on each partition ferry_ensure_event_partitions
 -- creates from now on (a new partition does not inherit the target). On Citus the shards'
 -- statistics live on the workers and nothing changes. Otherwise as in 0009.

@@ -350,6 +350,14 @@ async fn partitions_are_created_on_demand_at_the_configured_width() {
         .await
         .unwrap();
         assert_eq!(targets.len(), 3 * widths.len(), "{targets:?}");
+        let parent: Vec<i32> = sqlx::query_scalar(
+            "SELECT coalesce(attstattarget::int4, -1) FROM pg_attribute
+             WHERE attrelid = 'events'::regclass AND attname IN ('data', 'extensions')",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(parent, vec![0, 0], "the migration's own ALTER on events");
         for (part, column, target) in &targets {
             let want = if column == "user_id" { -1 } else { 0 };
             assert_eq!(*target, want, "{part}.{column}");
