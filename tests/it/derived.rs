@@ -358,11 +358,7 @@ async fn a_trim_never_deletes_a_view_moved_forward_by_a_concurrent_load() {
         tokio::spawn(async move { send(&ingest, &[event]).await })
     };
     // On Citus the trim waits on a worker, which the coordinator shows in citus_lock_waits.
-    let citus: bool =
-        sqlx::query_scalar("SELECT to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let citus = ferry_local::citus::is_citus(&db.pool).await.unwrap();
     let waiting = if citus {
         "SELECT count(*) FROM citus_lock_waits
          WHERE blocked_statement ~ 'ferry_derive_loaded|recently_viewed'"
