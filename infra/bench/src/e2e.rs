@@ -63,6 +63,9 @@ pub struct E2eBench {
     /// Seed of the generated stream.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Leave the database (`bench_e2e`) in place afterwards, to inspect or profile it.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 impl E2eBench {
@@ -211,7 +214,11 @@ pub async fn e2e(admin_url: &str, cfg: &Config, opts: &E2eBench) -> anyhow::Resu
     println!("machine   {}", machine::load_line());
     report(&pool, &stream, &run, &partners, opts).await?;
     pool.close().await;
-    ferry_local::citus::drop_database(admin_url, DB).await?;
+    if opts.keep {
+        println!("kept the database {DB}");
+    } else {
+        ferry_local::citus::drop_database(admin_url, DB).await?;
+    }
     Ok(())
 }
 
@@ -559,6 +566,43 @@ fn windows(stream: &Stream, run: &Run, width: Duration, most: usize) -> Vec<Stri
         .collect()
 }
 
+/// "from-to p50/p99" of the waits by `width` of their start (whole seconds after `origin`).
+fn by_window(
+    waits: &[(Instant, Duration)],
+    origin: Option<Instant>,
+    width: Duration,
+) -> Vec<String> {
+    let Some(origin) = origin else {
+        return Vec::new();
+    };
+    let mut windows: Vec<Vec<Duration>> = Vec::new();
+    for (at, wait) in waits {
+        let w =
+            (at.saturating_duration_since(origin).as_millis() / width.as_millis().max(1)) as usize;
+        if windows.len() <= w {
+            windows.resize_with(w + 1, Vec::new);
+        }
+        windows[w].push(*wait);
+    }
+    let secs = width.as_secs().max(1) as usize;
+    windows
+        .iter_mut()
+        .enumerate()
+        .map(|(w, v)| {
+            let span = format!("{}-{}", w * secs, w * secs + secs);
+            if v.is_empty() {
+                return format!("{span} —");
+            }
+            v.sort();
+            format!(
+                "{span} {:.0}/{:.0}",
+                ms(percentile(v, 0.50)),
+                ms(percentile(v, 0.99))
+            )
+        })
+        .collect()
+}
+
 /// Event → visible in the rollups, per stored event. Returns whether every event met its
 /// bound (the tick period plus the run that covered it) and the longest wait.
 #[allow(clippy::print_stdout)]
@@ -627,7 +671,7 @@ fn webhooks(
         // Anomaly findings of the rollup carry ids of their own.
         if let Some(commit) = commit_of.get(r.event_id.as_str()) {
             early += usize::from(r.at < *commit);
-            waits.push(r.at.saturating_duration_since(*commit));
+            waits.push((*commit, r.at.saturating_duration_since(*commit)));
         }
     }
     if waits.is_empty() {
@@ -635,11 +679,14 @@ fn webhooks(
         return Ok(None);
     }
     let count = waits.len();
+    let by_10 = by_window(&waits, run.sent.first().copied(), Duration::from_secs(10));
+    let mut waits: Vec<Duration> = waits.into_iter().map(|(_, w)| w).collect();
     let line = spread(&mut waits);
     let p99 = percentile(&waits, 0.99);
     println!(
         "commit -> partner receipt ({count} webhooks of {} deliveries, {} still pending): {line} ({early} arrived before the handler call returned, counted as 0)",
         run.deliveries, run.pending
     );
+    println!("  by 10 s of commit, p50/p99 ms: {}", by_10.join(", "));
     Ok(Some(p99))
 }
