@@ -17,12 +17,19 @@ use crate::placement;
 /// Versions applied by earlier releases keep their checksums: the files are unchanged.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
+/// Width of `events` partitions that `ferry migrate` records for a new database on one server:
+/// an hour. The rollup reads its window by `seq`, which cannot prune time partitions, so each
+/// run plans, opens and locks every partition (and its `seq` index): kept 30 days, 5-minute
+/// partitions were 8,640, and the run failed with "out of shared memory" under the default
+/// lock table (`max_locks_per_transaction` 64); an hour makes them 720, which a run reads in
+/// 55-60 ms holding 2,163 locks (docs/architecture.md).
+pub const ONE_SERVER_PARTITION_SECS: i64 = 3_600;
+
 /// What `ferry migrate` decides beyond the migrations themselves.
 #[derive(Debug, Clone)]
 pub struct MigrateOptions {
     /// Width of `events` partitions to record for a database that has none yet. `None`: one
-    /// node records nothing (each function's FERRY_PARTITION_INTERVAL, 5 minutes by default,
-    /// is used as before); Citus records [`placement::CITUS_PARTITION_SECS`].
+    /// node records [`ONE_SERVER_PARTITION_SECS`], Citus [`placement::CITUS_PARTITION_SECS`].
     pub partition_interval: Option<std::time::Duration>,
     /// Shards per distributed table, when Citus distributes `events` for the first time.
     pub shard_count: u32,
@@ -80,7 +87,7 @@ pub async fn migrate_with(pool: &PgPool, opts: &MigrateOptions) -> Result<Migrat
     let width = match (opts.partition_interval, &citus) {
         (Some(w), _) => Some(w.as_secs() as i64),
         (None, Some(_)) => Some(placement::CITUS_PARTITION_SECS),
-        (None, None) => None,
+        (None, None) => Some(ONE_SERVER_PARTITION_SECS),
     };
     if let Some(secs) = width {
         // Only for a database without partitions: a width cannot change under existing ones.

@@ -1009,6 +1009,27 @@ async fn anomalies_find_spikes_drops_and_silent_sources_but_not_noise_or_the_ope
     );
 }
 
+/// A new database records its partition width: an hour on one server, a day on Citus. The
+/// rollup's window (by `seq`) reads every partition, and 5-minute partitions kept 30 days
+/// (8,640) overflowed the default lock table.
+#[tokio::test]
+async fn a_new_database_records_hour_wide_partitions_on_one_server() {
+    let db = fresh_db().await;
+    let citus = ferry_local::citus::is_citus(&db.pool).await.unwrap();
+    assert_eq!(
+        ferry_shared::db::partition_secs(&db.pool).await.unwrap(),
+        Some(if citus { 86_400 } else { 3_600 })
+    );
+    // Functions asking for 5-minute slots get the recorded width.
+    let now = Utc::now();
+    ferry_shared::db::ensure_partitions_ahead(&db.pool, now, Duration::from_secs(3600), 300)
+        .await
+        .unwrap();
+    let width = if citus { 86_400 } else { 3_600 };
+    let part = crate::harness::partition_name(now, width);
+    assert!(exists(&db.pool, &part).await, "{part}");
+}
+
 /// Partitions are kept ahead; past retention they are dropped (or detached), but only once
 /// the rollups have counted their events, and the rollups keep the history.
 #[tokio::test]
@@ -1048,6 +1069,7 @@ async fn partition_upkeep_creates_ahead_and_drops_only_rolled_up_partitions() {
         let second = r.run_at(now, now).await;
         let p = second.iter().find(|x| x.job == "partitions").unwrap();
         assert_eq!(p.outcome, JobOutcome::Ok);
+        assert!(!p.detail.contains("lock slots"), "{mode}: {p:?}");
         assert!(p.detail.contains("removed 1"), "{mode}: {p:?}");
         assert_eq!(count(&db.pool, "SELECT count(*) FROM events").await, 0);
         assert_eq!(

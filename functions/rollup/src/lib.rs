@@ -289,6 +289,22 @@ impl Rollup {
         for (part, why) in &r.kept {
             detail.push_str(&format!("; {part} {why}"));
         }
+        if r.locks_crowded() {
+            warn!(
+                function = %self.name,
+                partitions = r.partitions,
+                lock_slots = r.lock_slots,
+                "each rollup run locks every events partition and its index, over half the \
+                 server's lock table: widen FERRY_PARTITION_INTERVAL for a new database, shorten \
+                 FERRY_EVENTS_RETENTION, or raise max_locks_per_transaction (docs/operations.md)"
+            );
+            detail.push_str(&format!(
+                "; {} partitions: a rollup run takes {} of {} lock slots",
+                r.partitions,
+                r.partitions * 2,
+                r.lock_slots
+            ));
+        }
         Ok(ok(i64::from(r.created) + r.removed.len() as i64, detail))
     }
 

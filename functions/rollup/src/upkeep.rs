@@ -22,6 +22,21 @@ pub struct PartitionReport {
     pub removed: Vec<String>,
     /// Past retention but kept for now, with the reason.
     pub kept: Vec<(String, String)>,
+    /// `events` partitions after the run.
+    pub partitions: i64,
+    /// The server's lock table: `max_locks_per_transaction` x (`max_connections` +
+    /// `max_prepared_transactions`).
+    pub lock_slots: i64,
+}
+
+impl PartitionReport {
+    /// Whether a rollup run's locks (every `events` partition and its `seq` index: the window is
+    /// read by `seq`, which cannot prune time partitions) take more than half the server's lock
+    /// table, which every session shares: past all of it, the run fails with "out of shared
+    /// memory".
+    pub fn locks_crowded(&self) -> bool {
+        self.partitions * 2 > self.lock_slots / 2
+    }
 }
 
 /// `now - d`, saturating at the earliest representable time (a retention of "forever").
@@ -66,6 +81,14 @@ pub async fn partitions(
             report.kept.push((part, action));
         }
     }
+    (report.partitions, report.lock_slots) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM pg_inherits WHERE inhparent = 'events'::regclass),
+                current_setting('max_locks_per_transaction')::bigint
+                * (current_setting('max_connections')::bigint
+                   + current_setting('max_prepared_transactions')::bigint)",
+    )
+    .fetch_one(pool)
+    .await?;
     Ok(report)
 }
 
@@ -210,4 +233,29 @@ pub async fn housekeeping(
         out.push((table, total));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PartitionReport;
+
+    fn report(partitions: i64, lock_slots: i64) -> PartitionReport {
+        PartitionReport {
+            partitions,
+            lock_slots,
+            ..PartitionReport::default()
+        }
+    }
+
+    #[test]
+    fn locks_are_crowded_past_half_the_lock_table() {
+        // PostgreSQL's defaults: 64 x (100 + 0) = 6,400 slots.
+        assert!(!report(720, 6_400).locks_crowded(), "an hour wide, 30 days");
+        assert!(!report(1_600, 6_400).locks_crowded());
+        assert!(report(1_601, 6_400).locks_crowded());
+        assert!(
+            report(8_640, 6_400).locks_crowded(),
+            "5 minutes wide, 30 days"
+        );
+    }
 }

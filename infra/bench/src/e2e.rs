@@ -57,6 +57,11 @@ pub struct E2eBench {
     /// Messages per invocation.
     #[arg(long, default_value_t = 10)]
     pub batch: usize,
+    /// Concurrent fanout invocations on the nudge queue (the Terraform module's default
+    /// `maximum_concurrency` for fanout: each instance sends up to FERRY_FANOUT_PER_ENDPOINT
+    /// at once to an endpoint).
+    #[arg(long, default_value_t = 2)]
+    pub fanout_workers: usize,
     /// Seconds between rollup timer ticks (production: 60).
     #[arg(long, default_value_t = 60)]
     pub rollup_every: u64,
@@ -253,7 +258,7 @@ async fn drive(
     let fanout_consumer = tokio::spawn(consume(
         Arc::clone(&nudges),
         fanout,
-        1,
+        opts.fanout_workers,
         10,
         Some(Arc::clone(&stop_fanout)),
     ));
