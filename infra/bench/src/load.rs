@@ -46,7 +46,8 @@ pub(crate) async fn prepare(base_url: &str, name: &str, cfg: &Config) -> anyhow:
     ferry_local::citus::drop_database(base_url, name).await?;
     ferry_local::citus::create_database(base_url, name, None).await?;
     let pool = db::pool(&cfg.db, &with_database(base_url, name), "ferry-bench")?;
-    db::migrate(&pool).await?;
+    // As `ferry migrate` does: FERRY_PARTITION_INTERVAL, when set, is the width recorded.
+    db::migrate_with(&pool, &db::MigrateOptions::from_config(cfg)).await?;
     for t in TENANTS {
         db::add_tenant(&pool, t, t).await?;
     }
