@@ -540,54 +540,30 @@ fn windows(stream: &Stream, run: &Run, width: Duration, most: usize) -> Vec<Stri
     let Some(start) = run.sent.first().copied() else {
         return Vec::new();
     };
+    let samples = run.sent.iter().enumerate().filter_map(|(i, sent)| {
+        let c = run.committed[i]?;
+        Some((*sent - start, c - *sent, stream.weights[i] as usize))
+    });
+    by_window(samples, width, most)
+}
+
+/// "from-to p50/p99" of the waits for each `width` (whole seconds) of their offset, the first
+/// `most`; "from-to —" for a window without any. Samples are (offset, wait, weight).
+fn by_window(
+    samples: impl Iterator<Item = (Duration, Duration, usize)>,
+    width: Duration,
+    most: usize,
+) -> Vec<String> {
     let mut windows: Vec<Vec<Duration>> = Vec::new();
-    for (i, sent) in run.sent.iter().enumerate() {
-        let Some(c) = run.committed[i] else { continue };
-        let w = ((*sent - start).as_millis() / width.as_millis().max(1)) as usize;
+    for (offset, wait, weight) in samples {
+        let w = (offset.as_millis() / width.as_millis().max(1)) as usize;
         if w >= most {
             continue;
         }
         if windows.len() <= w {
             windows.resize_with(w + 1, Vec::new);
         }
-        windows[w].extend(std::iter::repeat_n(c - *sent, stream.weights[i] as usize));
-    }
-    let secs = width.as_secs().max(1) as usize;
-    windows
-        .iter_mut()
-        .enumerate()
-        .map(|(w, v)| {
-            let span = format!("{}-{}", w * secs, w * secs + secs);
-            if v.is_empty() {
-                return format!("{span} —");
-            }
-            v.sort();
-            format!(
-                "{span} {:.0}/{:.0}",
-                ms(percentile(v, 0.50)),
-                ms(percentile(v, 0.99))
-            )
-        })
-        .collect()
-}
-
-/// "from-to p50/p99" of the waits by `width` of their start (whole seconds after `origin`).
-fn by_window(
-    waits: &[(Instant, Duration)],
-    origin: Option<Instant>,
-    width: Duration,
-) -> Vec<String> {
-    let Some(origin) = origin else {
-        return Vec::new();
-    };
-    let mut windows: Vec<Vec<Duration>> = Vec::new();
-    for (at, wait) in waits {
-        let w =
-            (at.saturating_duration_since(origin).as_millis() / width.as_millis().max(1)) as usize;
-        if windows.len() <= w {
-            windows.resize_with(w + 1, Vec::new);
-        }
-        windows[w].push(*wait);
+        windows[w].extend(std::iter::repeat_n(wait, weight));
     }
     let secs = width.as_secs().max(1) as usize;
     windows
@@ -684,7 +660,16 @@ fn webhooks(
         return Ok(None);
     }
     let count = waits.len();
-    let by_10 = by_window(&waits, run.sent.first().copied(), Duration::from_secs(10));
+    let by_10 = match run.sent.first().copied() {
+        Some(origin) => by_window(
+            waits
+                .iter()
+                .map(|(at, wait)| (at.saturating_duration_since(origin), *wait, 1)),
+            Duration::from_secs(10),
+            usize::MAX,
+        ),
+        None => Vec::new(),
+    };
     let mut waits: Vec<Duration> = waits.into_iter().map(|(_, w)| w).collect();
     let line = spread(&mut waits);
     let p99 = percentile(&waits, 0.99);
