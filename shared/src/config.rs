@@ -211,9 +211,11 @@ impl Config {
     /// Width of the `events` partition slots this process asks for, in seconds: the database's
     /// recorded width rules when it has one (`ferry_ensure_event_partitions` creates the
     /// partitions of that width covering each slot), so any width here finds a partition.
+    /// Five minutes with nothing set: `ferry migrate` records an hour for a new database
+    /// ([`crate::db::ONE_SERVER_PARTITION_SECS`]), and a database migrated before it recorded
+    /// anything keeps the 5-minute partitions it has.
     pub fn partition_secs(&self) -> i64 {
-        self.partition_interval
-            .map_or(crate::db::ONE_SERVER_PARTITION_SECS, |d| d.as_secs() as i64)
+        self.partition_interval.map_or(300, |d| d.as_secs() as i64)
     }
 
     /// Reads the shared settings.
@@ -329,7 +331,7 @@ mod tests {
         let c = from(&[]).unwrap();
         assert_eq!(c.limits.max_event_bytes, 262_144);
         assert_eq!(c.partition_interval, None);
-        assert_eq!(c.partition_secs(), 3600);
+        assert_eq!(c.partition_secs(), 300);
         assert_eq!(c.citus_shard_count, 32);
         assert_eq!(c.db.url, None);
         assert_eq!(c.log_format, LogFormat::Text);
