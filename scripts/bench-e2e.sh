@@ -3,7 +3,7 @@
 # server), in a fresh database. The demo's stream (clickstream, product changes, payments, with
 # producer retries and malformed input) goes into the local queue at a steady 10,000 events/s
 # for 60 s; 4 ingest workers take batches of up to 10 messages; every commit that queues
-# webhooks nudges the fanout (one receiver per tenant, answering at once); the rollup timer
+# webhooks nudges the fanout (2 instances, as the Terraform module runs it) (one receiver per tenant, answering at once); the rollup timer
 # ticks every 60 s, as deployed (once before sending, then half a period into it, 30 s by
 # default, so that one tick lands mid-stream). For each event it prints:
 #   queue -> committed row        p50/p99/max (target: p99 < 100 ms)

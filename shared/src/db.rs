@@ -19,10 +19,10 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// Width of `events` partitions that `ferry migrate` records for a new database on one server:
 /// an hour. The rollup reads its window by `seq`, which cannot prune time partitions, so each
-/// run plans, opens and locks every partition (and its `seq` index): kept 30 days, 5-minute
+/// run plans, opens and locks every partition (and its two indexes): kept 30 days, 5-minute
 /// partitions were 8,640, and the run failed with "out of shared memory" under the default
 /// lock table (`max_locks_per_transaction` 64); an hour makes them 720, which a run reads in
-/// 55-60 ms holding 2,163 locks (docs/architecture.md).
+/// 55-60 ms holding 2,163 locks (docs/operations.md, docs/performance.md).
 pub const ONE_SERVER_PARTITION_SECS: i64 = 3_600;
 
 /// What `ferry migrate` decides beyond the migrations themselves.

@@ -295,6 +295,9 @@ async fn copy_and_unnest_strategies_store_identical_rows() {
 #[tokio::test]
 async fn partitions_are_created_on_demand_at_the_configured_width() {
     let (db, ingest) = setup(&[("FERRY_PARTITION_INTERVAL", "15m")]).await;
+    // The functions' width applies where the database records none (one migrated before
+    // `ferry migrate` recorded an hour on one server).
+    crate::harness::forget_partition_width(&db.pool).await;
     let now = chrono::Utc::now();
     let events: Vec<_> = [0i64, 20, 40, 300]
         .iter()
@@ -308,18 +311,11 @@ async fn partitions_are_created_on_demand_at_the_configured_width() {
         .process(&batch(&[("m", json!(events).to_string())]))
         .await;
     assert_eq!(r.units[0].loaded, 4);
-    let widths: Vec<f64> = sqlx::query_scalar(
-        "SELECT extract(epoch FROM (regexp_match(pg_get_expr(c.relpartbound, c.oid),
-                'TO \\(''([^'']+)''\\)'))[1]::timestamptz
-              - (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \\(''([^'']+)''\\)'))[1]::timestamptz)::float8
-         FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-         WHERE i.inhparent = 'events'::regclass",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
+    let widths = crate::harness::partition_widths(&db.pool).await;
     // The functions' width, unless the database recorded its own (Citus: a day).
     let width = crate::harness::partition_width(&db.pool, 900).await;
+    let citus = ferry_local::citus::is_citus(&db.pool).await.unwrap();
+    assert_eq!(width, if citus { 86_400 } else { 900 });
     let slots: std::collections::BTreeSet<i64> = [0i64, 20, 40, 300]
         .iter()
         .map(|mins| ferry_shared::db::slot_start(now - chrono::Duration::minutes(*mins), width))
@@ -331,7 +327,7 @@ async fn partitions_are_created_on_demand_at_the_configured_width() {
     assert!(widths.iter().all(|w| *w == width as f64), "{widths:?}");
     // On one server every partition, new ones included, is analyzed without statistics of
     // the jsonb columns (migration 0015: they halve ANALYZE, and no query filters on them).
-    if !ferry_local::citus::is_citus(&db.pool).await.unwrap() {
+    if !citus {
         // attstattarget: int4 with -1 for the default up to PostgreSQL 16; int2, NULL, from 17.
         let targets: Vec<(String, String, i32)> = sqlx::query_as(
             "SELECT c.relname::text, a.attname::text, coalesce(a.attstattarget::int4, -1)

@@ -289,21 +289,22 @@ impl Rollup {
         for (part, why) in &r.kept {
             detail.push_str(&format!("; {part} {why}"));
         }
+        detail.push_str(&format!(
+            "; {} partitions (a rollup run locks {} of at least {} lock slots)",
+            r.partitions, r.run_locks, r.lock_slots
+        ));
         if r.locks_crowded() {
             warn!(
                 function = %self.name,
                 partitions = r.partitions,
+                run_locks = r.run_locks,
                 lock_slots = r.lock_slots,
-                "each rollup run locks every events partition and its index, over half the \
-                 server's lock table: widen FERRY_PARTITION_INTERVAL for a new database, shorten \
-                 FERRY_EVENTS_RETENTION, or raise max_locks_per_transaction (docs/operations.md)"
+                "each rollup run locks every events partition and its indexes, over half the \
+                 server's lock table: raise max_locks_per_transaction, or shorten \
+                 FERRY_EVENTS_RETENTION with FERRY_MAX_EVENT_AGE; a new database can be given \
+                 wider partitions (docs/operations.md)"
             );
-            detail.push_str(&format!(
-                "; {} partitions: a rollup run takes {} of {} lock slots",
-                r.partitions,
-                r.partitions * 2,
-                r.lock_slots
-            ));
+            detail.push_str("; over half the lock table");
         }
         Ok(ok(i64::from(r.created) + r.removed.len() as i64, detail))
     }

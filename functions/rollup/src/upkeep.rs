@@ -24,18 +24,19 @@ pub struct PartitionReport {
     pub kept: Vec<(String, String)>,
     /// `events` partitions after the run.
     pub partitions: i64,
-    /// The server's lock table: `max_locks_per_transaction` x (`max_connections` +
-    /// `max_prepared_transactions`).
+    /// Locks a rollup run takes: each partition and each of its indexes (the window is read
+    /// by `seq`, which cannot prune time partitions, so the planner opens them all).
+    pub run_locks: i64,
+    /// The server's lock table, at least: `max_locks_per_transaction` x (`max_connections` +
+    /// `max_prepared_transactions`), shared by every session.
     pub lock_slots: i64,
 }
 
 impl PartitionReport {
-    /// Whether a rollup run's locks (every `events` partition and its `seq` index: the window is
-    /// read by `seq`, which cannot prune time partitions) take more than half the server's lock
-    /// table, which every session shares: past all of it, the run fails with "out of shared
-    /// memory".
+    /// Whether a rollup run's locks take more than half the server's lock table: past all of
+    /// it, the run fails with "out of shared memory".
     pub fn locks_crowded(&self) -> bool {
-        self.partitions * 2 > self.lock_slots / 2
+        self.run_locks > self.lock_slots / 2
     }
 }
 
@@ -81,11 +82,14 @@ pub async fn partitions(
             report.kept.push((part, action));
         }
     }
-    (report.partitions, report.lock_slots) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM pg_inherits WHERE inhparent = 'events'::regclass),
+    (report.partitions, report.run_locks, report.lock_slots) = sqlx::query_as(
+        "WITH p AS (SELECT count(*) AS n FROM pg_inherits WHERE inhparent = 'events'::regclass)
+         SELECT p.n,
+                p.n * (1 + (SELECT count(*) FROM pg_index WHERE indrelid = 'events'::regclass)),
                 current_setting('max_locks_per_transaction')::bigint
                 * (current_setting('max_connections')::bigint
-                   + current_setting('max_prepared_transactions')::bigint)",
+                   + current_setting('max_prepared_transactions')::bigint)
+         FROM p",
     )
     .fetch_one(pool)
     .await?;
@@ -239,9 +243,11 @@ pub async fn housekeeping(
 mod tests {
     use super::PartitionReport;
 
+    /// A run's locks for `partitions` partitions of `events`, which has two indexes.
     fn report(partitions: i64, lock_slots: i64) -> PartitionReport {
         PartitionReport {
             partitions,
+            run_locks: partitions * 3,
             lock_slots,
             ..PartitionReport::default()
         }
@@ -251,8 +257,8 @@ mod tests {
     fn locks_are_crowded_past_half_the_lock_table() {
         // PostgreSQL's defaults: 64 x (100 + 0) = 6,400 slots.
         assert!(!report(720, 6_400).locks_crowded(), "an hour wide, 30 days");
-        assert!(!report(1_600, 6_400).locks_crowded());
-        assert!(report(1_601, 6_400).locks_crowded());
+        assert!(!report(1_066, 6_400).locks_crowded());
+        assert!(report(1_067, 6_400).locks_crowded());
         assert!(
             report(8_640, 6_400).locks_crowded(),
             "5 minutes wide, 30 days"

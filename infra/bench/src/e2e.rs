@@ -4,7 +4,8 @@
 //! messages and bad events included) is sent into the local queue at `rate` events per second
 //! for `seconds`. `workers` consumers hand it to the ingest handler in batches of up to
 //! `batch` messages, as Lambda's SQS poller or the Azure queue trigger would. Every commit that
-//! queues webhooks nudges the fanout through a second local queue; the rollup function's timer
+//! queues webhooks nudges the fanout through a second local queue, drained by `fanout_workers`
+//! instances (2, the Terraform module's `maximum_concurrency`); the rollup function's timer
 //! ticks every `rollup_every` (production: 1 minute) with every job of a real tick: once before
 //! sending (a deployed timer has run before the first event), then half a period into sending
 //! and every period after, so that a tick with half a period's events lands mid-stream (when

@@ -168,6 +168,39 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// On one server, forgets the partition width `ferry migrate` recorded (an hour), as in a
+/// database migrated before widths were recorded there: the functions' own width applies.
+/// Only while the database has no partitions (widths must not mix). On Citus the recorded
+/// day stays.
+pub async fn forget_partition_width(pool: &PgPool) {
+    if ferry_local::citus::is_citus(pool).await.unwrap() {
+        return;
+    }
+    let forgotten = sqlx::query(
+        "DELETE FROM ferry_settings WHERE name = 'partition_interval'
+           AND NOT EXISTS (SELECT 1 FROM pg_inherits WHERE inhparent = 'events'::regclass)",
+    )
+    .execute(pool)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(forgotten, 1, "a recorded width and no partitions yet");
+}
+
+/// The width of each `events` partition, in seconds, from its bounds.
+pub async fn partition_widths(pool: &PgPool) -> Vec<f64> {
+    sqlx::query_scalar(
+        "SELECT extract(epoch FROM (regexp_match(pg_get_expr(c.relpartbound, c.oid),
+                'TO \\(''([^'']+)''\\)'))[1]::timestamptz
+              - (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \\(''([^'']+)''\\)'))[1]::timestamptz)::float8
+         FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent = 'events'::regclass",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
 /// The width of `events` partitions in `pool`'s database, in seconds: the width its migration
 /// recorded (on Citus, a day), else the functions' `configured` one.
 pub async fn partition_width(pool: &PgPool, configured: i64) -> i64 {
