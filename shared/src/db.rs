@@ -84,23 +84,21 @@ pub async fn migrate(pool: &PgPool) -> Result<Migrated, MigrateError> {
 pub async fn migrate_with(pool: &PgPool, opts: &MigrateOptions) -> Result<Migrated, MigrateError> {
     MIGRATOR.run(pool).await?;
     let citus = placement::place(pool, opts.shard_count).await?;
-    let width = match (opts.partition_interval, &citus) {
-        (Some(w), _) => Some(w.as_secs() as i64),
-        (None, Some(_)) => Some(placement::CITUS_PARTITION_SECS),
-        (None, None) => Some(ONE_SERVER_PARTITION_SECS),
+    let secs = match (opts.partition_interval, &citus) {
+        (Some(w), _) => w.as_secs() as i64,
+        (None, Some(_)) => placement::CITUS_PARTITION_SECS,
+        (None, None) => ONE_SERVER_PARTITION_SECS,
     };
-    if let Some(secs) = width {
-        // Only for a database without partitions: a width cannot change under existing ones.
-        sqlx::query(
-            "INSERT INTO ferry_settings (name, value)
-             SELECT 'partition_interval', make_interval(secs => $1::double precision)::text
-             WHERE NOT EXISTS (SELECT 1 FROM pg_inherits WHERE inhparent = 'events'::regclass)
-             ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(secs as f64)
-        .execute(pool)
-        .await?;
-    }
+    // Only for a database without partitions: a width cannot change under existing ones.
+    sqlx::query(
+        "INSERT INTO ferry_settings (name, value)
+         SELECT 'partition_interval', make_interval(secs => $1::double precision)::text
+         WHERE NOT EXISTS (SELECT 1 FROM pg_inherits WHERE inhparent = 'events'::regclass)
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(secs as f64)
+    .execute(pool)
+    .await?;
     Ok(Migrated {
         citus,
         partition_secs: partition_secs(pool).await?,
