@@ -4,7 +4,8 @@
 #   local    the local stack and the benchmarks: what follows, without the deploy checks' tools;
 #   all      (default, the tests) both, plus pytest and python-hcl2 in $FERRY_TOOLS/venv and
 #            checkov in a venv of its own ($FERRY_TOOLS/checkov: it ships a fork of the hcl2
-#            package that would shadow python-hcl2). The Terraform CLI and its AWS provider
+#            package that would shadow python-hcl2), and schemathesis in $FERRY_TOOLS/schemathesis
+#            (the query API's OpenAPI check). The Terraform CLI and its AWS provider
 #            mirror cannot come from a package registry; the deploy tests say so if missing.
 # The rest: the PostgreSQL server
 # binaries (for the private server of the local stack and the tests) with the postgresql-hll
@@ -24,6 +25,7 @@ PYTEST_VERSION=8.3.4
 HCL2_VERSION=8.1.4
 CHECKOV_VERSION=3.3.30
 STANDARDWEBHOOKS_VERSION=1.1.0
+SCHEMATHESIS_VERSION=4.32.5
 FERRY_SETUP=${FERRY_SETUP:-all}
 
 FERRY_TOOLS=${FERRY_TOOLS:-"$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.ferry/tools"}
@@ -145,4 +147,6 @@ if [ "$FERRY_SETUP" = all ]; then
   pip_pin "$FERRY_TOOLS/venv" "pytest==$PYTEST_VERSION" "python-hcl2==$HCL2_VERSION" \
     "standardwebhooks==$STANDARDWEBHOOKS_VERSION"
   pip_pin "$FERRY_TOOLS/checkov" "checkov==$CHECKOV_VERSION"
+  # The query API's property-based check (tests/it/query.rs), in a venv of its own.
+  pip_pin "$FERRY_TOOLS/schemathesis" "schemathesis==$SCHEMATHESIS_VERSION"
 fi

@@ -18,6 +18,7 @@
 //! - the webhook outbox (`endpoints`, `endpoint_secrets`, `webhook_messages`, `deliveries`,
 //!   `delivery_attempts`): small, hot, claimed with `FOR UPDATE SKIP LOCKED` by the fanout.
 //! - `rollup_state`, `job_runs`, `ferry_settings`: one writer, a few rows.
+//! - `api_keys`: a few rows, read by key id before the tenant is known.
 
 use sqlx::PgPool;
 
@@ -61,6 +62,7 @@ pub const TABLES: &[(&str, Placement)] = &[
     ("webhook_messages", Coordinator),
     ("deliveries", Coordinator),
     ("delivery_attempts", Coordinator),
+    ("api_keys", Coordinator),
 ];
 
 /// Shards per distributed table when `ferry migrate` first distributes `events`

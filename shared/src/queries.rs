@@ -15,7 +15,12 @@
 //! | [`revenue`] | revenue per currency over a range |
 //! | [`source_days`] | events per source per day (data quality) |
 //! | [`recent_anomalies`] | findings of the anomaly and data-quality checks |
+//! | [`events_by_type`] | events per bucket of a grain and per type (only the non-zero ones) |
+//! | [`visitors`] | distinct users and sessions (hll) over any range |
 //! | [`recently_viewed`] | a user's last distinct products viewed (kept by the loader, not a rollup) |
+//! | [`product`] | a product's current state (kept by the loader) |
+//! | [`also_viewed`] | products in the recently viewed lists of a product's latest viewers |
+//! | [`endpoint_health`] | a tenant's partner endpoints: state, recent deliveries by status, last failure |
 
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::postgres::{PgArguments, PgRow};
@@ -130,7 +135,7 @@ where
 }
 
 /// One bucket of a time series.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
 pub struct Point {
     pub bucket: DateTime<Utc>,
     pub value: f64,
@@ -208,6 +213,67 @@ pub async fn time_series(
         .await?)
 }
 
+/// Events of one type in one bucket.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct TypePoint {
+    pub event_type: String,
+    pub bucket: DateTime<Utc>,
+    pub events: i64,
+}
+
+/// Events per bucket of `grain` and per type in `[from, to)` (aligned down to the grain), by
+/// type then bucket; buckets without events of a type are absent.
+pub async fn events_by_type(
+    pool: &PgPool,
+    tenant: &str,
+    grain: Grain,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<TypePoint>, Error> {
+    let g = grain.seconds();
+    let start = from.timestamp().div_euclid(g) * g;
+    let from = Utc.timestamp_opt(start, 0).single().unwrap_or(from);
+    Ok(sqlx::query_as(
+        "SELECT type AS event_type, bucket, sum(events)::bigint AS events FROM rollup_events
+         WHERE tenant_id = $1 AND grain = $2 AND bucket >= $3 AND bucket < $4
+         GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .bind(tenant)
+    .bind(g as i32)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Distinct users and sessions over a range.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, sqlx::FromRow)]
+pub struct Visitors {
+    pub users: f64,
+    pub sessions: f64,
+}
+
+/// Distinct users and sessions over `[from, to)` (hll, about 0.8% standard error), optionally
+/// of one event type.
+pub async fn visitors(
+    pool: &PgPool,
+    tenant: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    event_type: Option<&str>,
+) -> Result<Visitors, Error> {
+    let sql = format!(
+        "SELECT coalesce(hll_cardinality(hll_union_agg(r.users)), 0)::float8 AS users,
+                coalesce(hll_cardinality(hll_union_agg(r.sessions)), 0)::float8 AS sessions
+         FROM rollup_events r {COVER}
+         WHERE r.tenant_id = $1 AND ($5::text IS NULL OR r.type = $5)"
+    );
+    Ok(covered(&sql, tenant, from, to)
+        .bind(event_type)
+        .fetch_one(pool)
+        .await?)
+}
+
 /// Distinct users over `[from, to)` by merging the covering hll sketches (about 0.8% standard
 /// error), optionally of one event type.
 pub async fn unique_users(
@@ -230,7 +296,7 @@ pub async fn unique_users(
 }
 
 /// A page and its views over a range.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
 pub struct PageViews {
     pub page: String,
     pub views: i64,
@@ -244,18 +310,31 @@ pub async fn top_pages(
     to: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<PageViews>, Error> {
+    top_pages_from(pool, tenant, from, to, limit, 0).await
+}
+
+/// The most viewed pages over `[from, to)`, ranks `offset + 1` to `offset + limit`.
+pub async fn top_pages_from(
+    pool: &PgPool,
+    tenant: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<PageViews>, Error> {
     let sql = format!(
         "SELECT r.page, sum(r.views)::bigint AS views FROM rollup_pages r {COVER}
-         WHERE r.tenant_id = $1 GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $5"
+         WHERE r.tenant_id = $1 GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $5 OFFSET $6"
     );
     Ok(covered(&sql, tenant, from, to)
         .bind(limit)
+        .bind(offset)
         .fetch_all(pool)
         .await?)
 }
 
 /// A product's activity over a range.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
 pub struct ProductActivity {
     pub product: String,
     pub views: i64,
@@ -271,20 +350,33 @@ pub async fn top_products(
     to: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<ProductActivity>, Error> {
+    top_products_from(pool, tenant, from, to, limit, 0).await
+}
+
+/// The most viewed products over `[from, to)`, ranks `offset + 1` to `offset + limit`.
+pub async fn top_products_from(
+    pool: &PgPool,
+    tenant: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<ProductActivity>, Error> {
     let sql = format!(
         "SELECT r.product, sum(r.views)::bigint AS views, sum(r.cart_adds)::bigint AS cart_adds,
                 sum(r.purchases)::bigint AS purchases
          FROM rollup_products r {COVER}
-         WHERE r.tenant_id = $1 GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $5"
+         WHERE r.tenant_id = $1 GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $5 OFFSET $6"
     );
     Ok(covered(&sql, tenant, from, to)
         .bind(limit)
+        .bind(offset)
         .fetch_all(pool)
         .await?)
 }
 
 /// Revenue of one currency over a range, in minor units.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
 pub struct Revenue {
     pub currency: String,
     pub purchases: i64,
@@ -312,7 +404,7 @@ pub async fn revenue(
 }
 
 /// A source's events on one UTC day.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
 pub struct SourceDay {
     pub day: DateTime<Utc>,
     pub source: String,
@@ -340,7 +432,7 @@ pub async fn source_days(
 }
 
 /// A finding of the anomaly or data-quality checks.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
 pub struct Anomaly {
     pub metric: String,
     pub grain: i32,
@@ -373,7 +465,7 @@ pub async fn recent_anomalies(
 }
 
 /// A product a user viewed, and when.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
 pub struct Viewed {
     pub product_id: String,
     pub viewed_at: DateTime<Utc>,
@@ -398,6 +490,147 @@ pub async fn recently_viewed(
     .bind(limit)
     .fetch_all(pool)
     .await?)
+}
+
+/// A product's current state: the `data` of its newest change.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+pub struct ProductState {
+    pub product_id: String,
+    /// The change's `data` as stored (JSON text); NULL once deleted.
+    #[serde(serialize_with = "raw_json")]
+    pub state: Option<String>,
+    pub deleted: bool,
+    pub changed_at: DateTime<Utc>,
+    pub source: String,
+    pub event_id: String,
+}
+
+/// A product's current state, if the tenant has one of that id.
+pub async fn product(
+    pool: &PgPool,
+    tenant: &str,
+    product_id: &str,
+) -> Result<Option<ProductState>, Error> {
+    Ok(sqlx::query_as(
+        "SELECT product_id, state::text AS state, deleted, changed_at, source, event_id FROM products
+         WHERE tenant_id = $1 AND product_id = $2",
+    )
+    .bind(tenant)
+    .bind(product_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// How many of a product's latest viewers [`also_viewed`] reads.
+pub const ALSO_VIEWED_SAMPLE: i64 = 1_000;
+
+/// A product viewed by some of the users who viewed another.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct AlsoViewed {
+    pub product_id: String,
+    /// Users (of the sample) with both products in their recently viewed list.
+    pub users: i64,
+}
+
+/// "People who viewed this also viewed": the products most often in the recently viewed lists
+/// of the last [`ALSO_VIEWED_SAMPLE`] users who viewed `product_id`, most shared first. The
+/// lists are the loader's (the last `FERRY_RECENTLY_VIEWED` distinct products per user), so the
+/// answer is as fresh as the events, and its cost is bounded by the sample, however popular the
+/// product.
+pub async fn also_viewed(
+    pool: &PgPool,
+    tenant: &str,
+    product_id: &str,
+    limit: i64,
+) -> Result<Vec<AlsoViewed>, Error> {
+    Ok(sqlx::query_as(
+        "SELECT o.product_id, count(*)::bigint AS users
+         FROM (SELECT user_id FROM recently_viewed
+               WHERE tenant_id = $1 AND product_id = $2
+               ORDER BY viewed_at DESC LIMIT $4) AS v
+         JOIN recently_viewed o
+           ON o.tenant_id = $1 AND o.user_id = v.user_id AND o.product_id <> $2
+         GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $3",
+    )
+    .bind(tenant)
+    .bind(product_id)
+    .bind(limit)
+    .bind(ALSO_VIEWED_SAMPLE)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Writes stored JSON text as JSON (not as a string holding it).
+fn raw_json<S: serde::Serializer>(text: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    use serde::Serialize;
+    match text {
+        Some(t) => serde_json::value::RawValue::from_string(t.clone())
+            .map_err(serde::ser::Error::custom)?
+            .serialize(s),
+        None => s.serialize_none(),
+    }
+}
+
+/// A partner endpoint's health.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct EndpointHealth {
+    pub endpoint_id: i64,
+    /// Scheme, host, port and path: a query string may hold a partner's token, so it is left
+    /// out.
+    pub url: String,
+    pub event_types: Vec<String>,
+    pub status: String,
+    pub disabled_reason: Option<String>,
+    /// First failure since the last success; NULL while healthy.
+    pub failing_since: Option<DateTime<Utc>>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub last_failure_at: Option<DateTime<Utc>>,
+    /// Deliveries created in the last 24 hours, by status.
+    pub pending: i64,
+    pub delivered: i64,
+    pub failed: i64,
+    /// The newest delivery error of the last 24 hours.
+    pub last_error: Option<String>,
+}
+
+/// A tenant's endpoints, by id, with their deliveries of the last 24 hours by status.
+pub async fn endpoint_health(pool: &PgPool, tenant: &str) -> Result<Vec<EndpointHealth>, Error> {
+    Ok(sqlx::query_as(
+        "SELECT e.endpoint_id, split_part(split_part(e.url, '?', 1), '#', 1) AS url,
+                e.event_types, e.status, e.disabled_reason, e.failing_since,
+                e.last_success_at, e.last_failure_at,
+                coalesce(d.pending, 0) AS pending, coalesce(d.delivered, 0) AS delivered,
+                coalesce(d.failed, 0) AS failed, l.last_error
+         FROM endpoints e
+         LEFT JOIN LATERAL (
+             SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
+                    count(*) FILTER (WHERE status = 'delivered') AS delivered,
+                    count(*) FILTER (WHERE status = 'failed') AS failed
+             FROM deliveries
+             WHERE endpoint_id = e.endpoint_id AND created_at >= now() - interval '24 hours'
+         ) d ON true
+         LEFT JOIN LATERAL (
+             SELECT last_error FROM deliveries
+             WHERE endpoint_id = e.endpoint_id AND created_at >= now() - interval '24 hours'
+               AND last_error IS NOT NULL
+             ORDER BY created_at DESC LIMIT 1
+         ) l ON true
+         WHERE e.tenant_id = $1
+         ORDER BY e.endpoint_id",
+    )
+    .bind(tenant)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// True when the tenant exists (active or suspended).
+pub async fn tenant_exists(pool: &PgPool, tenant: &str) -> Result<bool, Error> {
+    Ok(
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants WHERE tenant_id = $1)")
+            .bind(tenant)
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 #[cfg(test)]

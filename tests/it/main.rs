@@ -5,7 +5,7 @@
 //! Where to look:
 //! - [`harness`]: fresh databases, the function binaries, emulators, a webhook receiver;
 //! - `ingest`, `bad_input`, `exactly_once`, `derived`: the shared loader through ingest;
-//! - `transform`, `rollup`, `fanout`: one module per function;
+//! - `transform`, `rollup`, `fanout`, `query`: one module per function;
 //! - `contract_*`: the real binaries on the Lambda Runtime API and as Azure custom handlers;
 //! - `schema`, `extensions`, and `citus` (feature `citus`, `scripts/test-citus.sh`).
 //!
@@ -32,6 +32,7 @@ mod exactly_once;
 mod extensions;
 mod fanout;
 mod ingest;
+mod query;
 mod rollup;
 mod schema;
 mod transform;

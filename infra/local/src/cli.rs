@@ -92,6 +92,21 @@ pub enum Command {
         #[command(subcommand)]
         command: SecretsCommand,
     },
+    /// Serve the query API (`/v1/…`) on this machine, over the local stack's database (or
+    /// DATABASE_URL). Requests need a key: `ferry apikey add <tenant>`.
+    Serve {
+        /// Port to listen on.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Address to listen on (0.0.0.0 to be reachable from other machines).
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+    },
+    /// Manage the query API's keys (shown once when added, stored hashed).
+    Apikey {
+        #[command(subcommand)]
+        command: ApikeyCommand,
+    },
     /// Manage tenants.
     Tenant {
         #[command(subcommand)]
@@ -116,6 +131,26 @@ pub enum SecretsCommand {
     /// older keys, and any stored in plain. Run after putting a new key first; then the old
     /// key can leave the keyring.
     Rekey,
+}
+
+#[derive(Subcommand)]
+pub enum ApikeyCommand {
+    /// Issue a key that reads one tenant (or, with --admin, every tenant) and print it once.
+    Add {
+        /// The tenant the key reads.
+        #[arg(required_unless_present = "admin", conflicts_with = "admin")]
+        tenant: Option<String>,
+        /// An operator key: reads every tenant.
+        #[arg(long)]
+        admin: bool,
+        /// What the key is for (shown by `list`).
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List keys (of one tenant when given), without their secrets.
+    List { tenant: Option<String> },
+    /// Revoke a key, by its id or the key itself; it is refused from the next request.
+    Revoke { key: String },
 }
 
 #[derive(Subcommand)]

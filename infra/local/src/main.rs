@@ -14,7 +14,9 @@ use ferry_shared::placement::Placement;
 use ferry_shared::{config::Config, db, telemetry};
 use ferry_transform::{Outcome, Transform, TransformConfig};
 
-use crate::cli::{Cli, Command, DbCommand, EndpointCommand, SecretsCommand, TenantCommand};
+use crate::cli::{
+    ApikeyCommand, Cli, Command, DbCommand, EndpointCommand, SecretsCommand, TenantCommand,
+};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -61,6 +63,8 @@ async fn main() -> anyhow::Result<()> {
             command: SecretsCommand::Rekey,
         } => rekey(&cfg).await,
         Command::Tenant { command } => tenant_command(&cfg, command).await,
+        Command::Serve { port, host } => serve(&cfg, host, port).await,
+        Command::Apikey { command } => apikey_command(&cfg, command).await,
         Command::Db { command } => db_command(&cfg, command).await,
     }
 }
@@ -391,6 +395,74 @@ async fn tenant_command(cfg: &Config, command: TenantCommand) -> anyhow::Result<
                     "{:<24} {:<10} {:<30} {}",
                     t.tenant_id, t.status, t.name, t.created_at
                 );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `ferry serve`: the query function's router on a local port.
+#[allow(clippy::print_stdout)]
+async fn serve(cfg: &Config, host: std::net::IpAddr, port: u16) -> anyhow::Result<()> {
+    let stack = stack::open(cfg).await?;
+    let qcfg = ferry_query::QueryConfig::from_env(&Env::process())?;
+    let query = ferry_query::Query::with_pool(qcfg, stack.pool.clone(), "query");
+    let listener = tokio::net::TcpListener::bind((host, port))
+        .await
+        .with_context(|| format!("listen on {host}:{port} (another --port?)"))?;
+    let base = format!("http://{}", listener.local_addr()?);
+    println!("ferry query API on {base}/v1/ (Ctrl-C stops)");
+    println!("  a key:  ferry apikey add <tenant>");
+    println!("  try:    curl -H \"Authorization: Bearer $KEY\" {base}/v1/tenants/<tenant>/events");
+    let server = warp::serve(query.routes()).incoming(listener).run();
+    tokio::select! {
+        () = server => {}
+        _ = tokio::signal::ctrl_c() => println!("stopped"),
+    }
+    Ok(())
+}
+
+/// `ferry apikey add|list|revoke`.
+#[allow(clippy::print_stdout)]
+async fn apikey_command(cfg: &Config, command: ApikeyCommand) -> anyhow::Result<()> {
+    use ferry_query::keys;
+    let stack = stack::open(cfg).await?;
+    let pool = &stack.pool;
+    match command {
+        ApikeyCommand::Add { tenant, name, .. } => {
+            let issued = keys::issue(pool, tenant.as_deref(), &name).await?;
+            let reads = tenant.map_or("every tenant (read-only operator key)".to_owned(), |t| {
+                format!("tenant {t}")
+            });
+            println!("key {} reads {reads}:", issued.key_id);
+            println!("{}", issued.token);
+            println!("It is shown once; ferry keeps only its hash. Send it as");
+            println!("  Authorization: Bearer {}…", &issued.token[..16]);
+        }
+        ApikeyCommand::List { tenant } => {
+            let rows = keys::list(pool, tenant.as_deref()).await?;
+            if rows.is_empty() {
+                println!("no keys (ferry apikey add <tenant>)");
+            }
+            for k in rows {
+                let state = k.revoked_at.map_or("active".to_owned(), |t| {
+                    format!("revoked {}", t.format("%F %T"))
+                });
+                println!(
+                    "{:<20} {:<24} {:<22} {:<20} {}",
+                    k.shown(),
+                    k.tenant_id.as_deref().unwrap_or("(every tenant)"),
+                    state,
+                    k.created_at.format("%F %T"),
+                    k.name
+                );
+            }
+        }
+        ApikeyCommand::Revoke { key } => {
+            if keys::revoke(pool, &key).await? {
+                println!("revoked; requests with it are refused from now on");
+            } else {
+                anyhow::bail!("no active key {key:?} (ferry apikey list)");
             }
         }
     }

@@ -1,5 +1,5 @@
 //! Platform adapters. A function's `main` hands its handler to [`serve_queue`], [`serve_blob`],
-//! [`serve_tick`] or [`serve_queue_and_tick`], which pick the platform from the environment at start-up:
+//! [`serve_tick`], [`serve_queue_and_tick`] or (an HTTP router) [`serve_http`], which pick the platform from the environment at start-up:
 //!
 //! - `AWS_LAMBDA_RUNTIME_API` set → AWS Lambda ([`lambda`]);
 //! - `FUNCTIONS_CUSTOMHANDLER_PORT` set → Azure Functions custom handler ([`azure`]);
@@ -12,11 +12,13 @@
 mod aws;
 pub mod azure;
 pub mod blob;
+mod http;
 mod lambda;
 pub mod nudge;
 pub mod secrets;
 mod timer;
 
+pub use http::serve_http;
 pub use secrets::config;
 
 use std::future::Future;

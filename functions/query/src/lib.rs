@@ -1,0 +1,256 @@
+//! The query function: ferry's read side over HTTP. One warp router serves the `/v1` JSON API
+//! on every platform (Lambda through `lambda_http`, Azure as a custom handler with forwarded
+//! HTTP requests, locally as `ferry serve`).
+//!
+//! A request passes, in order: the method (GET, or a CORS preflight), the route (unknown paths
+//! 404 before anything else), the key (401), the tenant (a tenant the key does not read
+//! answers the same 404 as one that does not exist), the parameters (400 naming the
+//! parameter), then the read. A database that cannot be reached answers 503 with
+//! `Retry-After`. Answers carry `Cache-Control` from the grain they read and an `ETag`.
+
+pub mod api;
+pub mod keys;
+pub mod params;
+mod reply;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use ferry_shared::config::{bad, ConfigError, Env};
+use ferry_shared::Config;
+use sqlx::PgPool;
+use tracing::{debug, info, warn};
+use warp::filters::BoxedFilter;
+use warp::http::{HeaderMap, Method};
+use warp::reply::Response;
+use warp::Filter;
+
+use crate::api::{Failure, Route};
+use crate::keys::{Principal, Refusal};
+use crate::params::Params;
+pub use crate::reply::Problem;
+
+/// Longest query string served (longer: 414).
+pub const MAX_QUERY_BYTES: usize = 2_048;
+
+/// Settings of the query function (environment variables: docs/configuration.md).
+#[derive(Debug, Clone, Default)]
+pub struct QueryConfig {
+    /// Origins a browser may call the API from (`FERRY_QUERY_CORS_ORIGINS`, comma-separated;
+    /// `*` for any). Empty: no CORS headers.
+    pub cors_origins: Vec<String>,
+}
+
+impl QueryConfig {
+    /// Reads the query function's settings.
+    pub fn from_env(env: &Env) -> Result<QueryConfig, ConfigError> {
+        let mut cors_origins = Vec::new();
+        for origin in env
+            .get("FERRY_QUERY_CORS_ORIGINS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+        {
+            let ok = origin == "*"
+                || ((origin.starts_with("https://") || origin.starts_with("http://"))
+                    && !origin.ends_with('/'));
+            if !ok {
+                return Err(bad(
+                    "FERRY_QUERY_CORS_ORIGINS",
+                    origin,
+                    "each origin is scheme://host[:port] (no path, no trailing /) or *",
+                ));
+            }
+            cors_origins.push(origin.to_owned());
+        }
+        Ok(QueryConfig { cors_origins })
+    }
+}
+
+/// The query function: a pool and its settings.
+pub struct Query {
+    pool: PgPool,
+    cfg: QueryConfig,
+    name: String,
+}
+
+impl Query {
+    /// Builds the function from the environment (the pool connects lazily).
+    pub fn from_config(cfg: &Config, qcfg: QueryConfig) -> anyhow::Result<Query> {
+        let name = cfg.function_name.clone().unwrap_or_else(|| "query".into());
+        let pool = ferry_shared::db::pool(&cfg.db, cfg.database_url()?, &name)?;
+        Ok(Query::with_pool(qcfg, pool, &name))
+    }
+
+    pub fn with_pool(cfg: QueryConfig, pool: PgPool, name: &str) -> Query {
+        Query {
+            pool,
+            cfg,
+            name: name.to_owned(),
+        }
+    }
+
+    /// The function's name (FERRY_FUNCTION_NAME, default `query`).
+    pub fn function(&self) -> &str {
+        &self.name
+    }
+
+    /// The router: every request, whatever its method or path, gets an answer from here.
+    pub fn routes(self) -> BoxedFilter<(Response,)> {
+        let query = Arc::new(self);
+        let raw_query = warp::query::raw().or(warp::any().map(String::new)).unify();
+        warp::method()
+            .and(warp::path::full())
+            .and(raw_query)
+            .and(warp::header::headers_cloned())
+            .and_then(
+                move |method: Method,
+                      path: warp::path::FullPath,
+                      raw: String,
+                      headers: HeaderMap| {
+                    let query = Arc::clone(&query);
+                    async move {
+                        let started = std::time::Instant::now();
+                        let response = query.handle(&method, path.as_str(), &raw, &headers).await;
+                        debug!(
+                            %method,
+                            path = path.as_str(),
+                            status = response.status().as_u16(),
+                            ms = started.elapsed().as_secs_f64() * 1e3,
+                            "request"
+                        );
+                        Ok::<_, Infallible>(response)
+                    }
+                },
+            )
+            .boxed()
+    }
+
+    /// One request's answer.
+    pub async fn handle(
+        &self,
+        method: &Method,
+        path: &str,
+        raw_query: &str,
+        headers: &HeaderMap,
+    ) -> Response {
+        let origin = reply::allowed_origin(&self.cfg.cors_origins, headers);
+        if *method == Method::OPTIONS {
+            return reply::preflight(origin.as_deref());
+        }
+        let answer = if *method != Method::GET && *method != Method::HEAD {
+            Err(Problem::MethodNotAllowed)
+        } else if raw_query.len() > MAX_QUERY_BYTES {
+            Err(Problem::QueryTooLong)
+        } else {
+            self.answer(path, raw_query, headers).await
+        };
+        let mut response = match answer {
+            Ok(a) => reply::json(&a, headers),
+            Err(problem) => problem.response(),
+        };
+        reply::cors(&mut response, origin.as_deref());
+        if *method == Method::HEAD {
+            *response.body_mut() = warp::hyper::body::Bytes::new().into();
+        }
+        response
+    }
+
+    async fn answer(
+        &self,
+        path: &str,
+        raw_query: &str,
+        headers: &HeaderMap,
+    ) -> Result<api::Answer, Problem> {
+        let segments = reply::segments(path).ok_or(Problem::NotFound)?;
+        let route = if segments.is_empty() {
+            return Ok(index());
+        } else {
+            api::route(&segments).ok_or(Problem::NotFound)?
+        };
+        let (tenant, read) = match route {
+            Route::Health => return self.health(raw_query).await,
+            Route::OpenApi => return openapi(raw_query),
+            Route::Tenant { tenant, read } => (tenant, read),
+        };
+        let authorization = headers
+            .get(warp::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let principal = match keys::authenticate(&self.pool, authorization).await {
+            Ok(p) => p,
+            Err(Refusal::Database(e)) => return Err(Problem::from_db(e)),
+            Err(refusal) => {
+                // Never the key itself: at most its id.
+                match refusal {
+                    Refusal::Missing => debug!(%refusal, "request without a key"),
+                    Refusal::Malformed => info!(%refusal, "request refused"),
+                    _ => warn!(%refusal, "API key refused"),
+                }
+                return Err(Problem::Unauthorized);
+            }
+        };
+        if !self.reads(&principal, &tenant).await? {
+            info!(?principal, "a key asked for a tenant it does not read");
+            return Err(Problem::NotFound);
+        }
+        let params = Params::parse(raw_query, api::known_params(&read))?;
+        api::read(&self.pool, &tenant, &read, &params, chrono::Utc::now())
+            .await
+            .map_err(|f| match f {
+                Failure::BadParam(b) => Problem::BadParam(b),
+                Failure::NotFound => Problem::NotFound,
+                Failure::Database(e) => Problem::from_db(e),
+            })
+    }
+
+    /// True when `principal` reads `tenant` and the tenant exists.
+    async fn reads(&self, principal: &Principal, tenant: &str) -> Result<bool, Problem> {
+        match principal {
+            Principal::Tenant(t) => Ok(t == tenant),
+            Principal::Admin => ferry_shared::queries::tenant_exists(&self.pool, tenant)
+                .await
+                .map_err(Problem::from_db),
+        }
+    }
+
+    async fn health(&self, raw_query: &str) -> Result<api::Answer, Problem> {
+        Params::parse(raw_query, &[])?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(|e| Problem::from_db(e.into()))?;
+        Ok(api::Answer {
+            body: serde_json::json!({"status": "ok"}),
+            max_age: 0,
+        })
+    }
+}
+
+/// `GET /v1/openapi.json`.
+fn openapi(raw_query: &str) -> Result<api::Answer, Problem> {
+    static DOC: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(|| {
+        serde_json::from_str(api::OPENAPI).unwrap_or_else(
+            |e| serde_json::json!({"error": format!("the embedded document is not JSON: {e}")}),
+        )
+    });
+    Params::parse(raw_query, &[])?;
+    Ok(api::Answer {
+        body: DOC.clone(),
+        max_age: 300,
+    })
+}
+
+/// `GET /`: where things are.
+fn index() -> api::Answer {
+    api::Answer {
+        body: serde_json::json!({
+            "service": "ferry query",
+            "api": "/v1/tenants/{tenant}/…",
+            "health": "/v1/health",
+            "openapi": "/v1/openapi.json",
+            "authentication": "Authorization: Bearer fy_live_… (ferry apikey add <tenant>)",
+        }),
+        max_age: 0,
+    }
+}
