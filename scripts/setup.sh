@@ -5,7 +5,8 @@
 #   all      (default, the tests) both, plus pytest and python-hcl2 in $FERRY_TOOLS/venv and
 #            checkov in a venv of its own ($FERRY_TOOLS/checkov: it ships a fork of the hcl2
 #            package that would shadow python-hcl2), and schemathesis in $FERRY_TOOLS/schemathesis
-#            (the query API's OpenAPI check). The Terraform CLI and its AWS provider
+#            (the query API's OpenAPI check), Chromium (apt) and playwright-core (npm) for the
+#            dashboard's browser test. The Terraform CLI and its AWS provider
 #            mirror cannot come from a package registry; the deploy tests say so if missing.
 # The rest: the PostgreSQL server
 # binaries (for the private server of the local stack and the tests) with the postgresql-hll
@@ -26,6 +27,7 @@ HCL2_VERSION=8.1.4
 CHECKOV_VERSION=3.3.30
 STANDARDWEBHOOKS_VERSION=1.1.0
 SCHEMATHESIS_VERSION=4.32.5
+PLAYWRIGHT_VERSION=1.65.1
 FERRY_SETUP=${FERRY_SETUP:-all}
 
 FERRY_TOOLS=${FERRY_TOOLS:-"$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.ferry/tools"}
@@ -44,6 +46,11 @@ moto_installed() {
 azurite_installed() {
   [ -x "$FERRY_TOOLS/node/node_modules/.bin/azurite-blob" ] &&
     sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$FERRY_TOOLS/node/node_modules/azurite/package.json" | head -n 1
+}
+
+playwright_installed() {
+  [ -f "$FERRY_TOOLS/node/node_modules/playwright-core/package.json" ] &&
+    sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$FERRY_TOOLS/node/node_modules/playwright-core/package.json" | head -n 1
 }
 
 apt_install() {
@@ -149,4 +156,14 @@ if [ "$FERRY_SETUP" = all ]; then
   pip_pin "$FERRY_TOOLS/checkov" "checkov==$CHECKOV_VERSION"
   # The query API's property-based check (tests/it/query.rs), in a venv of its own.
   pip_pin "$FERRY_TOOLS/schemathesis" "schemathesis==$SCHEMATHESIS_VERSION"
+  # The dashboard's browser test: Debian's Chromium (and a font to draw text with), driven by
+  # playwright-core from npm (it downloads no browser of its own).
+  [ -x /usr/bin/chromium ] || apt_install chromium fonts-dejavu-core
+  if [ "$(playwright_installed || true)" != "$PLAYWRIGHT_VERSION" ]; then
+    command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+    echo "setup: installing playwright-core@$PLAYWRIGHT_VERSION into $FERRY_TOOLS/node" >&2
+    mkdir -p "$FERRY_TOOLS/node"
+    npm install --prefix "$FERRY_TOOLS/node" --no-audit --no-fund --loglevel=error \
+      --save-exact "playwright-core@$PLAYWRIGHT_VERSION" >/dev/null
+  fi
 fi

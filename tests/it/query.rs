@@ -368,6 +368,24 @@ async fn answers_equal_the_rollups_and_say_which_grain_they_read() {
     assert_eq!((st, body["anomalies"].is_array()), (200, true));
     let (st, body, _) = get(&s.base, "/v1/tenants/acme/endpoints", Some(&s.acme)).await;
     assert_eq!((st, body["endpoints"].clone()), (200, json!([])));
+
+    // What a key reads, for the dashboard.
+    let (_, body, _) = get(&s.base, "/v1/whoami", Some(&s.acme)).await;
+    assert_eq!(body, json!({"tenant": "acme"}));
+    let (_, body, _) = get(&s.base, "/v1/whoami", Some(&s.admin)).await;
+    assert_eq!(body, json!({"admin": true, "tenants": ["acme", "beta"]}));
+    // The dashboard's files need no key and may only talk to this server.
+    let r = reqwest::get(format!("{}/", s.base)).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("connect-src 'self'") && csp.contains("default-src 'none'"),
+        "{csp}"
+    );
+    assert!(r.text().await.unwrap().contains("dashboard.js"));
 }
 
 #[tokio::test]
@@ -790,5 +808,48 @@ async fn schemathesis_finds_every_answer_conforming_to_the_openapi_document() {
         out.status.success(),
         "schemathesis failed:\n{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The dashboard in a real Chromium, driven by Playwright (tests/dashboard/check.cjs): signs
+/// in, and every chart holds the numbers the API returns for the page's range; a wrong key is
+/// refused; nothing is fetched from another host. Saves `target/dashboard.png`.
+#[tokio::test]
+async fn the_dashboard_in_chromium_draws_the_numbers_of_the_api() {
+    let s = served().await;
+    sqlx::query(
+        "INSERT INTO endpoints (tenant_id, url, event_types, failing_since, last_failure_at)
+         VALUES ('acme', 'https://partner.example/hook', '{product.*}', now(), now())",
+    )
+    .execute(&s.db.pool)
+    .await
+    .unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let tools = std::env::var_os("FERRY_TOOLS")
+        .map_or_else(|| root.join(".ferry/tools"), std::path::PathBuf::from);
+    let playwright = tools.join("node/node_modules/playwright-core");
+    assert!(
+        playwright.exists() && std::path::Path::new("/usr/bin/chromium").exists(),
+        "playwright-core ({}) or /usr/bin/chromium is missing: run `source scripts/setup.sh`",
+        playwright.display()
+    );
+    let shot = root.join("target/dashboard.png");
+    let out = tokio::process::Command::new("node")
+        .arg(root.join("tests/dashboard/check.cjs"))
+        .args([&s.base, &s.acme])
+        .arg(&shot)
+        .env("PLAYWRIGHT_CORE", &playwright)
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the dashboard check failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("ok   events chart") && shot.exists(),
+        "{text}"
     );
 }

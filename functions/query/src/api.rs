@@ -15,6 +15,8 @@ pub enum Route {
     Health,
     /// `GET /v1/openapi.json`: the API's OpenAPI 3.1 document (no key needed).
     OpenApi,
+    /// `GET /v1/whoami`: the tenant the key reads (an operator key: every tenant's id).
+    WhoAmI,
     /// `GET /v1/tenants/{tenant}/…`.
     Tenant { tenant: String, read: Read },
 }
@@ -42,6 +44,7 @@ pub fn route(segments: &[String]) -> Option<Route> {
     match s.as_slice() {
         ["v1", "health"] => Some(Route::Health),
         ["v1", "openapi.json"] => Some(Route::OpenApi),
+        ["v1", "whoami"] => Some(Route::WhoAmI),
         ["v1", "tenants", tenant, rest @ ..] => {
             let read = match rest {
                 ["events"] => Read::Events,
@@ -351,7 +354,7 @@ mod tests {
                     assert!(item["get"]["responses"]["404"].is_object(), "{path}");
                     reads.push(std::mem::discriminant(&read));
                 }
-                Route::Health | Route::OpenApi => assert!(documented.is_empty()),
+                Route::Health | Route::OpenApi | Route::WhoAmI => assert!(documented.is_empty()),
             }
         }
         let every = [

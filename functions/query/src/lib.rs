@@ -139,16 +139,18 @@ impl Query {
         if *method == Method::OPTIONS {
             return reply::preflight(origin.as_deref());
         }
-        let answer = if *method != Method::GET && *method != Method::HEAD {
-            Err(Problem::MethodNotAllowed)
+        let readable = *method == Method::GET || *method == Method::HEAD;
+        let mut response = if !readable {
+            Problem::MethodNotAllowed.response()
+        } else if let Some(page) = reply::dashboard_file(path, headers) {
+            page
         } else if raw_query.len() > MAX_QUERY_BYTES {
-            Err(Problem::QueryTooLong)
+            Problem::QueryTooLong.response()
         } else {
-            self.answer(path, raw_query, headers).await
-        };
-        let mut response = match answer {
-            Ok(a) => reply::json(&a, headers),
-            Err(problem) => problem.response(),
+            match self.answer(path, raw_query, headers).await {
+                Ok(a) => reply::json(&a, headers),
+                Err(problem) => problem.response(),
+            }
         };
         reply::cors(&mut response, origin.as_deref());
         if *method == Method::HEAD {
@@ -164,32 +166,18 @@ impl Query {
         headers: &HeaderMap,
     ) -> Result<api::Answer, Problem> {
         let segments = reply::segments(path).ok_or(Problem::NotFound)?;
-        let route = if segments.is_empty() {
-            return Ok(index());
-        } else {
-            api::route(&segments).ok_or(Problem::NotFound)?
-        };
+        let route = api::route(&segments).ok_or(Problem::NotFound)?;
         let (tenant, read) = match route {
             Route::Health => return self.health(raw_query).await,
             Route::OpenApi => return openapi(raw_query),
+            Route::WhoAmI => {
+                Params::parse(raw_query, &[])?;
+                let principal = self.principal(headers).await?;
+                return self.whoami(&principal).await;
+            }
             Route::Tenant { tenant, read } => (tenant, read),
         };
-        let authorization = headers
-            .get(warp::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let principal = match keys::authenticate(&self.pool, authorization).await {
-            Ok(p) => p,
-            Err(Refusal::Database(e)) => return Err(Problem::from_db(e)),
-            Err(refusal) => {
-                // Never the key itself: at most its id.
-                match refusal {
-                    Refusal::Missing => debug!(%refusal, "request without a key"),
-                    Refusal::Malformed => info!(%refusal, "request refused"),
-                    _ => warn!(%refusal, "API key refused"),
-                }
-                return Err(Problem::Unauthorized);
-            }
-        };
+        let principal = self.principal(headers).await?;
         if !self.reads(&principal, &tenant).await? {
             info!(?principal, "a key asked for a tenant it does not read");
             return Err(Problem::NotFound);
@@ -202,6 +190,43 @@ impl Query {
                 Failure::NotFound => Problem::NotFound,
                 Failure::Database(e) => Problem::from_db(e),
             })
+    }
+
+    /// Who the request's key speaks for; 401 (logged without the key) when nobody.
+    async fn principal(&self, headers: &HeaderMap) -> Result<Principal, Problem> {
+        let authorization = headers
+            .get(warp::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match keys::authenticate(&self.pool, authorization).await {
+            Ok(p) => Ok(p),
+            Err(Refusal::Database(e)) => Err(Problem::from_db(e)),
+            Err(refusal) => {
+                // Never the key itself: at most its id.
+                match refusal {
+                    Refusal::Missing => debug!(%refusal, "request without a key"),
+                    Refusal::Malformed => info!(%refusal, "request refused"),
+                    _ => warn!(%refusal, "API key refused"),
+                }
+                Err(Problem::Unauthorized)
+            }
+        }
+    }
+
+    /// `GET /v1/whoami`.
+    async fn whoami(&self, principal: &Principal) -> Result<api::Answer, Problem> {
+        let body = match principal {
+            Principal::Tenant(t) => serde_json::json!({"tenant": t}),
+            Principal::Admin => {
+                let tenants: Vec<String> = ferry_shared::db::list_tenants(&self.pool)
+                    .await
+                    .map_err(Problem::from_db)?
+                    .into_iter()
+                    .map(|t| t.tenant_id)
+                    .collect();
+                serde_json::json!({"admin": true, "tenants": tenants})
+            }
+        };
+        Ok(api::Answer { body, max_age: 0 })
     }
 
     /// True when `principal` reads `tenant` and the tenant exists.
@@ -239,18 +264,4 @@ fn openapi(raw_query: &str) -> Result<api::Answer, Problem> {
         body: DOC.clone(),
         max_age: 300,
     })
-}
-
-/// `GET /`: where things are.
-fn index() -> api::Answer {
-    api::Answer {
-        body: serde_json::json!({
-            "service": "ferry query",
-            "api": "/v1/tenants/{tenant}/…",
-            "health": "/v1/health",
-            "openapi": "/v1/openapi.json",
-            "authentication": "Authorization: Bearer fy_live_… (ferry apikey add <tenant>)",
-        }),
-        max_age: 0,
-    }
 }

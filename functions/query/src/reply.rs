@@ -137,41 +137,18 @@ impl Problem {
 /// it already; gzip when the client takes it and the body is worth it.
 pub fn json(answer: &Answer, request: &HeaderMap) -> Response {
     let body = answer.body.to_string();
-    let tag = format!(
-        "\"{}\"",
-        Sha256::digest(body.as_bytes())
-            .iter()
-            .take(12)
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
+    let tag = etag(body.as_bytes());
     let cache = if answer.max_age == 0 {
         "private, no-cache".to_owned()
     } else {
         format!("private, max-age={}", answer.max_age)
     };
-    let held = request
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().trim_start_matches("W/") == tag)
-        });
-    let mut r = if held {
+    let mut r = if matches_tag(request, &tag) {
         let mut r = Response::new(warp::hyper::body::Bytes::new().into());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r
     } else {
-        let gzip = body.len() >= GZIP_FROM_BYTES && accepts_gzip(request);
-        let mut r = match gzip.then(|| gzipped(body.as_bytes())).flatten() {
-            Some(z) => {
-                let mut r = Response::new(z.into());
-                r.headers_mut()
-                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-                r
-            }
-            None => Response::new(body.into()),
-        };
+        let mut r = body_maybe_gzipped(body.into_bytes(), request);
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -210,6 +187,100 @@ fn gzipped(body: &[u8]) -> Option<Vec<u8>> {
     let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     z.write_all(body).ok()?;
     z.finish().ok()
+}
+
+/// The dashboard's files, compiled in: no other server, no CDN, nothing fetched at runtime.
+const DASHBOARD: &[(&str, &str, &str)] = &[
+    (
+        "/",
+        "text/html; charset=utf-8",
+        include_str!("../dashboard/index.html"),
+    ),
+    (
+        "/dashboard.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../dashboard/dashboard.js"),
+    ),
+    (
+        "/dashboard.css",
+        "text/css; charset=utf-8",
+        include_str!("../dashboard/dashboard.css"),
+    ),
+];
+
+/// The page may run only its own script and style, and talk only to this server.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+                   connect-src 'self'; img-src 'self' data:; base-uri 'none'; \
+                   form-action 'none'; frame-ancestors 'none'";
+
+/// A file of the dashboard, if `path` names one: public (it holds no data; the page asks for
+/// a key and reads the API with it), with an `ETag`, revalidated on every load.
+pub fn dashboard_file(path: &str, request: &HeaderMap) -> Option<Response> {
+    let (_, kind, text) = DASHBOARD.iter().find(|(p, _, _)| *p == path)?;
+    let tag = etag(text.as_bytes());
+    let mut r = if matches_tag(request, &tag) {
+        let mut r = Response::new(warp::hyper::body::Bytes::new().into());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        body_maybe_gzipped(text.as_bytes().to_vec(), request)
+    };
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    if let Ok(v) = HeaderValue::from_str(&tag) {
+        h.insert(header::ETAG, v);
+    }
+    Some(r)
+}
+
+fn etag(body: &[u8]) -> String {
+    let hex: String = Sha256::digest(body)
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("\"{hex}\"")
+}
+
+fn matches_tag(request: &HeaderMap, tag: &str) -> bool {
+    request
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().trim_start_matches("W/") == tag)
+        })
+}
+
+/// `body`, gzipped when the client takes gzip and the body is worth it.
+fn body_maybe_gzipped(body: Vec<u8>, request: &HeaderMap) -> Response {
+    let zipped = (body.len() >= GZIP_FROM_BYTES && accepts_gzip(request))
+        .then(|| gzipped(&body))
+        .flatten();
+    match zipped {
+        Some(z) => {
+            let mut r = Response::new(z.into());
+            r.headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            r
+        }
+        None => Response::new(body.into()),
+    }
 }
 
 /// The request's `Origin` when it is one the API answers (`*` configured: any).

@@ -35,6 +35,13 @@ pub enum Command {
         /// Events written as files (gzip NDJSON) into the local bucket, plus one CSV.
         #[arg(long, default_value_t = 5_000)]
         file_events: usize,
+        /// Then keep serving the query API and its dashboard (with a key made for the demo's
+        /// partner tenant) until Ctrl-C.
+        #[arg(long)]
+        serve: bool,
+        /// Port of the dashboard with --serve.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
     },
     /// Run every object under a prefix through the transform handler (idempotent).
     ///

@@ -37,6 +37,8 @@ async fn main() -> anyhow::Result<()> {
             batch_size,
             seed,
             file_events,
+            serve: keep_serving,
+            port,
         } => {
             let opts = demo::DemoOptions {
                 events,
@@ -44,7 +46,13 @@ async fn main() -> anyhow::Result<()> {
                 batch_size,
                 seed,
             };
-            run_demo(cfg, opts, file_events, demo_log).await
+            run_demo(cfg.clone(), opts, file_events, demo_log).await?;
+            if keep_serving {
+                serve_demo(&cfg, port).await
+            } else {
+                demo_next_steps();
+                Ok(())
+            }
         }
         Command::Backfill { store_url } => backfill(&cfg, &store_url).await,
         Command::Watch { interval } => watch(&cfg, interval).await,
@@ -63,7 +71,7 @@ async fn main() -> anyhow::Result<()> {
             command: SecretsCommand::Rekey,
         } => rekey(&cfg).await,
         Command::Tenant { command } => tenant_command(&cfg, command).await,
-        Command::Serve { port, host } => serve(&cfg, host, port).await,
+        Command::Serve { port, host } => serve(&cfg, host, port, None).await,
         Command::Apikey { command } => apikey_command(&cfg, command).await,
         Command::Db { command } => db_command(&cfg, command).await,
     }
@@ -401,9 +409,35 @@ async fn tenant_command(cfg: &Config, command: TenantCommand) -> anyhow::Result<
     Ok(())
 }
 
+/// What to try after the demo.
+#[allow(clippy::print_stdout)]
+fn demo_next_steps() {
+    println!(
+        "see it: `ferry demo --serve` ends by serving the dashboard; or `ferry serve` with a key \
+         from `ferry apikey add {}`",
+        webhooks::PARTNER_TENANT
+    );
+}
+
+/// `ferry demo --serve`: a key for the partner tenant, then the dashboard until Ctrl-C.
+#[allow(clippy::print_stdout)]
+async fn serve_demo(cfg: &Config, port: u16) -> anyhow::Result<()> {
+    let stack = stack::open(cfg).await?;
+    let tenant = webhooks::PARTNER_TENANT;
+    let key = ferry_query::keys::issue(&stack.pool, Some(tenant), "ferry demo --serve").await?;
+    println!("\ndashboard of {tenant}: sign in with this key (made for the demo; `ferry apikey revoke {}` ends it)", key.key_id);
+    println!("  {}", key.token);
+    serve(cfg, std::net::Ipv4Addr::LOCALHOST.into(), port, Some("/")).await
+}
+
 /// `ferry serve`: the query function's router on a local port.
 #[allow(clippy::print_stdout)]
-async fn serve(cfg: &Config, host: std::net::IpAddr, port: u16) -> anyhow::Result<()> {
+async fn serve(
+    cfg: &Config,
+    host: std::net::IpAddr,
+    port: u16,
+    open: Option<&str>,
+) -> anyhow::Result<()> {
     let stack = stack::open(cfg).await?;
     let qcfg = ferry_query::QueryConfig::from_env(&Env::process())?;
     let query = ferry_query::Query::with_pool(qcfg, stack.pool.clone(), "query");
@@ -411,9 +445,15 @@ async fn serve(cfg: &Config, host: std::net::IpAddr, port: u16) -> anyhow::Resul
         .await
         .with_context(|| format!("listen on {host}:{port} (another --port?)"))?;
     let base = format!("http://{}", listener.local_addr()?);
-    println!("ferry query API on {base}/v1/ (Ctrl-C stops)");
-    println!("  a key:  ferry apikey add <tenant>");
-    println!("  try:    curl -H \"Authorization: Bearer $KEY\" {base}/v1/tenants/<tenant>/events");
+    if let Some(page) = open {
+        println!("open {base}{page} (Ctrl-C stops)");
+    } else {
+        println!("ferry query API on {base}/v1/ and its dashboard on {base}/ (Ctrl-C stops)");
+        println!("  a key:  ferry apikey add <tenant>");
+        println!(
+            "  try:    curl -H \"Authorization: Bearer $KEY\" {base}/v1/tenants/<tenant>/events"
+        );
+    }
     let server = warp::serve(query.routes()).incoming(listener).run();
     tokio::select! {
         () = server => {}
