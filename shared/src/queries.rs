@@ -103,12 +103,23 @@ pub fn cover(from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<(i32, DateTime<Utc>,
     out
 }
 
-/// Joins a rollup table `r` to the cover of a range given as $2, $3, $4.
-const COVER: &str =
-    "JOIN unnest($2::int[], $3::timestamptz[], $4::timestamptz[]) AS c(grain, lo, hi)
-     ON r.grain = c.grain AND r.bucket >= c.lo AND r.bucket < c.hi";
+/// The rows of rollup table `table` (as `r`) of tenant $1 in the cover of a range given as
+/// $2, $3, $4 (grains, lows, highs): one index range scan per covering span. The `OFFSET 0`
+/// keeps the subquery a parametrised scan per span: flattened into a join, its range
+/// conditions cannot be estimated, and the planner chose a hash join over every row of the
+/// tenant (1,060 ms for 90 days on 10,000,000 events, against a few ms).
+fn covering(table: &str) -> String {
+    format!(
+        "unnest($2::int[], $3::timestamptz[], $4::timestamptz[]) AS c(grain, lo, hi)
+         CROSS JOIN LATERAL (
+             SELECT * FROM {table}
+             WHERE tenant_id = $1 AND grain = c.grain AND bucket >= c.lo AND bucket < c.hi
+             OFFSET 0
+         ) AS r"
+    )
+}
 
-/// `sql` (which joins its rollup table `r` with [`COVER`]) with the tenant bound as $1 and the
+/// `sql` (which reads its rollup table `r` through [`covering`]) with the tenant bound as $1 and the
 /// cover of `[from, to)` as $2–$4; further parameters are bound by the caller.
 fn covered<'q, O>(
     sql: &'q str,
@@ -262,11 +273,12 @@ pub async fn visitors(
     to: DateTime<Utc>,
     event_type: Option<&str>,
 ) -> Result<Visitors, Error> {
+    let rows = covering("rollup_events");
     let sql = format!(
         "SELECT coalesce(hll_cardinality(hll_union_agg(r.users)), 0)::float8 AS users,
                 coalesce(hll_cardinality(hll_union_agg(r.sessions)), 0)::float8 AS sessions
-         FROM rollup_events r {COVER}
-         WHERE r.tenant_id = $1 AND ($5::text IS NULL OR r.type = $5)"
+         FROM {rows}
+         WHERE $5::text IS NULL OR r.type = $5"
     );
     Ok(covered(&sql, tenant, from, to)
         .bind(event_type)
@@ -283,10 +295,11 @@ pub async fn unique_users(
     to: DateTime<Utc>,
     event_type: Option<&str>,
 ) -> Result<f64, Error> {
+    let rows = covering("rollup_events");
     let sql = format!(
         "SELECT coalesce(hll_cardinality(hll_union_agg(r.users)), 0)::float8
-         FROM rollup_events r {COVER}
-         WHERE r.tenant_id = $1 AND ($5::text IS NULL OR r.type = $5)"
+         FROM {rows}
+         WHERE $5::text IS NULL OR r.type = $5"
     );
     let (users,): (f64,) = covered(&sql, tenant, from, to)
         .bind(event_type)
@@ -322,9 +335,10 @@ pub async fn top_pages_from(
     limit: i64,
     offset: i64,
 ) -> Result<Vec<PageViews>, Error> {
+    let rows = covering("rollup_pages");
     let sql = format!(
-        "SELECT r.page, sum(r.views)::bigint AS views FROM rollup_pages r {COVER}
-         WHERE r.tenant_id = $1 GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $5 OFFSET $6"
+        "SELECT r.page, sum(r.views)::bigint AS views FROM {rows}
+         GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $5 OFFSET $6"
     );
     Ok(covered(&sql, tenant, from, to)
         .bind(limit)
@@ -362,11 +376,12 @@ pub async fn top_products_from(
     limit: i64,
     offset: i64,
 ) -> Result<Vec<ProductActivity>, Error> {
+    let rows = covering("rollup_products");
     let sql = format!(
         "SELECT r.product, sum(r.views)::bigint AS views, sum(r.cart_adds)::bigint AS cart_adds,
                 sum(r.purchases)::bigint AS purchases
-         FROM rollup_products r {COVER}
-         WHERE r.tenant_id = $1 GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $5 OFFSET $6"
+         FROM {rows}
+         GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $5 OFFSET $6"
     );
     Ok(covered(&sql, tenant, from, to)
         .bind(limit)
@@ -393,12 +408,13 @@ pub async fn revenue(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<Revenue>, Error> {
+    let rows = covering("rollup_revenue");
     let sql = format!(
         "SELECT r.currency, sum(r.purchases)::bigint AS purchases,
                 sum(r.refunds)::bigint AS refunds, sum(r.amount)::float8 AS net,
                 sum(r.refunded)::float8 AS refunded
-         FROM rollup_revenue r {COVER}
-         WHERE r.tenant_id = $1 GROUP BY 1 ORDER BY 1"
+         FROM {rows}
+         GROUP BY 1 ORDER BY 1"
     );
     Ok(covered(&sql, tenant, from, to).fetch_all(pool).await?)
 }
@@ -452,14 +468,27 @@ pub async fn recent_anomalies(
     since: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<Anomaly>, Error> {
+    recent_anomalies_from(pool, tenant, since, limit, 0).await
+}
+
+/// Findings detected since `since` and not withdrawn, newest bucket first, from the
+/// `offset + 1`-th on.
+pub async fn recent_anomalies_from(
+    pool: &PgPool,
+    tenant: &str,
+    since: DateTime<Utc>,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<Anomaly>, Error> {
     Ok(sqlx::query_as(
         "SELECT metric, grain, bucket, kind, value, baseline, score, method, detected_at
          FROM anomalies WHERE tenant_id = $1 AND detected_at >= $2 AND withdrawn_at IS NULL
-         ORDER BY bucket DESC, metric, kind LIMIT $3",
+         ORDER BY bucket DESC, metric, kind, grain LIMIT $3 OFFSET $4",
     )
     .bind(tenant)
     .bind(since)
     .bind(limit)
+    .bind(offset)
     .fetch_all(pool)
     .await?)
 }

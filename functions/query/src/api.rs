@@ -145,7 +145,7 @@ pub fn known_params(read: &Read) -> &'static [&'static str] {
         Read::Visitors => &["from", "to", "type"],
         Read::TopPages | Read::TopProducts => &["from", "to", "limit", "offset"],
         Read::Revenue | Read::Sources => &["from", "to"],
-        Read::Anomalies => &["since", "limit"],
+        Read::Anomalies => &["since", "limit", "offset"],
         Read::RecentlyViewed(_) | Read::AlsoViewed(_) => &["limit"],
         Read::Product(_) | Read::Endpoints => &[],
     }
@@ -168,8 +168,8 @@ pub async fn read(
         }
         Read::Anomalies => {
             let since = p.time("since")?.unwrap_or(now - Duration::days(7));
-            let limit = p.limit(50)?;
-            let rows = queries::recent_anomalies(pool, tenant, since, limit).await?;
+            let (limit, offset) = (p.limit(50)?, p.offset()?);
+            let rows = queries::recent_anomalies_from(pool, tenant, since, limit, offset).await?;
             Ok(Answer {
                 body: json!({"tenant": tenant, "since": since, "anomalies": rows}),
                 max_age: 60,

@@ -265,3 +265,86 @@ fn openapi(raw_query: &str) -> Result<api::Answer, Problem> {
         max_age: 300,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// Random request lines built from the pieces that matter (separators, escapes, route and
+    /// parameter names, extreme numbers, odd bytes): whatever the client sends, routing and
+    /// parameter checks answer, never panic.
+    #[test]
+    fn no_request_line_panics_the_router_or_the_parameter_checks() {
+        const PIECES: &[&str] = &[
+            "/",
+            "//",
+            "%",
+            "%F",
+            "%FF",
+            "%2F",
+            "%00",
+            "v1",
+            "tenants",
+            "acme",
+            "events",
+            "by-type",
+            "products",
+            "top",
+            "users",
+            "also-viewed",
+            "recently-viewed",
+            "?",
+            "&",
+            "=",
+            "==",
+            "from",
+            "to",
+            "grain",
+            "5m",
+            "1d",
+            "limit",
+            "offset",
+            "type",
+            "since",
+            "-1",
+            "0",
+            "99999999999999999999",
+            "2026-11-20",
+            "2026-02-30",
+            "T08:00:00Z",
+            "+01:00",
+            "+",
+            "é",
+            "\u{0}",
+            " ",
+            "..",
+            "\u{feff}",
+            "9999-12-31T23:59:60Z",
+        ];
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(17);
+        let mut piece = |rng: &mut rand::rngs::SmallRng| PIECES[rng.random_range(0..PIECES.len())];
+        let now = chrono::Utc::now();
+        for _ in 0..50_000 {
+            let path: String = (0..rng.random_range(0..9))
+                .map(|_| piece(&mut rng))
+                .collect();
+            let query: String = (0..rng.random_range(0..9))
+                .map(|_| piece(&mut rng))
+                .collect();
+            if let Some(segments) = reply::segments(&path) {
+                if let Some(Route::Tenant { read, .. }) = api::route(&segments) {
+                    let _ = Params::parse(&query, api::known_params(&read));
+                }
+            }
+            let known = ["from", "to", "grain", "type", "limit", "offset", "since"];
+            if let Ok(p) = Params::parse(&query, &known) {
+                if let Ok(range) = p.range(now) {
+                    assert!(range.to > range.from);
+                    let _ = p.grain(range);
+                }
+                let _ = (p.limit(10), p.offset(), p.text("type"), p.time("since"));
+            }
+        }
+    }
+}

@@ -413,8 +413,8 @@ async fn tenant_command(cfg: &Config, command: TenantCommand) -> anyhow::Result<
 #[allow(clippy::print_stdout)]
 fn demo_next_steps() {
     println!(
-        "see it: `ferry demo --serve` ends by serving the dashboard; or `ferry serve` with a key \
-         from `ferry apikey add {}`",
+        "dashboard: http://127.0.0.1:8080/ with `ferry demo --serve` (it prints a key), or \
+         `ferry serve` and a key from `ferry apikey add {}`",
         webhooks::PARTNER_TENANT
     );
 }
