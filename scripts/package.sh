@@ -5,11 +5,12 @@
 # zipped the way each platform runs them:
 #
 #   dist/lambda/<function>.zip   bootstrap                      (provided.al2023)
-#   dist/azure/<function>.zip    host.json, <function>*/function.json, handler  (custom handler)
+#   dist/azure/<function>.zip    host.json, <function>*/function.json, handler  (custom handler;
+#                                host.json is infra/azure/<function>-host.json when there is one)
 #   dist/bin/<function>          the binary itself
 #   dist/SHA256SUMS              of all of the above
 #
-# Usage: scripts/package.sh [function ...]   (default: ingest transform rollup fanout)
+# Usage: scripts/package.sh [function ...]   (default: ingest transform rollup fanout query)
 # Installs ziglang and cargo-zigbuild from PyPI into .ferry/tools/venv when missing.
 # arm64 (Graviton) needs the aarch64 Rust target, which this machine lacks; see terraform/README.md.
 set -euo pipefail
@@ -18,7 +19,7 @@ FERRY_SETUP=package source scripts/setup.sh
 
 GLIBC=2.31
 TARGET=x86_64-unknown-linux-gnu
-all=(ingest transform rollup fanout)
+all=(ingest transform rollup fanout query)
 functions=("$@")
 [ ${#functions[@]} -gt 0 ] || functions=("${all[@]}")
 for f in "${functions[@]}"; do
@@ -32,7 +33,7 @@ export CARGO_TARGET_x86_64_unknown_linux_gnu_RUSTFLAGS="--remap-path-prefix=$PWD
 SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null || echo 315532800)
 export SOURCE_DATE_EPOCH
 
-# Always all four in one build, even to package one: cargo unifies the dependencies' features
+# Always all five in one build, even to package one: cargo unifies the dependencies' features
 # across the packages of one build, so `-p ferry-ingest` alone would build a different ingest.
 packages=()
 for f in "${all[@]}"; do packages+=(-p "ferry-$f"); done
@@ -74,7 +75,12 @@ for fn in sys.argv[2:]:
     folders = sorted(d for d in os.listdir("infra/azure")
                      if os.path.isfile(f"infra/azure/{d}/function.json")
                      and (d == fn or d.startswith(fn + "-")))
-    entries = [("host.json", "infra/azure/host.json", 0o644), ("handler", binary, 0o755)]
+    # The shared host.json, unless the app has a host file of its own: query's forwards HTTP
+    # requests as they are and serves them without the /api prefix.
+    host = f"infra/azure/{fn}-host.json"
+    if not os.path.isfile(host):
+        host = "infra/azure/host.json"
+    entries = [("host.json", host, 0o644), ("handler", binary, 0o755)]
     entries += [(f"{d}/function.json", f"infra/azure/{d}/function.json", 0o644) for d in folders]
     write(f"dist/azure/{fn}.zip", entries)
 EOF

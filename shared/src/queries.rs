@@ -20,7 +20,7 @@
 //! | [`recently_viewed`] | a user's last distinct products viewed (kept by the loader, not a rollup) |
 //! | [`product`] | a product's current state (kept by the loader) |
 //! | [`also_viewed`] | products in the recently viewed lists of a product's latest viewers |
-//! | [`endpoint_health`] | a tenant's partner endpoints: state, recent deliveries by status, last failure |
+//! | [`endpoint_health`] | a tenant's partner endpoints: state, backlog, the last hour's deliveries, last error |
 
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::postgres::{PgArguments, PgRow};
@@ -614,33 +614,38 @@ pub struct EndpointHealth {
     pub failing_since: Option<DateTime<Utc>>,
     pub last_success_at: Option<DateTime<Utc>>,
     pub last_failure_at: Option<DateTime<Utc>>,
-    /// Deliveries created in the last 24 hours, by status.
+    /// Deliveries waiting now (the backlog, however old).
     pub pending: i64,
+    /// Deliveries of the last hour that were delivered, or failed for good.
     pub delivered: i64,
     pub failed: i64,
-    /// The newest delivery error of the last 24 hours.
+    /// The newest delivery error of the last hour.
     pub last_error: Option<String>,
 }
 
-/// A tenant's endpoints, by id, with their deliveries of the last 24 hours by status.
+/// A tenant's endpoints, by id: their backlog, their deliveries of the last hour by outcome,
+/// and their newest error. Bounded reads, whatever an endpoint's volume: the backlog is counted
+/// from the fanout's partial index of pending deliveries, the rest from the last hour of
+/// `deliveries_endpoint_idx` (a day of a busy endpoint's deliveries took 60 ms per endpoint).
 pub async fn endpoint_health(pool: &PgPool, tenant: &str) -> Result<Vec<EndpointHealth>, Error> {
     Ok(sqlx::query_as(
         "SELECT e.endpoint_id, split_part(split_part(e.url, '?', 1), '#', 1) AS url,
                 e.event_types, e.status, e.disabled_reason, e.failing_since,
                 e.last_success_at, e.last_failure_at,
-                coalesce(d.pending, 0) AS pending, coalesce(d.delivered, 0) AS delivered,
-                coalesce(d.failed, 0) AS failed, l.last_error
+                (SELECT count(*) FROM deliveries p
+                 WHERE p.endpoint_id = e.endpoint_id AND p.status = 'pending') AS pending,
+                coalesce(h.delivered, 0) AS delivered, coalesce(h.failed, 0) AS failed,
+                l.last_error
          FROM endpoints e
          LEFT JOIN LATERAL (
-             SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
-                    count(*) FILTER (WHERE status = 'delivered') AS delivered,
+             SELECT count(*) FILTER (WHERE status = 'delivered') AS delivered,
                     count(*) FILTER (WHERE status = 'failed') AS failed
              FROM deliveries
-             WHERE endpoint_id = e.endpoint_id AND created_at >= now() - interval '24 hours'
-         ) d ON true
+             WHERE endpoint_id = e.endpoint_id AND created_at >= now() - interval '1 hour'
+         ) h ON true
          LEFT JOIN LATERAL (
              SELECT last_error FROM deliveries
-             WHERE endpoint_id = e.endpoint_id AND created_at >= now() - interval '24 hours'
+             WHERE endpoint_id = e.endpoint_id AND created_at >= now() - interval '1 hour'
                AND last_error IS NOT NULL
              ORDER BY created_at DESC LIMIT 1
          ) l ON true

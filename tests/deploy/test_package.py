@@ -5,8 +5,9 @@ binary that starts where it is deployed.
   provided.al2023 has 2.34), read from its dynamic symbol table with objdump -T;
 - every binary is stripped (no symbol table, no debug sections);
 - dist/lambda/<fn>.zip holds exactly `bootstrap`, executable;
-- dist/azure/<fn>.zip holds host.json, the app's function.json folders and `handler`,
-  executable, with the same bytes as the binary;
+- dist/azure/<fn>.zip holds host.json (the app's own infra/azure/<fn>-host.json when there
+  is one: query's, which forwards HTTP requests at /v1/...), the app's function.json folders
+  and `handler`, executable, with the same bytes as the binary;
 - dist/SHA256SUMS matches the files;
 - a rebuild of the same commit gives the same binary, byte for byte.
 
@@ -26,7 +27,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DIST = ROOT / "dist"
-FUNCTIONS = ["ingest", "transform", "rollup", "fanout"]
+FUNCTIONS = ["ingest", "transform", "rollup", "fanout", "query"]
 GLIBC_FLOOR = (2, 31)
 
 
@@ -61,6 +62,12 @@ def app_folders(fn: str) -> list:
         for d in azure.iterdir()
         if (d / "function.json").is_file() and (d.name == fn or d.name.startswith(fn + "-"))
     )
+
+
+def host_file(fn: str) -> Path:
+    """scripts/package.sh's rule: infra/azure/<fn>-host.json when there is one, else host.json."""
+    own = ROOT / "infra" / "azure" / f"{fn}-host.json"
+    return own if own.is_file() else ROOT / "infra" / "azure" / "host.json"
 
 
 def unix_mode(info: zipfile.ZipInfo) -> int:
@@ -107,9 +114,19 @@ def test_azure_zip_is_a_function_app(fn):
             ["host.json", "handler"] + [f"{d}/function.json" for d in folders]
         )
         host = json.loads(z.read("host.json"))
+        assert z.read("host.json") == host_file(fn).read_bytes()
         # The host starts what defaultExecutablePath names, from the app's root.
         assert host["customHandler"]["description"]["defaultExecutablePath"] == "handler"
         assert host["version"] == "2.0"
+        # Only query's requests are forwarded as they are (an HTTP trigger at /v1/..., not
+        # /api/v1/...); the queue and timer functions get the invocation envelope.
+        forwarding = host["customHandler"].get("enableForwardingHttpRequest", False)
+        assert forwarding is (fn == "query")
+        if fn == "query":
+            assert host["extensions"]["http"]["routePrefix"] == ""
+            bindings = json.loads(z.read("query/function.json"))["bindings"]
+            assert [(b["type"], b["direction"]) for b in bindings] == [("httpTrigger", "in"), ("http", "out")]
+            assert bindings[0]["authLevel"] == "anonymous" and bindings[0]["route"] == "{*path}"
         assert unix_mode(z.getinfo("handler")) & 0o111 == 0o111
         assert z.read("handler") == binary
         for d in folders:

@@ -7,9 +7,9 @@
 - checkov (offline): no failed check, and the skips are exactly the reviewed ones, each with
   its reason next to the resource;
 - a real `terraform apply` of the example against moto server, with the zips
-  scripts/package.sh leaves in dist/lambda, read back through the AWS API with boto3; then a
-  second plan that changes nothing but moto's known quirks; then `terraform destroy`, after
-  which nothing is left.
+  scripts/package.sh leaves in dist/lambda, read back through the AWS API with boto3 (query's
+  Function URL and its resource policy included); then a second plan that changes nothing
+  but moto's known quirks; then `terraform destroy`, after which nothing is left.
 
 Everything runs on copies in temporary directories, so no .terraform, lock file or state
 lands in the repository. The apply starts in the background when the session starts (it
@@ -35,10 +35,12 @@ MODULE = TERRAFORM / "modules" / "aws"
 EXAMPLE = TERRAFORM / "examples" / "aws"
 PACKAGE_DIR = ROOT / "dist" / "lambda"
 
-FUNCTIONS = ["ingest", "transform", "rollup", "fanout"]
+FUNCTIONS = ["ingest", "transform", "rollup", "fanout", "query"]
 QUEUE_FUNCTIONS = ["ingest", "transform", "fanout"]
 SCHEDULED_FUNCTIONS = ["rollup", "fanout"]
 NUDGING_FUNCTIONS = ["ingest", "transform", "rollup"]
+# Behind a public Function URL; the only function with a resource policy.
+HTTP_FUNCTIONS = ["query"]
 
 PREFIX = "ferrytest"
 REGION = "us-east-1"
@@ -51,12 +53,14 @@ SECRET_STRING = f"postgres://ferry:{SECRET_PASSWORD}@db.internal:5432/ferry"
 KEYRING_KEY = base64.b64encode(os.urandom(32)).decode()
 KEYRING = f"k1:{KEYRING_KEY}"
 KEYRING_FUNCTIONS = ["fanout"]
+# The browser origins the apply gives the query API (FERRY_QUERY_CORS_ORIGINS, query only).
+QUERY_CORS_ORIGINS = ["https://shop.example", "http://localhost:5173"]
 
 # The module's defaults, which the example does not override.
-TIMEOUTS = {"ingest": 60, "transform": 900, "rollup": 300, "fanout": 120}
+TIMEOUTS = {"ingest": 60, "transform": 900, "rollup": 300, "fanout": 120, "query": 30}
 MAX_CONCURRENCY = {"ingest": 5, "transform": 2, "fanout": 2}
 BATCH_SIZE = {"ingest": 10, "transform": 3, "fanout": 10}
-RESERVED = {"rollup": 1, "fanout": 3}
+RESERVED = {"rollup": 1, "fanout": 3, "query": 10}
 MAX_RECEIVE_COUNT = 5
 LOG_RETENTION_DAYS = 30
 
@@ -75,6 +79,7 @@ EXPECTED_SKIPS = {
         ("CKV_AWS_18", "aws_s3_bucket.batches"),
         ("CKV_AWS_144", "aws_s3_bucket.batches"),
         ("CKV_AWS_145", "aws_s3_bucket.batches"),
+        ("CKV_AWS_258", "aws_lambda_function_url.query"),
     },
 }
 EXPECTED_SKIPS["example"] = {(c, f"module.ferry.{r}") for c, r in EXPECTED_SKIPS["module"]} | {
@@ -184,6 +189,7 @@ class Deployment:
                         "package_dir": str(PACKAGE_DIR),
                         "database_secret_arn": self.secret_arn,
                         "webhook_keys_secret_arn": self.keys_arn,
+                        "query_cors_origins": QUERY_CORS_ORIGINS,
                         "aws_endpoint_url": self.moto_url,
                     }
                 )
@@ -415,15 +421,58 @@ def test_example_applies_against_moto_and_destroys_cleanly(deployment):
             {"FERRY_DATABASE_SECRET_ARN"}
             | ({"FERRY_FANOUT_QUEUE_URL"} if fn in NUDGING_FUNCTIONS else set())
             | ({"FERRY_WEBHOOK_KEYS_SECRET_ARN"} if fn in KEYRING_FUNCTIONS else set())
+            | ({"FERRY_QUERY_CORS_ORIGINS"} if fn in HTTP_FUNCTIONS else set())
         )
         assert set(env) == expected_keys, env
         if fn in NUDGING_FUNCTIONS:
             assert env["FERRY_FANOUT_QUEUE_URL"] == fanout_url
         if fn in KEYRING_FUNCTIONS:
             assert env["FERRY_WEBHOOK_KEYS_SECRET_ARN"] == d.keys_arn
+        if fn in HTTP_FUNCTIONS:
+            assert env["FERRY_QUERY_CORS_ORIGINS"] == ",".join(QUERY_CORS_ORIGINS)
         reserved = got.get("Concurrency", {}).get("ReservedConcurrentExecutions")
         assert reserved == RESERVED.get(fn), (fn, reserved)
     assert outputs["function_names"] == {fn: f"{PREFIX}-{fn}" for fn in FUNCTIONS}
+
+    # query's Function URL: public (the function checks API keys itself), whole responses,
+    # and no CORS on Lambda's side (the function answers preflights from its origins).
+    url = lam.get_function_url_config(FunctionName=f"{PREFIX}-query")
+    assert url["AuthType"] == "NONE"
+    assert url["InvokeMode"].upper() == "BUFFERED"
+    assert not url.get("Cors")
+    assert url["FunctionArn"].rsplit(":", 1)[1] == f"{PREFIX}-query"
+    assert outputs["query_url"] == url["FunctionUrl"].rstrip("/") + "/v1/"
+    for fn in FUNCTIONS:
+        if fn in HTTP_FUNCTIONS:
+            continue
+        with pytest.raises(lam.exceptions.ResourceNotFoundException):
+            lam.get_function_url_config(FunctionName=f"{PREFIX}-{fn}")
+
+    # Its resource policy lets anyone call the URL and nothing else: the statement the provider
+    # adds with the URL, and from hashicorp/aws 6.28.0 on the InvokeFunction statement limited
+    # to calls through the URL. No other function has a resource policy (the schedules invoke
+    # with roles of their own, the mappings with the functions' roles).
+    statements = json.loads(lam.get_policy(FunctionName=f"{PREFIX}-query")["Policy"])["Statement"]
+
+    def condition(s, key, request_field):
+        # AWS puts the request's field in a condition; moto 5.2.5 keeps it as it was sent.
+        for test in (s.get("Condition") or {}).values():
+            if key in test:
+                return str(test[key]).lower()
+        return str(s.get(request_field)).lower()
+
+    public = [s for s in statements if s["Action"] == "lambda:InvokeFunctionUrl"]
+    assert [(s["Sid"], s["Effect"], s["Principal"]) for s in public] == [("FunctionURLAllowPublicAccess", "Allow", "*")]
+    assert condition(public[0], "lambda:FunctionUrlAuthType", "FunctionUrlAuthType") == "none"
+    for s in statements:
+        if s not in public:
+            assert (s["Effect"], s["Principal"], s["Action"]) == ("Allow", "*", "lambda:InvokeFunction"), s
+            assert condition(s, "lambda:InvokedViaFunctionUrl", "InvokedViaFunctionUrl") == "true", s
+    for fn in FUNCTIONS:
+        if fn in HTTP_FUNCTIONS:
+            continue
+        with pytest.raises(lam.exceptions.ResourceNotFoundException):
+            lam.get_policy(FunctionName=f"{PREFIX}-{fn}")
 
     # Event source mappings: partial batch failures reported, concurrency capped.
     for fn in FUNCTIONS:
@@ -519,6 +568,8 @@ def test_example_applies_against_moto_and_destroys_cleanly(deployment):
     for fn in FUNCTIONS:
         expected_alarms[f"{PREFIX}-{fn}-errors"] = ("AWS/Lambda", "Errors", "FunctionName", f"{PREFIX}-{fn}")
         expected_alarms[f"{PREFIX}-{fn}-throttles"] = ("AWS/Lambda", "Throttles", "FunctionName", f"{PREFIX}-{fn}")
+    for fn in HTTP_FUNCTIONS:
+        expected_alarms[f"{PREFIX}-{fn}-5xx"] = ("AWS/Lambda", "Url5xxCount", "FunctionName", f"{PREFIX}-{fn}")
     assert set(alarms) == set(expected_alarms)
     for name, (namespace, metric, dim, value) in expected_alarms.items():
         a = alarms[name]

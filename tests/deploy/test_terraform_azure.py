@@ -9,7 +9,10 @@ the azurerm provider, which is not reachable here (so no `terraform validate`, p
   files: one Flex Consumption app per binary, the packaging rule's folders, each trigger's
   queue and the role scoped to it, the nudge senders, the blob reader, identity-based
   connections, no secret in any app setting, Event Grid's route, tags on every taggable
-  resource, and references that resolve.
+  resource, and references that resolve;
+- the query app: its function.json and host file (an HTTP function the host forwards
+  requests to as they are, at /v1/... without the /api prefix), no storage role beyond the
+  host's, its CORS setting and its URL.
 """
 
 import json
@@ -30,7 +33,9 @@ AZURE = ROOT / "infra" / "azure"
 TOOLS = Path(os.environ.get("FERRY_TOOLS", ROOT / ".ferry" / "tools"))
 CHECKOV = TOOLS / "checkov" / "bin" / "checkov"
 
-FUNCTIONS = ["ingest", "transform", "rollup", "fanout"]
+FUNCTIONS = ["ingest", "transform", "rollup", "fanout", "query"]
+# Apps that have a host file of their own (infra/azure/<app>-host.json) instead of host.json.
+OWN_HOST_FILE = ["query"]
 
 # Resource types of the module that take tags, and those that do not (role assignments,
 # sub-resources of the storage account, Event Grid subscriptions, diagnostic settings and
@@ -272,6 +277,7 @@ def test_packaging_rule_folders_match_the_committed_function_json_files():
         "transform": ["transform", "transform-blob"],
         "rollup": ["rollup"],
         "fanout": ["fanout", "fanout-timer"],
+        "query": ["query"],
     }
     packaged = [d for fn in FUNCTIONS for d in app_folders(fn)]
     present = sorted(d.name for d in AZURE.iterdir() if (d / "function.json").is_file())
@@ -394,6 +400,7 @@ def test_app_settings_are_the_module_settings_then_the_callers(module):
     app = resources(module, "azurerm_function_app_flex_consumption")["app"]
     assert app["app_settings"] == (
         "${merge(local.shared_app_settings, local.per_app_settings[each.key], "
+        'each.key == "query" ? local.query_app_settings : {}, '
         "var.app_settings, each.value.app_settings)}"
     )
     assert sorted(module["locals"]["per_app_settings"]) == sorted(FUNCTIONS)
@@ -413,9 +420,13 @@ def test_every_connection_the_bindings_name_is_identity_based_with_the_apps_own_
             # A bare <connection> setting would be read as a connection string.
             assert settings.get(connection, "") == "", (app, connection)
         assert settings["AzureWebJobsStorage__accountName"] == "${azurerm_storage_account.main.name}"
-        assert settings["FERRY_FANOUT_STORAGE__queueServiceUri"] == (
-            "${azurerm_storage_account.main.primary_queue_endpoint}"
-        )
+        # The nudge queue's connection, exactly for the apps whose bindings name it.
+        if any(b.get("connection") == "FERRY_FANOUT_STORAGE" for b in bs):
+            assert settings["FERRY_FANOUT_STORAGE__queueServiceUri"] == (
+                "${azurerm_storage_account.main.primary_queue_endpoint}"
+            )
+        else:
+            assert not [k for k in settings if k.startswith("FERRY_FANOUT_STORAGE")], app
         assert settings["FERRY_LOG_FORMAT"] == "json"
         assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == (
             f'ClientId={own};Authorization=AAD'
@@ -426,7 +437,7 @@ def test_transform_streams_blobs_with_its_own_identity(module):
     settings = app_settings(module, "transform")
     assert settings["AZURE_STORAGE_ACCOUNT_NAME"] == "${azurerm_storage_account.main.name}"
     assert settings["AZURE_CLIENT_ID"] == '${local.client_ids["transform"]}'
-    for app in ("ingest", "rollup", "fanout"):
+    for app in ("ingest", "rollup", "fanout", "query"):
         assert not [k for k in app_settings(module, app) if k.startswith("AZURE_")], app
 
 
@@ -501,7 +512,7 @@ def test_only_fanout_gets_the_webhook_keyring_as_a_key_vault_reference(module):
     reference = "@Microsoft.KeyVault(SecretUri=${var.webhook_keys_secret_id})"
     assert app_settings(module, "fanout")["FERRY_WEBHOOK_KEYS"] == reference
     assert "FERRY_WEBHOOK_KEYS" not in module["locals"]["shared_app_settings"]
-    for app in ("ingest", "transform", "rollup"):
+    for app in ("ingest", "transform", "rollup", "query"):
         settings = app_settings(module, app)
         assert not [k for k in settings if k.startswith("FERRY_WEBHOOK_KEYS")], app
         assert not [v for v in settings.values() if "webhook_keys" in v], app
@@ -525,6 +536,92 @@ def test_only_fanouts_identity_may_read_the_webhook_keyring(module):
     )
     others = [n for n, r in ras.items() if n != "webhook_keys" and "webhook_keys" in json.dumps(r)]
     assert others == [], "another role assignment touches the keyring secret"
+
+
+# --- the query app (HTTP) ------------------------------------------------------------------------
+
+
+def host_file(app: str) -> Path:
+    """scripts/package.sh's rule: infra/azure/<app>-host.json when there is one, else host.json."""
+    own = AZURE / f"{app}-host.json"
+    return own if own.is_file() else AZURE / "host.json"
+
+
+def test_only_the_apps_listed_have_a_host_file_of_their_own():
+    own = sorted(p.name[: -len("-host.json")] for p in AZURE.glob("*-host.json"))
+    assert own == OWN_HOST_FILE
+    assert all(not (AZURE / f"{app}-host.json").is_dir() for app in FUNCTIONS)
+
+
+def test_query_is_one_http_trigger_in_and_one_http_out_so_the_host_forwards_requests(bindings):
+    # The host forwards a request as it was sent (and passes the answer back as it is) only
+    # to a function whose bindings are exactly one httpTrigger in and one http out; any
+    # other binding brings back the invocation envelope (IsHttpInAndOutFunction in the host).
+    query = bindings["query"]
+    assert [(b["type"], b["direction"]) for b in query] == [("httpTrigger", "in"), ("http", "out")]
+    trigger = query[0]
+    assert trigger["authLevel"] == "anonymous", "the handler checks API keys itself"
+    assert sorted(trigger["methods"]) == ["get", "head", "options"]
+    assert trigger["route"] == "{*path}"
+    assert query[1]["name"] in ("res", "$return")
+    # No other app serves HTTP: only query's host file forwards requests.
+    for app, bs in bindings.items():
+        if app != "query":
+            assert not [b for b in bs if b["type"] in ("httpTrigger", "http")], app
+
+
+def test_query_host_file_forwards_requests_at_v1_without_the_api_prefix():
+    shared = json.loads((AZURE / "host.json").read_text())
+    host = json.loads(host_file("query").read_text())
+    assert host_file("query").name == "query-host.json"
+    assert host["version"] == "2.0"
+    assert host["customHandler"]["description"] == shared["customHandler"]["description"]
+    assert host["customHandler"]["description"]["defaultExecutablePath"] == "handler"
+    assert host["customHandler"]["enableForwardingHttpRequest"] is True
+    # Proxying, when on, takes precedence over forwarding; it stays off.
+    assert not host["customHandler"].get("enableProxyingHttpRequest", False)
+    assert host["extensions"]["http"]["routePrefix"] == ""
+    assert "queues" not in host["extensions"], "query has no queue binding"
+    assert host["extensionBundle"] == shared["extensionBundle"]
+    # The shared host file keeps the envelope for the queue and timer functions.
+    assert shared["customHandler"]["enableForwardingHttpRequest"] is False
+    assert "http" not in shared.get("extensions", {})
+
+
+def test_query_holds_no_storage_role_beyond_the_hosts(module):
+    assert not [g for g in module["locals"]["queue_role_grants"] if g["app"] == "query"]
+    assert {
+        (g["container"], g["role"]) for g in module["locals"]["container_role_grants"] if g["app"] == "query"
+    } == {
+        ("azure-webjobs-hosts", "Storage Blob Data Owner"),
+        ("azure-webjobs-secrets", "Storage Blob Data Owner"),
+        ("deploy-query", "Storage Blob Data Owner"),
+    }
+
+
+def test_query_gets_its_cors_origins_only_when_there_are_some(module):
+    assert module["locals"]["query_app_settings"] == (
+        '${length(var.query_cors_origins) == 0 ? {} : '
+        '{FERRY_QUERY_CORS_ORIGINS = join(",", var.query_cors_origins)}}'
+    )
+    for app in FUNCTIONS:
+        assert "FERRY_QUERY_CORS_ORIGINS" not in app_settings(module, app), app
+    variable = module["variable"]["query_cors_origins"]
+    assert variable["type"] == "${list(string)}" and variable["default"] == []
+    assert variable["nullable"] is False
+
+
+def test_query_failures_alert_on_server_errors_only(module):
+    failures = resources(module, "azurerm_monitor_scheduled_query_rules_alert_v2")["function_failures"]
+    query = block(failures, "criteria")["query"]
+    assert '${each.key == "query" ? " and toint(resultCode) >= 500" : ""}' in query
+
+
+def test_query_url_is_the_apps_hostname_at_v1(module, example):
+    assert module["output"]["query_url"]["value"] == (
+        'https://${azurerm_function_app_flex_consumption.app["query"].default_hostname}/v1/'
+    )
+    assert example["output"]["query_url"]["value"] == "${module.ferry.query_url}"
 
 
 # --- Event Grid --------------------------------------------------------------------------------
@@ -716,6 +813,14 @@ VALIDATION_CASES = [
     ("zone_redundant_on_lrs", {"zone_redundant": True, "storage_replication_type": "LRS"}, "zone_redundant"),
     ("retention_too_short", {"log_retention_in_days": 7}, "log_retention_in_days"),
     ("alert_email_malformed", {"alert_emails": ["ops"]}, "alert_emails"),
+    ("cors_origins", {"query_cors_origins": ["https://shop.example", "http://localhost:5173"]}, None),
+    ("cors_any_origin", {"query_cors_origins": ["*"]}, None),
+    ("cors_origin_with_trailing_slash", {"query_cors_origins": ["https://shop.example/"]}, "query_cors_origins"),
+    ("cors_origin_without_scheme", {"query_cors_origins": ["shop.example"]}, "query_cors_origins"),
+    ("cors_origins_joined_by_hand", {"query_cors_origins": ["https://a.example,https://b.example"]}, "query_cors_origins"),
+    ("query_database_url_setting", {"functions": {"query": {"app_settings": {"DATABASE_URL": "postgres://u:p@h/db"}}}}, "functions"),
+    ("query_memory_not_a_flex_size", {"functions": {"query": {"instance_memory_in_mb": 1024}}}, "functions"),
+    ("query_twenty_instances", {"functions": {"query": {"maximum_instance_count": 20}}}, None),
 ]
 
 

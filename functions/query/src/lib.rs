@@ -34,11 +34,24 @@ pub use crate::reply::Problem;
 pub const MAX_QUERY_BYTES: usize = 2_048;
 
 /// Settings of the query function (environment variables: docs/configuration.md).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct QueryConfig {
     /// Origins a browser may call the API from (`FERRY_QUERY_CORS_ORIGINS`, comma-separated;
     /// `*` for any). Empty: no CORS headers.
     pub cors_origins: Vec<String>,
+    /// Time limit of one read (`FERRY_QUERY_STATEMENT_TIMEOUT`), in place of
+    /// `FERRY_DB_STATEMENT_TIMEOUT`: a person is waiting, and the platform's own limit (30 s
+    /// on the Lambda the Terraform module deploys) must not cut the answer first.
+    pub statement_timeout: std::time::Duration,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            cors_origins: Vec::new(),
+            statement_timeout: std::time::Duration::from_secs(10),
+        }
+    }
 }
 
 impl QueryConfig {
@@ -64,7 +77,20 @@ impl QueryConfig {
             }
             cors_origins.push(origin.to_owned());
         }
-        Ok(QueryConfig { cors_origins })
+        let d = QueryConfig::default();
+        let statement_timeout =
+            env.duration("FERRY_QUERY_STATEMENT_TIMEOUT", d.statement_timeout)?;
+        if statement_timeout.is_zero() {
+            return Err(bad(
+                "FERRY_QUERY_STATEMENT_TIMEOUT",
+                "0s",
+                "must be more than 0 (a read without a limit could hold a connection for ever)",
+            ));
+        }
+        Ok(QueryConfig {
+            cors_origins,
+            statement_timeout,
+        })
     }
 }
 
@@ -79,7 +105,9 @@ impl Query {
     /// Builds the function from the environment (the pool connects lazily).
     pub fn from_config(cfg: &Config, qcfg: QueryConfig) -> anyhow::Result<Query> {
         let name = cfg.function_name.clone().unwrap_or_else(|| "query".into());
-        let pool = ferry_shared::db::pool(&cfg.db, cfg.database_url()?, &name)?;
+        let mut db = cfg.db.clone();
+        db.statement_timeout = qcfg.statement_timeout;
+        let pool = ferry_shared::db::pool(&db, cfg.database_url()?, &name)?;
         Ok(Query::with_pool(qcfg, pool, &name))
     }
 
@@ -270,6 +298,35 @@ fn openapi(raw_query: &str) -> Result<api::Answer, Problem> {
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn settings_are_read_and_checked() {
+        let env = |pairs: &[(&str, &str)]| Env::from_pairs(pairs.iter().copied());
+        let d = QueryConfig::from_env(&env(&[])).unwrap();
+        assert!(d.cors_origins.is_empty());
+        assert_eq!(d.statement_timeout, std::time::Duration::from_secs(10));
+        let c = QueryConfig::from_env(&env(&[
+            (
+                "FERRY_QUERY_CORS_ORIGINS",
+                "https://shop.example, http://localhost:3000",
+            ),
+            ("FERRY_QUERY_STATEMENT_TIMEOUT", "3s"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.cors_origins,
+            ["https://shop.example", "http://localhost:3000"]
+        );
+        assert_eq!(c.statement_timeout, std::time::Duration::from_secs(3));
+        for (var, value) in [
+            ("FERRY_QUERY_CORS_ORIGINS", "shop.example"),
+            ("FERRY_QUERY_CORS_ORIGINS", "https://shop.example/"),
+            ("FERRY_QUERY_STATEMENT_TIMEOUT", "0s"),
+        ] {
+            let e = QueryConfig::from_env(&env(&[(var, value)])).unwrap_err();
+            assert!(e.to_string().contains(var), "{e}");
+        }
+    }
 
     /// Random request lines built from the pieces that matter (separators, escapes, route and
     /// parameter names, extreme numbers, odd bytes): whatever the client sends, routing and

@@ -484,7 +484,7 @@ pub struct RollupBench {
 
 /// Inserts `[first, last]` synthetic events shaped like the demo stream (3 tenants, page and
 /// product views, carts, catalog updates, payments) spread over the `spread_secs` before `end`.
-async fn insert_synthetic(
+pub(crate) async fn insert_synthetic(
     pool: &PgPool,
     first: i64,
     last: i64,

@@ -440,7 +440,10 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let stack = stack::open(cfg).await?;
     let qcfg = ferry_query::QueryConfig::from_env(&Env::process())?;
-    let query = ferry_query::Query::with_pool(qcfg, stack.pool.clone(), "query");
+    let mut dbcfg = cfg.db.clone();
+    dbcfg.statement_timeout = qcfg.statement_timeout;
+    let pool = db::pool(&dbcfg, &stack.url, "ferry-serve")?;
+    let query = ferry_query::Query::with_pool(qcfg, pool, "query");
     let listener = tokio::net::TcpListener::bind((host, port))
         .await
         .with_context(|| format!("listen on {host}:{port} (another --port?)"))?;

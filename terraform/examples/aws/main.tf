@@ -31,6 +31,7 @@ module "ferry" {
   create_dlq_redrive_allow_policy = !local.emulated
 
   environment          = var.function_environment
+  query_cors_origins   = var.query_cors_origins
   create_alarm_topic   = var.create_alarm_topic
   bucket_force_destroy = var.bucket_force_destroy
 }

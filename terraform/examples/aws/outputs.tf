@@ -3,6 +3,11 @@ output "ingest_queue_url" {
   value       = module.ferry.queue_urls["ingest"]
 }
 
+output "query_url" {
+  description = "Base URL of the query API (ends in /v1/); requests carry Authorization: Bearer <key from ferry apikey add>."
+  value       = module.ferry.query_url
+}
+
 output "bucket_name" {
   description = "Put batch files here; transform loads every new object."
   value       = module.ferry.bucket_name

@@ -126,6 +126,12 @@ variable "function_environment" {
   default     = {}
 }
 
+variable "query_cors_origins" {
+  description = "Origins a browser may call the query API from, e.g. [\"https://shop.example\"] (or [\"*\"]). Empty: no CORS headers."
+  type        = list(string)
+  default     = []
+}
+
 variable "create_alarm_topic" {
   description = "Create an SNS topic for the alarms."
   type        = bool

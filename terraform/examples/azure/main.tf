@@ -21,7 +21,8 @@ module "ferry" {
   create_database = var.create_database
   database        = var.database
 
-  functions    = var.functions
-  app_settings = var.app_settings
-  alert_emails = var.alert_emails
+  functions          = var.functions
+  app_settings       = var.app_settings
+  query_cors_origins = var.query_cors_origins
+  alert_emails       = var.alert_emails
 }

@@ -13,6 +13,11 @@ output "function_app_default_hostnames" {
   value       = module.ferry.function_app_default_hostnames
 }
 
+output "query_url" {
+  description = "Base URL of the query API (ends in /v1/); requests carry Authorization: Bearer <key from ferry apikey add>."
+  value       = module.ferry.query_url
+}
+
 output "storage_account_name" {
   description = "Account holding the queues and the incoming container."
   value       = module.ferry.storage_account_name

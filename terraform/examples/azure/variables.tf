@@ -93,15 +93,27 @@ variable "functions" {
       instance_memory_in_mb  = optional(number, 2048)
       app_settings           = optional(map(string), {})
     }), {})
+    query = optional(object({
+      maximum_instance_count = optional(number, 5)
+      instance_memory_in_mb  = optional(number, 2048)
+      app_settings           = optional(map(string), {})
+    }), {})
   })
   default  = {}
   nullable = false
 }
 
 variable "app_settings" {
-  description = "App settings for all four apps, e.g. RUST_LOG."
+  description = "App settings for all five apps, e.g. RUST_LOG."
   type        = map(string)
   default     = {}
+  nullable    = false
+}
+
+variable "query_cors_origins" {
+  description = "Origins a browser may call the query API from, e.g. [\"https://shop.example\"] (or [\"*\"]). Empty: no CORS headers."
+  type        = list(string)
+  default     = []
   nullable    = false
 }
 

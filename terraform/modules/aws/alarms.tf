@@ -1,5 +1,5 @@
-# What an operator must hear about: dead-lettered messages, queues falling behind, and
-# functions failing or being throttled.
+# What an operator must hear about: dead-lettered messages, queues falling behind,
+# functions failing or being throttled, and the query API answering with server errors.
 
 # CloudWatch cannot publish to a topic encrypted with the AWS-managed aws/sns key (its
 # key policy does not admit cloudwatch.amazonaws.com), so a created topic gets a key of
@@ -108,6 +108,26 @@ resource "aws_cloudwatch_metric_alarm" "throttles" {
   namespace           = "AWS/Lambda"
   metric_name         = "Throttles"
   dimensions          = { FunctionName = aws_lambda_function.fn[each.key].function_name }
+  statistic           = "Sum"
+  period              = 300
+  evaluation_periods  = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = var.tags
+}
+
+# query answers a database it cannot reach with 503, which Lambda counts as a success: its
+# Errors alarm only sees crashes and timeouts. The URL's 5xx count sees both (and Lambda's
+# own 502s); a caller's mistakes (400, 401, 404, 429) are 4xx and stay out of it.
+resource "aws_cloudwatch_metric_alarm" "query_5xx" {
+  alarm_name          = "${local.fn["query"].name}-5xx"
+  alarm_description   = "The query API answered with server errors (5xx: the database unreachable, a crash or a timeout)."
+  namespace           = "AWS/Lambda"
+  metric_name         = "Url5xxCount"
+  dimensions          = { FunctionName = aws_lambda_function.fn["query"].function_name }
   statistic           = "Sum"
   period              = 300
   evaluation_periods  = 1

@@ -9,7 +9,7 @@ resource "aws_cloudwatch_log_group" "fn" {
 }
 
 resource "aws_lambda_function" "fn" {
-  #checkov:skip=CKV_AWS_116:Queue-triggered functions dead-letter on their SQS queue; the scheduled ones are retried by the next tick, not by a DLQ.
+  #checkov:skip=CKV_AWS_116:Queue-triggered functions dead-letter on their SQS queue, the scheduled ones are retried by the next tick, and query answers HTTP callers synchronously: nothing is invoked asynchronously, so a DLQ would never receive anything.
   #checkov:skip=CKV_AWS_173:The environment holds no secrets (a secret ARN, queue URL, settings); Lambda encrypts it at rest with the AWS-managed key.
   #checkov:skip=CKV_AWS_272:Code signing needs an AWS Signer profile in the build; scripts/package.sh produces unsigned zips.
   #checkov:skip=CKV_AWS_50:The binaries emit no X-Ray segments; tracing would record only Lambda's own spans.
@@ -41,6 +41,7 @@ resource "aws_lambda_function" "fn" {
       contains(local.keyring_functions, each.key) ? {
         FERRY_WEBHOOK_KEYS_SECRET_ARN = var.webhook_keys_secret_arn
       } : {},
+      each.key == "query" ? local.query_environment : {},
       var.environment,
       each.value.environment,
     )

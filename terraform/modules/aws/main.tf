@@ -9,7 +9,8 @@ locals {
   region = data.aws_region.current.id
 
   # Which trigger each function has. fanout has both: its queue carries the nudges that
-  # ingest, transform and rollup send after a commit that queued webhook deliveries.
+  # ingest, transform and rollup send after a commit that queued webhook deliveries. query
+  # has neither: it answers HTTP requests through its Function URL (url.tf) and only reads.
   queue_functions     = toset(["ingest", "transform", "fanout"])
   scheduled_functions = toset(["rollup", "fanout"])
   nudging_functions   = toset(["ingest", "transform", "rollup"])
@@ -18,7 +19,7 @@ locals {
   keyring_functions = toset(["fanout"])
 
   fn = {
-    for name in ["ingest", "transform", "rollup", "fanout"] : name => {
+    for name in ["ingest", "transform", "rollup", "fanout", "query"] : name => {
       name                 = "${var.name_prefix}-${name}"
       memory_size          = var.functions[name].memory_size
       timeout              = var.functions[name].timeout
@@ -34,6 +35,12 @@ locals {
       maximum_concurrency     = var.functions[name].maximum_concurrency
       visibility_timeout      = coalesce(var.functions[name].visibility_timeout, 6 * var.functions[name].timeout)
     }
+  }
+
+  # The origins browsers may call the query API from; unset when none (the function then
+  # sends no CORS headers).
+  query_environment = length(var.query_cors_origins) == 0 ? {} : {
+    FERRY_QUERY_CORS_ORIGINS = join(",", var.query_cors_origins)
   }
 
   # Non-secret database settings for secrets that hold only username and password.

@@ -62,3 +62,13 @@ output "alarm_topic_arn" {
   description = "The SNS topic created for the alarms (create_alarm_topic), else null."
   value       = one(aws_sns_topic.alarms[*].arn)
 }
+
+output "query_url" {
+  description = "Base URL of the query API: the query function's URL followed by v1/ (e.g. <query_url>tenants/<tenant>/...). Requests carry Authorization: Bearer <API key>."
+  value       = "${trimsuffix(aws_lambda_function_url.query.function_url, "/")}/v1/"
+}
+
+output "query_function_url" {
+  description = "The query function's Lambda Function URL itself (https://<id>.lambda-url.<region>.on.aws/), e.g. as a CloudFront origin."
+  value       = aws_lambda_function_url.query.function_url
+}

@@ -12,7 +12,7 @@ variable "name_prefix" {
 }
 
 variable "package_dir" {
-  description = "Directory holding ingest.zip, transform.zip, rollup.zip and fanout.zip (each a `bootstrap` executable), as written by scripts/package.sh (dist/lambda)."
+  description = "Directory holding ingest.zip, transform.zip, rollup.zip, fanout.zip and query.zip (each a `bootstrap` executable), as written by scripts/package.sh (dist/lambda)."
   type        = string
   nullable    = false
 }
@@ -35,7 +35,8 @@ variable "functions" {
     memory_size (MB), timeout (s), reserved_concurrency (null = unreserved), environment (merged over the module's variables).
     Queue-triggered functions (ingest, transform, fanout) also take batch_size, maximum_batching_window (s),
     maximum_concurrency (the event source mapping's cap, >= 2: the knob that bounds database connections)
-    and visibility_timeout (s, default 6 x timeout, never less).
+    and visibility_timeout (s, default 6 x timeout, never less). query, behind a public URL, has no such cap:
+    its reserved_concurrency (default 10, at least 1) is what bounds its instances and their connections.
   EOT
   type = object({
     ingest = optional(object({
@@ -81,13 +82,23 @@ variable "functions" {
       visibility_timeout      = optional(number)
       environment             = optional(map(string), {})
     }), {})
+    query = optional(object({
+      memory_size = optional(number, 512)
+      # A caller waits for the answer; API Gateway's HTTP APIs give up after 30 s too.
+      timeout = optional(number, 30)
+      # Anyone can send requests to the URL, and each one reaches the database (if only to
+      # check its key), so the instances are capped: 10 x FERRY_DB_MAX_CONNECTIONS at most.
+      # Requests beyond the cap are answered 429 by Lambda.
+      reserved_concurrency = optional(number, 10)
+      environment          = optional(map(string), {})
+    }), {})
   })
   default  = {}
   nullable = false
 
   validation {
     condition = alltrue([
-      for f in [var.functions.ingest, var.functions.transform, var.functions.rollup, var.functions.fanout] :
+      for f in [var.functions.ingest, var.functions.transform, var.functions.rollup, var.functions.fanout, var.functions.query] :
       f.memory_size >= 128 && f.memory_size <= 10240 && floor(f.memory_size) == f.memory_size
     ])
     error_message = "functions.*.memory_size must be a whole number of MB from 128 to 10240."
@@ -95,7 +106,7 @@ variable "functions" {
 
   validation {
     condition = alltrue([
-      for f in [var.functions.ingest, var.functions.transform, var.functions.rollup, var.functions.fanout] :
+      for f in [var.functions.ingest, var.functions.transform, var.functions.rollup, var.functions.fanout, var.functions.query] :
       f.timeout >= 1 && f.timeout <= 900 && floor(f.timeout) == f.timeout
     ])
     error_message = "functions.*.timeout must be a whole number of seconds from 1 to 900 (the Lambda maximum)."
@@ -103,7 +114,7 @@ variable "functions" {
 
   validation {
     condition = alltrue([
-      for f in [var.functions.ingest, var.functions.transform, var.functions.rollup, var.functions.fanout] :
+      for f in [var.functions.ingest, var.functions.transform, var.functions.rollup, var.functions.fanout, var.functions.query] :
       f.reserved_concurrency == null ? true : f.reserved_concurrency >= 0
     ])
     error_message = "functions.*.reserved_concurrency must be null (unreserved) or at least 0."
@@ -112,6 +123,11 @@ variable "functions" {
   validation {
     condition     = var.functions.rollup.reserved_concurrency == null ? true : var.functions.rollup.reserved_concurrency >= 1
     error_message = "functions.rollup.reserved_concurrency must be at least 1 (0 would stop the rollup); 1 keeps ticks from overlapping."
+  }
+
+  validation {
+    condition     = var.functions.query.reserved_concurrency == null ? true : var.functions.query.reserved_concurrency >= 1
+    error_message = "functions.query.reserved_concurrency must be null (unreserved: no cap) or at least 1 (0 would answer every request with 429)."
   }
 
   validation {
@@ -159,7 +175,7 @@ variable "functions" {
 
   validation {
     condition = alltrue([
-      for f in [var.functions.ingest, var.functions.transform, var.functions.rollup, var.functions.fanout] :
+      for f in [var.functions.ingest, var.functions.transform, var.functions.rollup, var.functions.fanout, var.functions.query] :
       !contains(keys(f.environment), "DATABASE_URL")
     ])
     error_message = "functions.*.environment must not contain DATABASE_URL: the functions read the database credentials from the secret (database_secret_arn)."
@@ -170,7 +186,7 @@ variable "functions" {
     # the functions' configuration, _FILE would mean a key file in the package, and an ARN
     # here would override the module's with a secret fanout's role is not granted.
     condition = alltrue([
-      for f in [var.functions.ingest, var.functions.transform, var.functions.rollup, var.functions.fanout] :
+      for f in [var.functions.ingest, var.functions.transform, var.functions.rollup, var.functions.fanout, var.functions.query] :
       length(setintersection(keys(f.environment), ["FERRY_WEBHOOK_KEYS", "FERRY_WEBHOOK_KEYS_FILE", "FERRY_WEBHOOK_KEYS_SECRET_ARN"])) == 0
     ])
     error_message = "functions.*.environment must not contain FERRY_WEBHOOK_KEYS, FERRY_WEBHOOK_KEYS_FILE or FERRY_WEBHOOK_KEYS_SECRET_ARN: fanout reads the webhook keyring from the secret (webhook_keys_secret_arn)."
@@ -191,6 +207,20 @@ variable "environment" {
   validation {
     condition     = length(setintersection(keys(var.environment), ["FERRY_WEBHOOK_KEYS", "FERRY_WEBHOOK_KEYS_FILE", "FERRY_WEBHOOK_KEYS_SECRET_ARN"])) == 0
     error_message = "environment must not contain FERRY_WEBHOOK_KEYS, FERRY_WEBHOOK_KEYS_FILE or FERRY_WEBHOOK_KEYS_SECRET_ARN: fanout reads the webhook keyring from the secret (webhook_keys_secret_arn)."
+  }
+}
+
+variable "query_cors_origins" {
+  description = "Origins a browser may call the query API from (e.g. \"https://shop.example\"), or [\"*\"] for any: passed to query as FERRY_QUERY_CORS_ORIGINS, comma-separated. Empty: the function sends no CORS headers, so only non-browser clients and same-origin pages can use it."
+  type        = list(string)
+  default     = []
+  nullable    = false
+
+  validation {
+    # What the function accepts: scheme://host[:port], no path and no trailing slash (a
+    # browser's Origin header never has one), or *.
+    condition     = alltrue([for o in var.query_cors_origins : o == "*" || can(regex("^https?://[^/\\s,*]+$", o))])
+    error_message = "query_cors_origins must hold origins as browsers send them, scheme://host[:port] (http or https, no path, no trailing slash), or \"*\"."
   }
 }
 

@@ -62,6 +62,7 @@ resource "azurerm_function_app_flex_consumption" "app" {
   app_settings = merge(
     local.shared_app_settings,
     local.per_app_settings[each.key],
+    each.key == "query" ? local.query_app_settings : {},
     var.app_settings,
     each.value.app_settings,
   )

@@ -4,12 +4,14 @@ locals {
   storage_account_name = coalesce(var.storage_account_name, "${replace(var.name_prefix, "-", "")}st")
 
   # One function app per binary: a custom handler is one executable. The app named F is
-  # packaged from infra/azure/F and infra/azure/F-* (scripts/package.sh).
+  # packaged from infra/azure/F and infra/azure/F-* (scripts/package.sh), with
+  # infra/azure/F-host.json as its host.json when there is one (query's).
   functions = {
     ingest    = var.functions.ingest
     transform = var.functions.transform
     rollup    = var.functions.rollup
     fanout    = var.functions.fanout
+    query     = var.functions.query
   }
 
   # The trigger queues named in the function.json files, the poison queues the host moves
@@ -37,6 +39,7 @@ locals {
     "deploy-transform",
     "deploy-rollup",
     "deploy-fanout",
+    "deploy-query",
   ]
 
   # Every queue role an app identity holds, one queue each. From the bindings in
@@ -44,6 +47,7 @@ locals {
   # from those files and compares): a queueTrigger reads its queue (Reader for the length
   # the scale controller polls, Processor to receive and delete) and writes its poison
   # queue; a queue output (the nudge) only sends; a blobTrigger writes its poison queue.
+  # query's HTTP trigger needs none.
   queue_role_grants = [
     { app = "ingest", queue = "ingest", role = "Storage Queue Data Reader" },
     { app = "ingest", queue = "ingest", role = "Storage Queue Data Message Processor" },
@@ -79,6 +83,9 @@ locals {
     { app = "fanout", container = "azure-webjobs-hosts", role = "Storage Blob Data Owner" },
     { app = "fanout", container = "azure-webjobs-secrets", role = "Storage Blob Data Owner" },
     { app = "fanout", container = "deploy-fanout", role = "Storage Blob Data Owner" },
+    { app = "query", container = "azure-webjobs-hosts", role = "Storage Blob Data Owner" },
+    { app = "query", container = "azure-webjobs-secrets", role = "Storage Blob Data Owner" },
+    { app = "query", container = "deploy-query", role = "Storage Blob Data Owner" },
   ]
 
   # Key Vault RBAC accepts a role assignment on a single secret.
@@ -97,12 +104,10 @@ locals {
     # whenever the deployment storage uses an identity (hashicorp/terraform-provider-azurerm
     # #29693, #30732); the host prefers it to the __ settings below and fails to start.
     # An explicit empty value replaces it, so the host falls back to the identity settings.
-    AzureWebJobsStorage                   = ""
-    AzureWebJobsStorage__accountName      = azurerm_storage_account.main.name
-    AzureWebJobsStorage__credential       = "managedidentity"
-    FERRY_FANOUT_STORAGE__queueServiceUri = azurerm_storage_account.main.primary_queue_endpoint
-    FERRY_FANOUT_STORAGE__credential      = "managedidentity"
-    FERRY_LOG_FORMAT                      = "json"
+    AzureWebJobsStorage              = ""
+    AzureWebJobsStorage__accountName = azurerm_storage_account.main.name
+    AzureWebJobsStorage__credential  = "managedidentity"
+    FERRY_LOG_FORMAT                 = "json"
     # Resolved by App Service from the vault (the app's system-assigned identity reads it);
     # the value is never in Terraform. Versionless: a new secret version is picked up.
     DATABASE_URL = "@Microsoft.KeyVault(SecretUri=${var.database_url_secret_id})"
@@ -111,14 +116,20 @@ locals {
   # Settings naming the app's own identity. APPLICATIONINSIGHTS_AUTHENTICATION_STRING makes
   # the host send telemetry with Entra ID, which Application Insights requires (its local
   # authentication is off), so the connection string alone cannot write telemetry.
+  # FERRY_FANOUT_STORAGE is the connection of the nudge outputs and of fanout's trigger, so
+  # the four apps whose bindings name it get it; query's bindings name no storage at all.
   per_app_settings = {
     ingest = {
       AzureWebJobsStorage__clientId             = local.client_ids["ingest"]
+      FERRY_FANOUT_STORAGE__queueServiceUri     = azurerm_storage_account.main.primary_queue_endpoint
+      FERRY_FANOUT_STORAGE__credential          = "managedidentity"
       FERRY_FANOUT_STORAGE__clientId            = local.client_ids["ingest"]
       APPLICATIONINSIGHTS_AUTHENTICATION_STRING = "ClientId=${local.client_ids["ingest"]};Authorization=AAD"
     }
     transform = {
       AzureWebJobsStorage__clientId             = local.client_ids["transform"]
+      FERRY_FANOUT_STORAGE__queueServiceUri     = azurerm_storage_account.main.primary_queue_endpoint
+      FERRY_FANOUT_STORAGE__credential          = "managedidentity"
       FERRY_FANOUT_STORAGE__clientId            = local.client_ids["transform"]
       APPLICATIONINSIGHTS_AUTHENTICATION_STRING = "ClientId=${local.client_ids["transform"]};Authorization=AAD"
       # object_store streams the batch files with the same identity (IDENTITY_ENDPOINT).
@@ -127,17 +138,31 @@ locals {
     }
     rollup = {
       AzureWebJobsStorage__clientId             = local.client_ids["rollup"]
+      FERRY_FANOUT_STORAGE__queueServiceUri     = azurerm_storage_account.main.primary_queue_endpoint
+      FERRY_FANOUT_STORAGE__credential          = "managedidentity"
       FERRY_FANOUT_STORAGE__clientId            = local.client_ids["rollup"]
       APPLICATIONINSIGHTS_AUTHENTICATION_STRING = "ClientId=${local.client_ids["rollup"]};Authorization=AAD"
     }
     fanout = {
       AzureWebJobsStorage__clientId             = local.client_ids["fanout"]
+      FERRY_FANOUT_STORAGE__queueServiceUri     = azurerm_storage_account.main.primary_queue_endpoint
+      FERRY_FANOUT_STORAGE__credential          = "managedidentity"
       FERRY_FANOUT_STORAGE__clientId            = local.client_ids["fanout"]
       APPLICATIONINSIGHTS_AUTHENTICATION_STRING = "ClientId=${local.client_ids["fanout"]};Authorization=AAD"
       # The webhook keyring, resolved from the vault like DATABASE_URL (the role is
       # webhook_keys in identity.tf). fanout alone opens the sealed signing secrets.
       FERRY_WEBHOOK_KEYS = "@Microsoft.KeyVault(SecretUri=${var.webhook_keys_secret_id})"
     }
+    query = {
+      AzureWebJobsStorage__clientId             = local.client_ids["query"]
+      APPLICATIONINSIGHTS_AUTHENTICATION_STRING = "ClientId=${local.client_ids["query"]};Authorization=AAD"
+    }
+  }
+
+  # The origins browsers may call the query API from; unset when none (the handler then
+  # sends no CORS headers).
+  query_app_settings = length(var.query_cors_origins) == 0 ? {} : {
+    FERRY_QUERY_CORS_ORIGINS = join(",", var.query_cors_origins)
   }
 
   action_group_ids = azurerm_monitor_action_group.alerts[*].id

@@ -39,7 +39,9 @@ resource "azurerm_monitor_action_group" "alerts" {
 }
 
 # Failed invocations of each app: a queue message that answered 500 (it is retried, then
-# parked in the poison queue), or a rollup/fanout tick that failed.
+# parked in the poison queue), a rollup/fanout tick that failed, or a query request answered
+# with a server error. query answers its callers' mistakes (400, 401, 404) itself, and
+# Application Insights may count those as failed requests too, so only its 5xx count.
 resource "azurerm_monitor_scheduled_query_rules_alert_v2" "function_failures" {
   for_each = local.functions
 
@@ -55,7 +57,7 @@ resource "azurerm_monitor_scheduled_query_rules_alert_v2" "function_failures" {
   criteria {
     query                   = <<-KQL
       requests
-      | where cloud_RoleName =~ "${azurerm_function_app_flex_consumption.app[each.key].name}" and success == false
+      | where cloud_RoleName =~ "${azurerm_function_app_flex_consumption.app[each.key].name}" and success == false${each.key == "query" ? " and toint(resultCode) >= 500" : ""}
     KQL
     time_aggregation_method = "Count"
     operator                = "GreaterThan"

@@ -8,6 +8,11 @@ output "function_app_default_hostnames" {
   value       = { for name, app in azurerm_function_app_flex_consumption.app : name => app.default_hostname }
 }
 
+output "query_url" {
+  description = "Base URL of the query API: the query app's default hostname followed by /v1/ (e.g. https://ferry-prod-query.azurewebsites.net/v1/). Requests carry Authorization: Bearer <API key>."
+  value       = "https://${azurerm_function_app_flex_consumption.app["query"].default_hostname}/v1/"
+}
+
 output "function_app_ids" {
   description = "Resource ID per function app."
   value       = { for name, app in azurerm_function_app_flex_consumption.app : name => app.id }

@@ -106,13 +106,20 @@ variable "functions" {
       instance_memory_in_mb  = optional(number, 2048)
       app_settings           = optional(map(string), {})
     }), {})
+    query = optional(object({
+      # Anyone can send requests to the app, and each one reaches the database (if only to
+      # check its key); the instance cap bounds the connections they can open.
+      maximum_instance_count = optional(number, 5)
+      instance_memory_in_mb  = optional(number, 2048)
+      app_settings           = optional(map(string), {})
+    }), {})
   })
   default  = {}
   nullable = false
 
   validation {
     condition = alltrue([
-      for f in [var.functions.ingest, var.functions.transform, var.functions.rollup, var.functions.fanout] :
+      for f in [var.functions.ingest, var.functions.transform, var.functions.rollup, var.functions.fanout, var.functions.query] :
       f.maximum_instance_count >= 1 && f.maximum_instance_count <= 1000 && floor(f.maximum_instance_count) == f.maximum_instance_count
     ])
     error_message = "functions.*.maximum_instance_count must be a whole number from 1 to 1000."
@@ -125,7 +132,7 @@ variable "functions" {
 
   validation {
     condition = alltrue([
-      for f in [var.functions.ingest, var.functions.transform, var.functions.rollup, var.functions.fanout] :
+      for f in [var.functions.ingest, var.functions.transform, var.functions.rollup, var.functions.fanout, var.functions.query] :
       contains([512, 2048, 4096], f.instance_memory_in_mb)
     ])
     error_message = "functions.*.instance_memory_in_mb must be 512, 2048 or 4096 (the Flex Consumption instance sizes)."
@@ -133,7 +140,7 @@ variable "functions" {
 
   validation {
     condition = alltrue(flatten([
-      for f in [var.functions.ingest, var.functions.transform, var.functions.rollup, var.functions.fanout] : [
+      for f in [var.functions.ingest, var.functions.transform, var.functions.rollup, var.functions.fanout, var.functions.query] : [
         for k in keys(f.app_settings) :
         !can(regex("(?i)(^DATABASE_URL$|PASSWORD|SECRET|KEY|CONNECTION_?STRING|^AzureWebJobsStorage|^FERRY_FANOUT_STORAGE|^FUNCTIONS_|^APPLICATIONINSIGHTS_)", k))
       ]
@@ -154,6 +161,20 @@ variable "app_settings" {
       !can(regex("(?i)(^DATABASE_URL$|PASSWORD|SECRET|KEY|CONNECTION_?STRING|^AzureWebJobsStorage|^FERRY_FANOUT_STORAGE|^FUNCTIONS_|^APPLICATIONINSIGHTS_)", k))
     ])
     error_message = "app_settings must not set DATABASE_URL, secret-looking names (PASSWORD, SECRET, KEY, CONNECTION_STRING) or the settings the module owns (AzureWebJobsStorage*, FERRY_FANOUT_STORAGE*, FUNCTIONS_*, APPLICATIONINSIGHTS_*)."
+  }
+}
+
+variable "query_cors_origins" {
+  description = "Origins a browser may call the query API from (e.g. \"https://shop.example\"), or [\"*\"] for any: the query app's FERRY_QUERY_CORS_ORIGINS, comma-separated (the handler answers CORS itself; the platform's CORS setting stays empty). Empty: no CORS headers."
+  type        = list(string)
+  default     = []
+  nullable    = false
+
+  validation {
+    # What the handler accepts: scheme://host[:port], no path and no trailing slash (a
+    # browser's Origin header never has one), or *.
+    condition     = alltrue([for o in var.query_cors_origins : o == "*" || can(regex("^https?://[^/\\s,*]+$", o))])
+    error_message = "query_cors_origins must hold origins as browsers send them, scheme://host[:port] (http or https, no path, no trailing slash), or \"*\"."
   }
 }
 

@@ -36,6 +36,9 @@ mock_provider "aws" {
   mock_resource "aws_sns_topic" {
     defaults = { arn = "arn:aws:sns:eu-west-1:123456789012:mock-alarms" }
   }
+  mock_resource "aws_lambda_function_url" {
+    defaults = { function_url = "https://mockurlid.lambda-url.eu-west-1.on.aws/" }
+  }
 }
 
 variables {
@@ -49,7 +52,7 @@ run "defaults" {
   command = apply
 
   assert {
-    condition     = toset(keys(aws_lambda_function.fn)) == toset(["ingest", "transform", "rollup", "fanout"])
+    condition     = toset(keys(aws_lambda_function.fn)) == toset(["ingest", "transform", "rollup", "fanout", "query"])
     error_message = "one Lambda function per ferry function"
   }
   assert {
@@ -87,13 +90,17 @@ run "defaults" {
     error_message = "fanout does not nudge itself"
   }
   assert {
+    condition     = keys(aws_lambda_function.fn["query"].environment[0].variables) == tolist(["FERRY_DATABASE_SECRET_ARN"])
+    error_message = "query gets the secret's ARN and nothing else by default: no queue, no keyring, no CORS origins"
+  }
+  assert {
     condition     = aws_lambda_function.fn["fanout"].environment[0].variables["FERRY_WEBHOOK_KEYS_SECRET_ARN"] == var.webhook_keys_secret_arn
     error_message = "fanout gets the keyring secret's ARN"
   }
   assert {
-    condition = alltrue([for k in ["ingest", "transform", "rollup"] :
+    condition = alltrue([for k in ["ingest", "transform", "rollup", "query"] :
     length(setintersection(keys(aws_lambda_function.fn[k].environment[0].variables), ["FERRY_WEBHOOK_KEYS_SECRET_ARN", "FERRY_WEBHOOK_KEYS", "FERRY_WEBHOOK_KEYS_FILE"])) == 0])
-    error_message = "ingest, transform and rollup learn nothing of the keyring"
+    error_message = "ingest, transform, rollup and query learn nothing of the keyring"
   }
   assert {
     condition     = alltrue([for f in aws_lambda_function.fn : !contains(keys(f.environment[0].variables), "FERRY_WEBHOOK_KEYS")])
@@ -168,10 +175,10 @@ run "defaults" {
     error_message = "fanout may read the keyring secret, and only that one"
   }
   assert {
-    condition = alltrue([for k in ["ingest", "transform", "rollup"] :
+    condition = alltrue([for k in ["ingest", "transform", "rollup", "query"] :
       length([for s in jsondecode(aws_iam_role_policy.fn[k].policy).Statement : s
     if s.Sid == "ReadWebhookKeys" || s.Resource == var.webhook_keys_secret_arn]) == 0])
-    error_message = "ingest, transform and rollup may not read the keyring secret"
+    error_message = "ingest, transform, rollup and query may not read the keyring secret"
   }
   assert {
     condition = [for s in jsondecode(aws_iam_role_policy.fn["ingest"].policy).Statement : s.Sid] == [
@@ -186,6 +193,46 @@ run "defaults" {
     condition = [for s in jsondecode(aws_iam_role_policy.fn["transform"].policy).Statement : s.Sid] == [
     "WriteOwnLogs", "ReadDatabaseSecret", "ConsumeOwnQueue", "NudgeFanout", "ReadBatchFiles", "ListBatchFiles"]
     error_message = "transform additionally reads the bucket"
+  }
+  assert {
+    condition     = [for s in jsondecode(aws_iam_role_policy.fn["query"].policy).Statement : s.Sid] == ["WriteOwnLogs", "ReadDatabaseSecret"]
+    error_message = "query may write its logs and read the database secret, nothing else: no queue, no bucket, no nudge"
+  }
+  assert {
+    condition     = aws_lambda_function.fn["query"].reserved_concurrent_executions == 10 && aws_lambda_function.fn["query"].timeout == 30
+    error_message = "query's public URL is capped at 10 instances; callers wait at most 30 s"
+  }
+  assert {
+    condition = (aws_lambda_function_url.query.function_name == aws_lambda_function.fn["query"].function_name &&
+      aws_lambda_function_url.query.authorization_type == "NONE" &&
+    aws_lambda_function_url.query.invoke_mode == "BUFFERED" && length(aws_lambda_function_url.query.cors) == 0)
+    error_message = "query has a public URL (the function checks API keys) without Lambda-side CORS"
+  }
+  assert {
+    condition     = output.query_url == "https://mockurlid.lambda-url.eu-west-1.on.aws/v1/" && output.query_function_url == "https://mockurlid.lambda-url.eu-west-1.on.aws/"
+    error_message = "the API's base URL is the function URL followed by v1/"
+  }
+  assert {
+    condition = (aws_cloudwatch_metric_alarm.query_5xx.metric_name == "Url5xxCount" &&
+    aws_cloudwatch_metric_alarm.query_5xx.dimensions == tomap({ FunctionName = aws_lambda_function.fn["query"].function_name }))
+    error_message = "the query API's server errors have an alarm"
+  }
+}
+
+run "query_cors_origins_reach_query_only" {
+  command = apply
+
+  variables {
+    query_cors_origins = ["https://shop.example", "http://localhost:5173"]
+  }
+
+  assert {
+    condition     = aws_lambda_function.fn["query"].environment[0].variables["FERRY_QUERY_CORS_ORIGINS"] == "https://shop.example,http://localhost:5173"
+    error_message = "the origins reach query, comma-separated"
+  }
+  assert {
+    condition     = alltrue([for k, f in aws_lambda_function.fn : !contains(keys(f.environment[0].variables), "FERRY_QUERY_CORS_ORIGINS") if k != "query"])
+    error_message = "no other function gets them"
   }
 }
 
@@ -233,7 +280,7 @@ run "alarm_topic_when_asked_for" {
     error_message = "the topic key rotates"
   }
   assert {
-    condition = alltrue(flatten([for alarms in [aws_cloudwatch_metric_alarm.dlq_depth, aws_cloudwatch_metric_alarm.queue_age, aws_cloudwatch_metric_alarm.errors, aws_cloudwatch_metric_alarm.throttles] :
+    condition = alltrue(flatten([for alarms in [aws_cloudwatch_metric_alarm.dlq_depth, aws_cloudwatch_metric_alarm.queue_age, aws_cloudwatch_metric_alarm.errors, aws_cloudwatch_metric_alarm.throttles, { query = aws_cloudwatch_metric_alarm.query_5xx }] :
     [for a in alarms : a.alarm_actions == toset([aws_sns_topic.alarms[0].arn])]]))
     error_message = "every alarm notifies the topic"
   }
@@ -297,7 +344,7 @@ run "customer_managed_key_for_the_webhook_keys" {
     error_message = "the key adds one statement to fanout's policy"
   }
   assert {
-    condition = alltrue([for k in ["ingest", "transform", "rollup"] :
+    condition = alltrue([for k in ["ingest", "transform", "rollup", "query"] :
       length([for s in jsondecode(aws_iam_role_policy.fn[k].policy).Statement : s
     if s.Sid == "DecryptWebhookKeys" || s.Resource == "arn:aws:kms:eu-west-1:123456789012:key/66666666-7777-8888-9999-000000000000"]) == 0])
     error_message = "no other role may use the keyring's key"

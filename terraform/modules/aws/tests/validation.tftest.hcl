@@ -221,6 +221,60 @@ run "rejects_vpc_config_without_subnets" {
   expect_failures = [var.vpc_config]
 }
 
+run "rejects_a_query_reservation_of_zero" {
+  command = plan
+  variables {
+    functions = { query = { reserved_concurrency = 0 } }
+  }
+  expect_failures = [var.functions]
+}
+
+run "accepts_an_unreserved_query" {
+  command = plan
+  variables {
+    functions = { query = { reserved_concurrency = null } }
+  }
+}
+
+run "rejects_database_url_in_query_environment" {
+  command = plan
+  variables {
+    functions = { query = { environment = { DATABASE_URL = "postgres://u:p@db/ferry" } } }
+  }
+  expect_failures = [var.functions]
+}
+
+run "accepts_cors_origins_and_the_wildcard" {
+  command = plan
+  variables {
+    query_cors_origins = ["https://shop.example", "http://localhost:5173", "*"]
+  }
+}
+
+run "rejects_a_cors_origin_with_a_trailing_slash" {
+  command = plan
+  variables {
+    query_cors_origins = ["https://shop.example/"]
+  }
+  expect_failures = [var.query_cors_origins]
+}
+
+run "rejects_a_cors_origin_without_a_scheme" {
+  command = plan
+  variables {
+    query_cors_origins = ["shop.example"]
+  }
+  expect_failures = [var.query_cors_origins]
+}
+
+run "rejects_cors_origins_joined_by_hand" {
+  command = plan
+  variables {
+    query_cors_origins = ["https://a.example,https://b.example"]
+  }
+  expect_failures = [var.query_cors_origins]
+}
+
 run "rejects_a_max_receive_count_of_zero" {
   command = plan
   variables {
