@@ -604,8 +604,8 @@ fn raw_json<S: serde::Serializer>(text: &Option<String>, s: S) -> Result<S::Ok, 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
 pub struct EndpointHealth {
     pub endpoint_id: i64,
-    /// Scheme, host, port and path: a query string may hold a partner's token, so it is left
-    /// out.
+    /// Scheme, host, port and path: a query string or a `user:password@` may hold a partner's
+    /// token, so both are left out.
     pub url: String,
     pub event_types: Vec<String>,
     pub status: String,
@@ -616,10 +616,13 @@ pub struct EndpointHealth {
     pub last_failure_at: Option<DateTime<Utc>>,
     /// Deliveries waiting now (the backlog, however old).
     pub pending: i64,
-    /// Deliveries of the last hour that were delivered, or failed for good.
+    /// Of the deliveries created in the last hour: how many are delivered, and how many
+    /// failed for good (a retried one fails only after its whole schedule, days later; a
+    /// partner's 410 at once).
     pub delivered: i64,
     pub failed: i64,
-    /// The newest delivery error of the last hour.
+    /// The newest delivery error: of the last hour's deliveries, else of those still waiting
+    /// (what keeps the backlog).
     pub last_error: Option<String>,
 }
 
@@ -629,7 +632,9 @@ pub struct EndpointHealth {
 /// `deliveries_endpoint_idx` (a day of a busy endpoint's deliveries took 60 ms per endpoint).
 pub async fn endpoint_health(pool: &PgPool, tenant: &str) -> Result<Vec<EndpointHealth>, Error> {
     Ok(sqlx::query_as(
-        "SELECT e.endpoint_id, split_part(split_part(e.url, '?', 1), '#', 1) AS url,
+        "SELECT e.endpoint_id,
+                regexp_replace(split_part(split_part(e.url, '?', 1), '#', 1), '//[^/@]*@', '//')
+                    AS url,
                 e.event_types, e.status, e.disabled_reason, e.failing_since,
                 e.last_success_at, e.last_failure_at,
                 (SELECT count(*) FROM deliveries p
@@ -644,10 +649,15 @@ pub async fn endpoint_health(pool: &PgPool, tenant: &str) -> Result<Vec<Endpoint
              WHERE endpoint_id = e.endpoint_id AND created_at >= now() - interval '1 hour'
          ) h ON true
          LEFT JOIN LATERAL (
-             SELECT last_error FROM deliveries
-             WHERE endpoint_id = e.endpoint_id AND created_at >= now() - interval '1 hour'
-               AND last_error IS NOT NULL
-             ORDER BY created_at DESC LIMIT 1
+             SELECT coalesce(
+                 (SELECT last_error FROM deliveries
+                  WHERE endpoint_id = e.endpoint_id AND created_at >= now() - interval '1 hour'
+                    AND last_error IS NOT NULL
+                  ORDER BY created_at DESC LIMIT 1),
+                 (SELECT last_error FROM deliveries
+                  WHERE endpoint_id = e.endpoint_id AND status = 'pending'
+                    AND last_error IS NOT NULL
+                  ORDER BY next_attempt_at DESC LIMIT 1)) AS last_error
          ) l ON true
          WHERE e.tenant_id = $1
          ORDER BY e.endpoint_id",

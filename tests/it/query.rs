@@ -364,8 +364,47 @@ async fn answers_equal_the_rollups_and_say_which_grain_they_read() {
     .unwrap();
     assert_eq!((total, expected > 0), (expected, true));
 
-    let (st, body, _) = get(&s.base, "/v1/tenants/acme/anomalies", Some(&s.acme)).await;
-    assert_eq!((st, body["anomalies"].is_array()), (200, true));
+    // Findings, newest bucket first, paginated.
+    for (i, kind) in ["spike", "drop", "spike"].iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO anomalies (tenant_id, metric, grain, bucket, kind, value, baseline, score, method)
+             VALUES ('acme', 'events', 300, now() - make_interval(mins => $1), $2, 10, 2, 4.5, 'robust_z')",
+        )
+        .bind(10 * (i as i32 + 1))
+        .bind(kind)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    let (st, body, _) = get(&s.base, "/v1/tenants/acme/anomalies?limit=2", Some(&s.acme)).await;
+    assert_eq!(st, 200, "{body}");
+    let kinds: Vec<&str> = body["anomalies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["spike", "drop"], "newest bucket first");
+    let (_, body, _) = get(
+        &s.base,
+        "/v1/tenants/acme/anomalies?limit=2&offset=2",
+        Some(&s.acme),
+    )
+    .await;
+    assert_eq!(body["anomalies"].as_array().unwrap().len(), 1);
+    let (_, body, _) = get(&s.base, "/v1/tenants/beta/anomalies", Some(&s.beta)).await;
+    assert_eq!(body["anomalies"], json!([]), "acme's findings are acme's");
+
+    // HEAD: the headers of GET, no body.
+    let r = reqwest::Client::new()
+        .head(format!("{}/v1/tenants/acme/events?{r}", s.base))
+        .bearer_auth(&s.acme)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.headers().contains_key("etag"));
+    assert!(r.bytes().await.unwrap().is_empty());
     let (st, body, _) = get(&s.base, "/v1/tenants/acme/endpoints", Some(&s.acme)).await;
     assert_eq!((st, body["endpoints"].clone()), (200, json!([])));
 
@@ -393,7 +432,7 @@ async fn endpoint_health_counts_deliveries_and_hides_the_query_string() {
     let s = served().await;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO endpoints (tenant_id, url, event_types, failing_since, last_failure_at)
-         VALUES ('acme', 'https://partner.example/hook?token=s3cret', '{product.*}', now(), now())
+         VALUES ('acme', 'https://user:pa55@partner.example/hook?token=s3cret', '{product.*}', now(), now())
          RETURNING endpoint_id",
     )
     .fetch_one(&s.db.pool)
@@ -418,7 +457,7 @@ async fn endpoint_health_counts_deliveries_and_hides_the_query_string() {
     assert_eq!(st, 200, "{body}");
     let e = &body["endpoints"][0];
     assert_eq!(e["url"], "https://partner.example/hook");
-    assert!(!body.to_string().contains("s3cret"));
+    assert!(!body.to_string().contains("s3cret") && !body.to_string().contains("pa55"));
     assert_eq!(
         (
             e["pending"].as_i64(),
@@ -429,6 +468,33 @@ async fn endpoint_health_counts_deliveries_and_hides_the_query_string() {
     );
     assert_eq!(e["last_error"], "timed out", "the newest error");
     assert!(e["failing_since"].is_string());
+    // A failure of yesterday is not the last hour's; with no error in the last hour, the newest
+    // error of the waiting deliveries is what shows.
+    sqlx::query("INSERT INTO webhook_messages (message_id, tenant_id, event_type, body) VALUES ('old', 'acme', 'product.updated', '{}')")
+        .execute(&s.db.pool).await.unwrap();
+    sqlx::query("INSERT INTO deliveries (message_id, endpoint_id, tenant_id, status, last_error, created_at)
+                 VALUES ('old', $1, 'acme', 'failed', 'HTTP 502', now() - interval '1 day')")
+        .bind(id).execute(&s.db.pool).await.unwrap();
+    sqlx::query(
+        "UPDATE deliveries SET created_at = now() - interval '2 hours' WHERE status = 'pending'",
+    )
+    .execute(&s.db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE deliveries SET last_error = NULL WHERE status = 'failed' AND message_id = 'm1'",
+    )
+    .execute(&s.db.pool)
+    .await
+    .unwrap();
+    let (_, body, _) = get(&s.base, "/v1/tenants/acme/endpoints", Some(&s.acme)).await;
+    let e = &body["endpoints"][0];
+    assert_eq!(
+        (e["pending"].as_i64(), e["failed"].as_i64()),
+        (Some(1), Some(1)),
+        "{e}"
+    );
+    assert_eq!(e["last_error"], "timed out", "the waiting delivery's error");
     // beta sees none of it.
     let (_, body, _) = get(&s.base, "/v1/tenants/beta/endpoints", Some(&s.beta)).await;
     assert_eq!(body["endpoints"], json!([]));
@@ -568,6 +634,12 @@ async fn bad_requests_get_a_json_error_naming_the_parameter() {
         ("colour=red", "colour"),
         ("type=a&type=b", "type"),
         ("type=", "type"),
+        ("type=a%00b", "type"),
+        ("to=-262143-01-01", "to"),
+        ("from=-5000-01-01&to=-4999-12-31", "to"),
+        ("to=10000-01-01", "to"),
+        // Exactly 2,016 five-minute buckets is the most; one second more is refused.
+        ("from=2026-11-01&to=2026-11-08T00:00:01Z&grain=5m", "grain"),
     ] {
         let (st, body, _) = get(&s.base, &format!("{e}?{query}"), k).await;
         assert_eq!(st, 400, "{query}: {body}");
@@ -579,6 +651,7 @@ async fn bad_requests_get_a_json_error_naming_the_parameter() {
         ("/v1/tenants/acme/products/top?offset=-1", "offset"),
         ("/v1/tenants/acme/endpoints?x=1", "x"),
         ("/v1/tenants/acme/anomalies?since=soon", "since"),
+        ("/v1/tenants/acme/anomalies?since=-5000-01-01", "since"),
     ] {
         let (st, body, _) = get(&s.base, path, k).await;
         assert_eq!(
@@ -587,12 +660,24 @@ async fn bad_requests_get_a_json_error_naming_the_parameter() {
             "{path}"
         );
     }
+    let (st, _, _) = get(
+        &s.base,
+        &format!("{e}?from=2026-11-01&to=2026-11-08&grain=5m"),
+        k,
+    )
+    .await;
+    assert_eq!(
+        st, 200,
+        "7 days at 5 minutes is 2,016 buckets, the most allowed"
+    );
     for path in [
         "/v1/tenants/acme",
         "/v1//health",
         "/v1/tenants/acme/%FF/top",
         "/v2/health",
         "/favicon.ico",
+        "/v1/tenants/acme/products/a%00b",
+        "/v1/tenants/acme/users/%00/recently-viewed",
     ] {
         let (st, body, _) = get(&s.base, path, k).await;
         assert_eq!(

@@ -14,7 +14,10 @@ function el(tag, attrs = {}, ...children) {
   const ns = ["svg", "g", "rect", "line", "text", "circle", "title", "path"].includes(tag);
   const node = ns ? document.createElementNS(SVG, tag) : document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
-    if (v !== undefined && v !== null) node.setAttribute(k, v);
+    if (v === undefined || v === null || v === "") continue;
+    // Through the CSSOM: the page's Content-Security-Policy refuses inline style attributes.
+    if (k === "style") node.style.cssText = v;
+    else node.setAttribute(k, v);
   }
   for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
   return node;

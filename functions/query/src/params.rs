@@ -1,7 +1,7 @@
 //! A request's query string, strictly: every parameter known to the route, none twice, every
 //! value checked. A problem names its parameter (answered 400).
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use ferry_shared::queries::Grain;
 
 /// Longest range a request may read.
@@ -76,26 +76,38 @@ impl Params {
         let Some(v) = self.get(name) else {
             return Ok(None);
         };
-        if let Ok(t) = DateTime::parse_from_rfc3339(v) {
-            return Ok(Some(t.with_timezone(&Utc)));
-        }
-        NaiveDate::parse_from_str(v, "%Y-%m-%d")
+        let parsed = DateTime::parse_from_rfc3339(v)
+            .map(|t| t.with_timezone(&Utc))
             .ok()
-            .and_then(|d| d.and_hms_opt(0, 0, 0))
-            .map(|t| Some(t.and_utc()))
-            .ok_or_else(|| {
-                bad(
-                    name,
-                    "not a time: use RFC 3339 (2026-11-20T08:00:00Z) or a date (2026-11-20)",
-                )
-            })
+            .or_else(|| {
+                // `%Y` would take any signed year: only four digits, as in RFC 3339.
+                let date = v.get(..10).filter(|d| d.len() == v.len())?;
+                NaiveDate::parse_from_str(date, "%Y-%m-%d")
+                    .ok()?
+                    .and_hms_opt(0, 0, 0)
+                    .map(|t| t.and_utc())
+            });
+        match parsed {
+            // Years 1 to 9999: what PostgreSQL stores and date arithmetic cannot overflow.
+            Some(t) if (1..=9999).contains(&t.year()) => Ok(Some(t)),
+            Some(_) => Err(bad(name, "the year must be from 0001 to 9999")),
+            None => Err(bad(
+                name,
+                "not a time: use RFC 3339 (2026-11-20T08:00:00Z) or a date (2026-11-20)",
+            )),
+        }
     }
 
     /// `from` and `to`: by default the 24 hours up to now; `to` after `from`, at most
     /// [`MAX_RANGE_DAYS`] apart.
     pub fn range(&self, now: DateTime<Utc>) -> Result<Range, BadParam> {
         let to = self.time("to")?.unwrap_or(now);
-        let from = self.time("from")?.unwrap_or(to - Duration::hours(24));
+        let from = match self.time("from")? {
+            Some(from) => from,
+            None => to
+                .checked_sub_signed(Duration::hours(24))
+                .ok_or_else(|| bad("to", "too early to have a default from"))?,
+        };
         if to <= from {
             return Err(bad("to", "must be after from"));
         }
@@ -122,7 +134,10 @@ impl Params {
             None if span <= 31 * 86_400 => Grain::Hour,
             None => Grain::Day,
         };
-        let buckets = (span + grain.seconds() - 1) / grain.seconds() + 1;
+        // As `time_series` returns them: from `from` aligned down to the grain up to `to`.
+        let g = grain.seconds();
+        let (a, b) = (range.from.timestamp(), range.to.timestamp());
+        let buckets = (b + g - 1).div_euclid(g) - a.div_euclid(g);
         if buckets > MAX_BUCKETS {
             return Err(bad(
                 "grain",
@@ -162,6 +177,9 @@ impl Params {
         match self.get(name) {
             Some(v) if v.is_empty() || v.len() > MAX_TEXT => {
                 Err(bad(name, format!("must be 1 to {MAX_TEXT} bytes")))
+            }
+            Some(v) if v.chars().any(char::is_control) => {
+                Err(bad(name, "must not hold control characters"))
             }
             other => Ok(other),
         }
@@ -211,6 +229,16 @@ mod tests {
         assert_eq!(p.range(now).unwrap_err().parameter, "from");
         let p = Params::parse("from=yesterday", &["from"]).unwrap();
         assert_eq!(p.range(now).unwrap_err().parameter, "from");
+        for extreme in [
+            "-262143-01-01",
+            "-5000-01-01",
+            "0000-01-01",
+            "+10000-01-01",
+            "20261-01-01",
+        ] {
+            let p = Params::parse(&format!("to={extreme}"), &["from", "to"]).unwrap();
+            assert_eq!(p.range(now).unwrap_err().parameter, "to", "{extreme}");
+        }
         let p = Params::parse("from=2026-11-20T08:00:00%2B01:00", &["from"]).unwrap();
         assert_eq!(p.range(now).unwrap().from, t("2026-11-20T07:00:00Z"));
     }
@@ -231,6 +259,11 @@ mod tests {
         let five = Params::parse("grain=5m", &["grain"]).unwrap();
         assert_eq!(five.grain(day).unwrap(), Grain::FiveMinutes);
         assert_eq!(five.grain(month).unwrap_err().parameter, "grain");
+        // Exactly 2,016 five-minute buckets (7 aligned days) is the most a series may have.
+        let week = range("2026-11-13T00:00:00Z", "2026-11-20T00:00:00Z");
+        assert_eq!(five.grain(week).unwrap(), Grain::FiveMinutes);
+        let longer = range("2026-11-13T00:00:00Z", "2026-11-20T00:00:01Z");
+        assert_eq!(five.grain(longer).unwrap_err().parameter, "grain");
         let odd = Params::parse("grain=2h", &["grain"]).unwrap();
         assert_eq!(odd.grain(day).unwrap_err().parameter, "grain");
     }
@@ -240,6 +273,8 @@ mod tests {
         let p = Params::parse("limit=0&offset=-1&type=", &["limit", "offset", "type"]).unwrap();
         assert_eq!(p.limit(10).unwrap_err().parameter, "limit");
         assert_eq!(p.offset().unwrap_err().parameter, "offset");
+        assert_eq!(p.text("type").unwrap_err().parameter, "type");
+        let p = Params::parse("type=a%00b", &["type"]).unwrap();
         assert_eq!(p.text("type").unwrap_err().parameter, "type");
         let p = Params::parse("limit=100", &["limit"]).unwrap();
         assert_eq!(p.limit(10).unwrap(), 100);

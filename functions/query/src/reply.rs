@@ -38,10 +38,19 @@ impl From<BadParam> for Problem {
 }
 
 impl Problem {
-    /// A database error as the client sees it: 503 when retrying may help, else 500 (logged).
+    /// A database error as the client sees it: 503 when trying again shortly may help (the
+    /// database unreachable, a statement or lock timeout, a serialization failure or deadlock),
+    /// else 500, logged as the defect it is.
     pub fn from_db(e: ferry_shared::Error) -> Problem {
-        if e.is_retryable() {
-            tracing::info!(error = %e, "database unavailable; answered 503");
+        let passing = match &e {
+            ferry_shared::Error::Transient(sqlx::Error::Database(db)) => matches!(
+                db.code().as_deref(),
+                Some("57014" | "55P03" | "40001" | "40P01")
+            ),
+            other => other.is_unavailable(),
+        };
+        if passing {
+            tracing::info!(error = %e, "database unavailable or busy; answered 503");
             Problem::Unavailable
         } else {
             error!(error = %e, "query failed");
@@ -155,10 +164,8 @@ pub fn json(answer: &Answer, request: &HeaderMap) -> Response {
         );
         r
     };
+    set_etag(&mut r, &tag);
     let h = r.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&tag) {
-        h.insert(header::ETAG, v);
-    }
     if let Ok(v) = HeaderValue::from_str(&cache) {
         h.insert(header::CACHE_CONTROL, v);
     }
@@ -170,17 +177,26 @@ pub fn json(answer: &Answer, request: &HeaderMap) -> Response {
 }
 
 fn accepts_gzip(request: &HeaderMap) -> bool {
-    request
+    // The q-value of gzip, else of `*`; absent: not accepted. q=0 (0.0, 0.000) refuses.
+    let (mut gzip, mut any) = (None, None);
+    for coding in request
         .get_all(header::ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|coding| {
-            let mut parts = coding.split(';').map(str::trim);
-            let name = parts.next().unwrap_or_default();
-            let refused = parts.any(|q| q.replace(' ', "") == "q=0");
-            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
-        })
+    {
+        let mut parts = coding.split(';').map(str::trim);
+        let name = parts.next().unwrap_or_default();
+        let q = parts
+            .find_map(|p| p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")))
+            .map_or(1.0, |q| q.trim().parse::<f32>().unwrap_or(0.0));
+        if name.eq_ignore_ascii_case("gzip") {
+            gzip = Some(q);
+        } else if name == "*" {
+            any = Some(q);
+        }
+    }
+    gzip.or(any).is_some_and(|q| q > 0.0)
 }
 
 fn gzipped(body: &[u8]) -> Option<Vec<u8>> {
@@ -209,7 +225,7 @@ const DASHBOARD: &[(&str, &str, &str)] = &[
 ];
 
 /// The page may run only its own script and style, and talk only to this server.
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
                    connect-src 'self'; img-src 'self' data:; base-uri 'none'; \
                    form-action 'none'; frame-ancestors 'none'";
 
@@ -242,9 +258,7 @@ pub fn dashboard_file(path: &str, request: &HeaderMap) -> Option<Response> {
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-    if let Ok(v) = HeaderValue::from_str(&tag) {
-        h.insert(header::ETAG, v);
-    }
+    set_etag(&mut r, &tag);
     Some(r)
 }
 
@@ -258,13 +272,31 @@ fn etag(body: &[u8]) -> String {
 }
 
 fn matches_tag(request: &HeaderMap, tag: &str) -> bool {
+    // The gzip form's tag is the identity form's with `-gz` (one validator per coding);
+    // either names the same content, so either is a match.
+    let gz = format!("{}-gz\"", tag.trim_end_matches('"'));
     request
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().trim_start_matches("W/") == tag)
+            v.trim() == "*"
+                || v.split(',').any(|t| {
+                    let t = t.trim().trim_start_matches("W/");
+                    t == tag || t == gz
+                })
         })
+}
+
+/// Sets the `ETag` for the body's coding: `-gz` added for the gzip form.
+fn set_etag(r: &mut Response, tag: &str) {
+    let tag = if r.headers().contains_key(header::CONTENT_ENCODING) {
+        format!("{}-gz\"", tag.trim_end_matches('"'))
+    } else {
+        tag.to_owned()
+    };
+    if let Ok(v) = HeaderValue::from_str(&tag) {
+        r.headers_mut().insert(header::ETAG, v);
+    }
 }
 
 /// `body`, gzipped when the client takes gzip and the body is worth it.
@@ -342,7 +374,10 @@ pub fn segments(path: &str) -> Option<Vec<String>> {
         .split('/')
         .map(|s| {
             let decoded = percent_encoding::percent_decode_str(s).decode_utf8().ok()?;
-            (!decoded.is_empty() && decoded.len() <= 256).then(|| decoded.into_owned())
+            let fine = !decoded.is_empty()
+                && decoded.len() <= 256
+                && !decoded.chars().any(char::is_control);
+            fine.then(|| decoded.into_owned())
         })
         .collect()
 }
@@ -360,6 +395,7 @@ mod tests {
         );
         assert!(segments("/v1//health").is_none());
         assert!(segments("/v1/%FF").is_none());
+        assert!(segments("/v1/tenants/acme/products/a%00b").is_none());
     }
 
     #[test]
@@ -376,6 +412,13 @@ mod tests {
             HeaderValue::from_static("gzip;q=0, identity"),
         );
         assert!(!accepts_gzip(&h));
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("gzip;q=0.0, *"),
+        );
+        assert!(!accepts_gzip(&h));
+        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("*"));
+        assert!(accepts_gzip(&h));
     }
 
     #[test]

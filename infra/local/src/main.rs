@@ -505,7 +505,13 @@ async fn apikey_command(cfg: &Config, command: ApikeyCommand) -> anyhow::Result<
             if keys::revoke(pool, &key).await? {
                 println!("revoked; requests with it are refused from now on");
             } else {
-                anyhow::bail!("no active key {key:?} (ferry apikey list)");
+                // Only the id: what was typed may be a whole key.
+                let id: String = key
+                    .trim_start_matches(keys::PREFIX)
+                    .chars()
+                    .take(8)
+                    .collect();
+                anyhow::bail!("no active key with id {id:?} (ferry apikey list)");
             }
         }
     }
