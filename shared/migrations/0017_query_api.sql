@@ -17,7 +17,10 @@ CREATE TABLE api_keys (
 );
 CREATE INDEX api_keys_tenant_idx ON api_keys (tenant_id);
 
--- "Also viewed" (the query API): the users who viewed a product most recently, newest first,
--- so a read joins a bounded sample of lists (the last 1,000 viewers) to each other
--- however popular the product is.
-CREATE INDEX recently_viewed_product_idx ON recently_viewed (tenant_id, product_id, viewed_at DESC);
+-- "Also viewed" (the query API): a product's most recent viewers, newest first, so a read joins
+-- a bounded sample of lists (the last 1,000 viewers) to each other however popular the product
+-- is. Only for a sixteenth of the users (those whose md5 starts with 0): the loader writes
+-- recently_viewed on every product view, and an index of every row cost transform 16% of its
+-- CPU (1.54 -> 1.79 core-s per baseline core-s; ratio 1.01 -> 0.85-0.87 at 1,000,000 events).
+CREATE INDEX recently_viewed_product_idx ON recently_viewed (tenant_id, product_id, viewed_at DESC)
+    WHERE left(md5(user_id), 1) = '0';

@@ -100,19 +100,7 @@ enum Command {
     },
     /// The query function's routes under concurrent load against the same reads run
     /// directly, on `events` events over 91 days rolled up.
-    Query {
-        #[arg(long, default_value_t = 10_000_000)]
-        events: i64,
-        /// Concurrent clients (and connections of each side's pool).
-        #[arg(long, default_value_t = 8)]
-        clients: usize,
-        /// Requests per route and side.
-        #[arg(long, default_value_t = 400)]
-        requests: usize,
-        /// Reuse the database of an earlier run with the same event count.
-        #[arg(long)]
-        reuse: bool,
-    },
+    Query(crate::query::QueryBench),
     /// The whole pipeline at a steady rate: queue -> committed row, event -> visible in the
     /// rollups, commit -> partner receipt, per event.
     E2e(crate::e2e::E2eBench),
@@ -176,20 +164,7 @@ async fn run(command: Command, admin_url: &str, cfg: &Config) -> anyhow::Result<
             let exe = std::env::current_exe()?;
             load::transform(&admin_url, &cfg, &opts, &exe).await?;
         }
-        Command::Query {
-            events,
-            clients,
-            requests,
-            reuse,
-        } => {
-            let opts = crate::query::QueryBench {
-                events,
-                clients,
-                requests,
-                reuse,
-            };
-            crate::query::query(&admin_url, &cfg, &opts).await?;
-        }
+        Command::Query(opts) => crate::query::query(&admin_url, &cfg, &opts).await?,
         Command::Rollup {
             events,
             base,

@@ -23,12 +23,19 @@ use crate::load::{insert_synthetic, prepare};
 use crate::machine;
 
 /// Options of the query benchmark.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct QueryBench {
+    /// Events over 91 days, rolled up before the routes are measured.
+    #[arg(long, default_value_t = 10_000_000)]
     pub events: i64,
+    /// Concurrent clients (and connections of each side's pool).
+    #[arg(long, default_value_t = 8)]
     pub clients: usize,
+    /// Requests per route and side.
+    #[arg(long, default_value_t = 400)]
     pub requests: usize,
     /// Reuse the database of an earlier run (same event count) instead of loading afresh.
+    #[arg(long)]
     pub reuse: bool,
 }
 
