@@ -143,16 +143,21 @@ pub async fn list(pool: &PgPool, tenant: Option<&str>) -> Result<Vec<KeyInfo>, E
     .await?)
 }
 
-/// Revokes a key, given its id or the key itself (or its shown start); false when no such key
-/// is active.
-pub async fn revoke(pool: &PgPool, key: &str) -> Result<bool, Error> {
-    let key_id = key
-        .trim_end_matches('…')
+/// The id of a key given as its id, the key itself, or its shown start (`fy_live_abcdefgh…`):
+/// never more than the 8 characters that are not secret.
+pub fn key_id(key: &str) -> String {
+    key.trim_end_matches('…')
         .strip_prefix(PREFIX)
         .unwrap_or(key)
         .chars()
         .take(ID_LEN)
-        .collect::<String>();
+        .collect()
+}
+
+/// Revokes a key, given its id or the key itself (or its shown start); false when no such key
+/// is active.
+pub async fn revoke(pool: &PgPool, key: &str) -> Result<bool, Error> {
+    let key_id = key_id(key);
     let done = sqlx::query(
         "UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL",
     )

@@ -153,9 +153,7 @@ pub fn json(answer: &Answer, request: &HeaderMap) -> Response {
         format!("private, max-age={}", answer.max_age)
     };
     let mut r = if matches_tag(request, &tag) {
-        let mut r = Response::new(warp::hyper::body::Bytes::new().into());
-        *r.status_mut() = StatusCode::NOT_MODIFIED;
-        r
+        not_modified()
     } else {
         let mut r = body_maybe_gzipped(body.into_bytes(), request);
         r.headers_mut().insert(
@@ -224,6 +222,29 @@ const DASHBOARD: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// A dashboard file with its `ETag` and gzip form, computed once per process rather than on
+/// every request.
+struct StaticFile {
+    path: &'static str,
+    kind: &'static str,
+    text: &'static str,
+    tag: String,
+    gzipped: Option<Vec<u8>>,
+}
+
+static FILES: std::sync::LazyLock<Vec<StaticFile>> = std::sync::LazyLock::new(|| {
+    DASHBOARD
+        .iter()
+        .map(|(path, kind, text)| StaticFile {
+            path,
+            kind,
+            text,
+            tag: etag(text.as_bytes()),
+            gzipped: gzipped(text.as_bytes()),
+        })
+        .collect()
+});
+
 /// The page may run only its own script and style, and talk only to this server.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
                    connect-src 'self'; img-src 'self' data:; base-uri 'none'; \
@@ -232,17 +253,22 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
 /// A file of the dashboard, if `path` names one: public (it holds no data; the page asks for
 /// a key and reads the API with it), with an `ETag`, revalidated on every load.
 pub fn dashboard_file(path: &str, request: &HeaderMap) -> Option<Response> {
-    let (_, kind, text) = DASHBOARD.iter().find(|(p, _, _)| *p == path)?;
-    let tag = etag(text.as_bytes());
-    let mut r = if matches_tag(request, &tag) {
-        let mut r = Response::new(warp::hyper::body::Bytes::new().into());
-        *r.status_mut() = StatusCode::NOT_MODIFIED;
-        r
+    let file = FILES.iter().find(|f| f.path == path)?;
+    let mut r = if matches_tag(request, &file.tag) {
+        not_modified()
     } else {
-        body_maybe_gzipped(text.as_bytes().to_vec(), request)
+        match file.gzipped.as_ref().filter(|_| accepts_gzip(request)) {
+            Some(z) => {
+                let mut r = Response::new(z.clone().into());
+                r.headers_mut()
+                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                r
+            }
+            None => Response::new(file.text.into()),
+        }
     };
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(file.kind));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -258,8 +284,15 @@ pub fn dashboard_file(path: &str, request: &HeaderMap) -> Option<Response> {
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-    set_etag(&mut r, &tag);
+    set_etag(&mut r, &file.tag);
     Some(r)
+}
+
+/// An empty 304: the client holds this answer already.
+fn not_modified() -> Response {
+    let mut r = Response::new(warp::hyper::body::Bytes::new().into());
+    *r.status_mut() = StatusCode::NOT_MODIFIED;
+    r
 }
 
 fn etag(body: &[u8]) -> String {

@@ -506,11 +506,7 @@ async fn apikey_command(cfg: &Config, command: ApikeyCommand) -> anyhow::Result<
                 println!("revoked; requests with it are refused from now on");
             } else {
                 // Only the id: what was typed may be a whole key.
-                let id: String = key
-                    .trim_start_matches(keys::PREFIX)
-                    .chars()
-                    .take(8)
-                    .collect();
+                let id = keys::key_id(&key);
                 anyhow::bail!("no active key with id {id:?} (ferry apikey list)");
             }
         }
