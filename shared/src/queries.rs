@@ -618,9 +618,11 @@ pub struct EndpointHealth {
 }
 
 /// A tenant's endpoints, by id: their backlog, their deliveries of the last hour by outcome,
-/// and their newest error. Bounded reads, whatever an endpoint's volume: the backlog is counted
-/// from the fanout's partial index of pending deliveries, the rest from the last hour of
-/// `deliveries_endpoint_idx` (a day of a busy endpoint's deliveries took 60 ms per endpoint).
+/// and their newest error. The backlog is counted from the fanout's partial index of pending
+/// deliveries (index only); the last hour's outcomes and the time of its newest error come
+/// from one scan of `deliveries_endpoint_idx`, so that part grows with an endpoint's hourly
+/// volume (5.5 ms at the median for 5 endpoints with 3,128 deliveries each in the hour, a
+/// fifth of them with errors; a day instead of an hour took 60 ms per endpoint).
 pub async fn endpoint_health(pool: &PgPool, tenant: &str) -> Result<Vec<EndpointHealth>, Error> {
     Ok(sqlx::query_as(
         "SELECT e.endpoint_id,
@@ -631,29 +633,29 @@ pub async fn endpoint_health(pool: &PgPool, tenant: &str) -> Result<Vec<Endpoint
                 (SELECT count(*) FROM deliveries p
                  WHERE p.endpoint_id = e.endpoint_id AND p.status = 'pending') AS pending,
                 coalesce(h.delivered, 0) AS delivered, coalesce(h.failed, 0) AS failed,
-                l.last_error
+                coalesce(
+                    (SELECT d.last_error FROM deliveries d
+                     WHERE d.endpoint_id = e.endpoint_id AND d.created_at = h.error_at
+                       AND d.last_error IS NOT NULL
+                     LIMIT 1),
+                    -- a retried delivery waits longest, so its error is among the newest 100
+                    -- due times: a bounded read, however long the backlog
+                    (SELECT last_error FROM (
+                         SELECT last_error, next_attempt_at FROM deliveries
+                         WHERE endpoint_id = e.endpoint_id AND status = 'pending'
+                         ORDER BY next_attempt_at DESC LIMIT 100) AS newest
+                     WHERE last_error IS NOT NULL
+                     ORDER BY next_attempt_at DESC LIMIT 1)) AS last_error
          FROM endpoints e
+         -- the last hour in one scan: the counts, and when its newest error was (the error
+         -- itself is then one index lookup, whatever the number of errors)
          LEFT JOIN LATERAL (
              SELECT count(*) FILTER (WHERE status = 'delivered') AS delivered,
-                    count(*) FILTER (WHERE status = 'failed') AS failed
+                    count(*) FILTER (WHERE status = 'failed') AS failed,
+                    max(created_at) FILTER (WHERE last_error IS NOT NULL) AS error_at
              FROM deliveries
              WHERE endpoint_id = e.endpoint_id AND created_at >= now() - interval '1 hour'
          ) h ON true
-         LEFT JOIN LATERAL (
-             SELECT coalesce(
-                 (SELECT last_error FROM deliveries
-                  WHERE endpoint_id = e.endpoint_id AND created_at >= now() - interval '1 hour'
-                    AND last_error IS NOT NULL
-                  ORDER BY created_at DESC LIMIT 1),
-                 -- a retried delivery waits longest, so its error is among the newest 100
-                 -- due times: a bounded read, however long the backlog
-                 (SELECT last_error FROM (
-                      SELECT last_error, next_attempt_at FROM deliveries
-                      WHERE endpoint_id = e.endpoint_id AND status = 'pending'
-                      ORDER BY next_attempt_at DESC LIMIT 100) AS newest
-                  WHERE last_error IS NOT NULL
-                  ORDER BY next_attempt_at DESC LIMIT 1)) AS last_error
-         ) l ON true
          WHERE e.tenant_id = $1
          ORDER BY e.endpoint_id",
     )

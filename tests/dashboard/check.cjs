@@ -36,6 +36,11 @@ async function main() {
   page.on("request", (r) => { if (!r.url().startsWith(base)) foreign.push(r.url()); });
   page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
   page.on("pageerror", (e) => errors.push(String(e)));
+  const codings = {}; // path -> Content-Encoding of the first answer the browser received
+  page.on("response", (r) => {
+    const u = new URL(r.url());
+    if (!(u.pathname in codings)) codings[u.pathname] = r.headers()["content-encoding"] || "identity";
+  });
 
   await page.goto(base + "/");
   await page.fill("#key", "fy_live_" + "a".repeat(40));
@@ -105,6 +110,11 @@ async function main() {
   const grain24h = await page.getAttribute("svg[data-chart=events]", "data-grain");
   check(grain24h === "5m", `back to 24 hours at ${grain24h}`);
 
+  // The page's script came compressed and the browser decoded it (the page ran, above).
+  const js = codings["/dashboard.js"];
+  check(js === "br" || js === "gzip", `the browser received the script compressed (${js})`);
+  const series = codings["/v1/tenants/" + tenant + "/events"];
+  check(series === "br" || series === "gzip", `and a day of 5-minute points (${series})`);
   check(foreign.length === 0, `no request left ${base} (${foreign.join(", ") || "none"})`);
   check(errors.length === 0, `no script errors (${errors.join("; ") || "none"})`);
   await page.screenshot({ path: screenshot, fullPage: true });

@@ -723,7 +723,7 @@ async fn bad_requests_get_a_json_error_naming_the_parameter() {
 }
 
 #[tokio::test]
-async fn answers_carry_etags_gzip_and_cors_for_the_configured_origin() {
+async fn answers_carry_etags_compression_and_cors_for_the_configured_origin() {
     let s = served_with(&[("FERRY_QUERY_CORS_ORIGINS", "https://shop.example")]).await;
     let client = reqwest::Client::new();
     // A day at 5 minutes: 288 buckets, worth compressing.
@@ -756,6 +756,30 @@ async fn answers_carry_etags_gzip_and_cors_for_the_configured_origin() {
     let body: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(body["points"].as_array().unwrap().len(), 288);
     assert_eq!(body["grain"], "5m");
+
+    // A browser's usual offer: brotli, which decodes to the same answer.
+    let r = client
+        .get(&url)
+        .bearer_auth(&s.acme)
+        .header("accept-encoding", "gzip, deflate, br, zstd")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-encoding"], "br");
+    let br_tag = r.headers()["etag"].to_str().unwrap().to_owned();
+    assert!(br_tag.ends_with("-br\""), "{br_tag}");
+    let compressed = r.bytes().await.unwrap();
+    let mut br_text = String::new();
+    brotli::Decompressor::new(&compressed[..], 4_096)
+        .read_to_string(&mut br_text)
+        .unwrap();
+    assert_eq!(br_text, text);
+    assert!(
+        compressed.len() < zipped.len(),
+        "brotli {} bytes, gzip {}",
+        compressed.len(),
+        zipped.len()
+    );
 
     let r = client
         .get(&url)
@@ -952,7 +976,9 @@ async fn the_dashboard_in_chromium_draws_the_numbers_of_the_api() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("ok   events chart") && shot.exists(),
+        text.contains("ok   events chart")
+            && text.contains("ok   the browser received the script compressed (br)")
+            && shot.exists(),
         "{text}"
     );
 }

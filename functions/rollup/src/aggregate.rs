@@ -141,6 +141,14 @@ fn types_of(roles: &str) -> String {
 
 const GRAINS: &str = "(VALUES (300), (3600), (86400)) AS g(grain)";
 
+/// The merges of a window's deltas into the rollups. The five rollup tables' merges write
+/// their rows in key order, so a range read (a day of one tenant's hourly products) finds
+/// them on a few pages rather than one page per row: the hash aggregate's order put the
+/// one-day product funnel on 3,225 pages of 10,000,000 events' rollups (15-39 ms), key order
+/// on 1,220-1,263 (4.3 ms), tenant, grain and bucket alone on 2,247. The sort takes 0.3-0.46 s
+/// of a 300,000-event window's product merge (103,141 rows, 2.0-3.0 s under `EXPLAIN
+/// ANALYZE`), bytewise or in the columns' collation alike; alternated three times with and
+/// without it, the merge took 2.6-3.2 s against 2.5-2.9 s (about 7% more, inside its noise).
 fn merges() -> [String; 6] {
     let bin = "date_bin(make_interval(secs => g.grain), d.bucket, TIMESTAMPTZ 'epoch')";
     let empty = "hll_empty(14, 5, -1, 1)";
@@ -151,7 +159,7 @@ fn merges() -> [String; 6] {
                     coalesce(hll_union_agg(d.users), {empty}),
                     coalesce(hll_union_agg(d.sessions), {empty})
              FROM rollup_delta_types d CROSS JOIN {GRAINS}
-             GROUP BY 1, 2, 3, 4
+             GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
              ON CONFLICT (tenant_id, grain, bucket, type) DO UPDATE SET
                  events = r.events + excluded.events,
                  users = hll_union(r.users, excluded.users),
@@ -162,7 +170,7 @@ fn merges() -> [String; 6] {
              SELECT d.tenant_id, g.grain, {bin}, d.page, sum(d.events)
              FROM rollup_delta_dims d CROSS JOIN {GRAINS}
              WHERE d.role = 'page_view'
-             GROUP BY 1, 2, 3, 4
+             GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
              ON CONFLICT (tenant_id, grain, bucket, page) DO UPDATE SET
                  views = r.views + excluded.views"
         ),
@@ -175,7 +183,7 @@ fn merges() -> [String; 6] {
                     coalesce(sum(d.events) FILTER (WHERE d.role = 'purchase'), 0)
              FROM rollup_delta_dims d CROSS JOIN {GRAINS}
              WHERE d.product IS NOT NULL
-             GROUP BY 1, 2, 3, 4
+             GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
              ON CONFLICT (tenant_id, grain, bucket, product) DO UPDATE SET
                  views = r.views + excluded.views,
                  cart_adds = r.cart_adds + excluded.cart_adds,
@@ -191,7 +199,7 @@ fn merges() -> [String; 6] {
                     coalesce(sum(d.amount) FILTER (WHERE d.role = 'refund'), 0)
              FROM rollup_delta_dims d CROSS JOIN {GRAINS}
              WHERE d.currency IS NOT NULL
-             GROUP BY 1, 2, 3, 4
+             GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
              ON CONFLICT (tenant_id, grain, bucket, currency) DO UPDATE SET
                  purchases = r.purchases + excluded.purchases,
                  refunds = r.refunds + excluded.refunds,
@@ -202,7 +210,7 @@ fn merges() -> [String; 6] {
             "INSERT INTO rollup_sources AS r (tenant_id, grain, bucket, source, events)
              SELECT d.tenant_id, g.grain, {bin}, d.source, sum(d.events)
              FROM rollup_delta_dims d CROSS JOIN (VALUES (3600), (86400)) AS g(grain)
-             GROUP BY 1, 2, 3, 4
+             GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
              ON CONFLICT (tenant_id, grain, bucket, source) DO UPDATE SET
                  events = r.events + excluded.events"
         ),

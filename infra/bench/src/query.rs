@@ -262,10 +262,16 @@ async fn load(admin_url: &str, cfg: &Config, events: i64) -> anyhow::Result<PgPo
          FROM generate_series(1, 5) AS i",
         "INSERT INTO webhook_messages (message_id, tenant_id, event_type, body)
          SELECT 'bench-' || i, 'acme', 'product.updated', '{}' FROM generate_series(1, 20000) AS i",
-        "INSERT INTO deliveries (message_id, endpoint_id, tenant_id, status, created_at)
+        // A fifth failed and a fifth pending, of which half after a failed attempt: each
+        // with the partner's error, as a failing partner leaves them.
+        "INSERT INTO deliveries
+             (message_id, endpoint_id, tenant_id, status, created_at, attempts, last_error)
          SELECT 'bench-' || i, e.endpoint_id, 'acme',
                 (ARRAY['delivered', 'delivered', 'delivered', 'pending', 'failed'])[1 + i % 5],
-                now() - make_interval(secs => i % 80000)
+                now() - make_interval(secs => i % 80000),
+                CASE WHEN i % 5 = 4 OR i % 10 = 3 THEN 3 ELSE 0 END,
+                CASE WHEN i % 5 = 4 OR i % 10 = 3
+                     THEN 'HTTP 503 from the partner after 212 ms: ' || repeat('x', 400) END
          FROM generate_series(1, 20000) AS i, endpoints e",
     ] {
         sqlx::query(sql).execute(&pool).await?;
@@ -389,6 +395,87 @@ pub async fn query(admin_url: &str, cfg: &Config, opts: &QueryBench) -> anyhow::
             api_rate / dir_rate
         );
     }
+    compression(&client, &base, &key, to, opts).await?;
     println!("machine   {}", machine::load_line());
+    Ok(())
+}
+
+/// The two largest answers sent as they are, gzipped and in brotli: bytes on the wire and
+/// latency, so what compression costs the server shows beside what it saves.
+#[allow(clippy::print_stdout)]
+async fn compression(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    to: DateTime<Utc>,
+    opts: &QueryBench,
+) -> anyhow::Result<()> {
+    // A dashboard file is compressed once per process, at the first request for it.
+    let root = base.split("/v1/").next().unwrap_or(base);
+    let mut firsts = Vec::new();
+    for _ in 0..2 {
+        let t = Instant::now();
+        let r = client
+            .get(format!("{root}/dashboard.js"))
+            .header("accept-encoding", "br")
+            .send()
+            .await?;
+        anyhow::ensure!(
+            r.status().is_success(),
+            "/dashboard.js: HTTP {}",
+            r.status()
+        );
+        let len = r.bytes().await?.len();
+        firsts.push((t.elapsed().as_secs_f64() * 1e3, len));
+    }
+    println!(
+        "\ndashboard.js in brotli ({} bytes): first request {:.1} ms (compressed then, once \
+         per process), then {:.1} ms",
+        firsts[0].1, firsts[0].0, firsts[1].0
+    );
+    println!(
+        "\n{:<30} {:>9} {:>9} {:>9} {:>8}",
+        "compressed answers", "coding", "bytes", "API p50", "p99 ms"
+    );
+    for case in cases(to).into_iter().filter(|c| {
+        matches!(
+            c.read,
+            Read::Events(Grain::FiveMinutes, 1) | Read::ByType(Grain::Day, 90)
+        )
+    }) {
+        for coding in ["identity", "gzip", "br"] {
+            let call = {
+                let (client, url, key) = (client.clone(), format!("{base}{}", case.path), key);
+                let key = key.to_owned();
+                move || {
+                    let (client, url, key) = (client.clone(), url.clone(), key.clone());
+                    async move {
+                        let r = client
+                            .get(&url)
+                            .bearer_auth(&key)
+                            .header("accept-encoding", coding)
+                            .send()
+                            .await?;
+                        anyhow::ensure!(r.status().is_success(), "{url}: HTTP {}", r.status());
+                        Ok(r.bytes().await?.len())
+                    }
+                }
+            };
+            let bytes = call().await?;
+            let sized = move || {
+                let call = call.clone();
+                async move { call().await.map(drop) }
+            };
+            let (lat, _) = drive(opts.clients, opts.requests, sized).await?;
+            println!(
+                "{:<30} {:>9} {:>9} {:>9.1} {:>8.1}",
+                case.name,
+                coding,
+                bytes,
+                pct(&lat, 0.5),
+                pct(&lat, 0.99)
+            );
+        }
+    }
     Ok(())
 }
