@@ -153,7 +153,7 @@ pub fn json(answer: &Answer, request: &HeaderMap) -> Response {
         format!("private, max-age={}", answer.max_age)
     };
     // The coding is chosen first: a 304 carries the tag its 200 would have carried.
-    let coding = if body.len() >= COMPRESS_FROM_BYTES {
+    let mut coding = if body.len() >= COMPRESS_FROM_BYTES {
         preferred_coding(request)
     } else {
         Coding::Identity
@@ -163,7 +163,12 @@ pub fn json(answer: &Answer, request: &HeaderMap) -> Response {
     } else {
         let mut r = match compressed(body.as_bytes(), coding, Effort::PerRequest) {
             Some(z) => encoded(z.into(), coding),
-            None => Response::new(body.into()),
+            None => {
+                // Identity asked for, or compression failed (it cannot, into a Vec): the
+                // identity tag goes with it.
+                coding = Coding::Identity;
+                Response::new(body.into())
+            }
         };
         r.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -227,7 +232,14 @@ fn preferred_coding(request: &HeaderMap) -> Coding {
         let name = parts.next().unwrap_or_default();
         let q = parts
             .find_map(|p| p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")))
-            .map_or(1.0, |q| q.trim().parse::<f32>().unwrap_or(0.0));
+            .map_or(1.0, |q| {
+                // "nan" and "inf" parse as f32: anything but a finite weight refuses.
+                q.trim()
+                    .parse::<f32>()
+                    .ok()
+                    .filter(|q| q.is_finite())
+                    .map_or(0.0, |q| q.clamp(0.0, 1.0))
+            });
         if name.eq_ignore_ascii_case("gzip") {
             gzip = Some(q);
         } else if name.eq_ignore_ascii_case("br") {
@@ -258,7 +270,7 @@ enum Effort {
 /// points (13,850 bytes, release build): quality 5 with the default 4 MiB window, 814 bytes in
 /// 0.37 ms (gzip -1: 1,820 bytes in 0.04 ms); quality 11, 768 bytes in 39 ms; a window sized to
 /// the body took 5 ms (brotli picks another matcher for small windows). The dashboard's script
-/// (13,825 bytes): 4,600 bytes in 0.85 ms; quality 11 saves 9% more for 36 ms, which a cold
+/// (13,825 bytes): 4,600 bytes in 0.85 ms; quality 11 saves 9% more for 36-38 ms, which a cold
 /// Lambda would pay on its first dashboard request.
 const BROTLI_QUALITY: u32 = 5;
 const BROTLI_WINDOW: u32 = 22;
@@ -529,6 +541,8 @@ mod tests {
         assert_eq!(pick(Some("*")), Coding::Brotli);
         assert_eq!(pick(Some("*;q=0")), Coding::Identity);
         assert_eq!(pick(Some("br;q=nonsense")), Coding::Identity);
+        assert_eq!(pick(Some("br, gzip;q=nan")), Coding::Brotli);
+        assert_eq!(pick(Some("br;q=inf, gzip;q=0.5")), Coding::Gzip);
     }
 
     #[test]

@@ -143,9 +143,10 @@ const GRAINS: &str = "(VALUES (300), (3600), (86400)) AS g(grain)";
 
 /// The merges of a window's deltas into the rollups. The five rollup tables' merges write
 /// their rows in key order, so a range read (a day of one tenant's hourly products) finds
-/// them on a few pages rather than one page per row: the hash aggregate's order put the
-/// one-day product funnel on 3,225 pages of 10,000,000 events' rollups (15-39 ms), key order
-/// on 1,220-1,263 (4.3 ms), tenant, grain and bucket alone on 2,247. The sort takes 0.3-0.46 s
+/// them on fewer pages: the hash aggregate's order put the one-day product funnel on 3,225
+/// pages, one per row, of 10,000,000 events' rollups (15-39 ms); key order on 1,220-1,263
+/// (4.3 ms for 1,220; 68 if packed: updated rows move); tenant, grain and bucket alone on
+/// 2,247. The sort takes 0.3-0.46 s
 /// of a 300,000-event window's product merge (103,141 rows, 2.0-3.0 s under `EXPLAIN
 /// ANALYZE`), bytewise or in the columns' collation alike; alternated three times with and
 /// without it, the merge took 2.6-3.2 s against 2.5-2.9 s (about 7% more, inside its noise).
