@@ -353,21 +353,18 @@ pub fn dashboard_file(path: &str, request: &HeaderMap) -> Option<Response> {
         gzip: compressed(text.as_bytes(), Coding::Gzip, Effort::Once),
         brotli: compressed(text.as_bytes(), Coding::Brotli, Effort::Once),
     });
-    let (coding, form) = match preferred_coding(request) {
-        Coding::Gzip => (Coding::Gzip, forms.gzip.as_deref()),
-        Coding::Brotli => (Coding::Brotli, forms.brotli.as_deref()),
-        Coding::Identity => (Coding::Identity, None),
+    // The client's coding, if this file has that form; else identity.
+    let form = match preferred_coding(request) {
+        Coding::Gzip => forms.gzip.as_deref().map(|z| (Coding::Gzip, z)),
+        Coding::Brotli => forms.brotli.as_deref().map(|z| (Coding::Brotli, z)),
+        Coding::Identity => None,
     };
-    let coding = if form.is_some() {
-        coding
-    } else {
-        Coding::Identity
-    };
+    let coding = form.map_or(Coding::Identity, |(c, _)| c);
     let mut r = if matches_tag(request, &forms.tag) {
         not_modified()
     } else {
         match form {
-            Some(z) => encoded(warp::hyper::body::Bytes::from_static(z), coding),
+            Some((c, z)) => encoded(warp::hyper::body::Bytes::from_static(z), c),
             None => Response::new(text.into()),
         }
     };
