@@ -261,8 +261,9 @@ async fn recently_viewed_keeps_the_last_n_distinct_products_per_user_in_order() 
     let (a, b) = (run(left.to_vec()), run(right.to_vec()));
     a.await.unwrap();
     b.await.unwrap();
-    // Concurrent loads of one user may each trim before seeing the other's rows: one more
-    // view (of anything) trims the list to N.
+    // Concurrent loads of one user may each trim before seeing the other's rows: the user's
+    // next new product (here one older than every other view, so it goes at once) trims the
+    // list to N.
     send(
         &ingest,
         &users
@@ -274,7 +275,7 @@ async fn recently_viewed_keeps_the_last_n_distinct_products_per_user_in_order() 
                     "product.viewed",
                     t0 - Duration::hours(1),
                     Some(u),
-                    json!({"sku": "sku-0"}),
+                    json!({"sku": "sku-never-viewed"}),
                 )
             })
             .collect::<Vec<_>>(),

@@ -1336,6 +1336,72 @@ async fn a_failing_job_does_not_stop_the_others_and_is_retried_next_tick() {
 /// Producer data of any shape, however hostile, never makes a rollup run fail: a scalar or an
 /// array as `data`, a 3,000-character multibyte page (over the btree key limit uncut), an
 /// amount of 1e400, a string amount.
+
+/// A purchase counts for a product only when it names one: a payment's `subject` is its order,
+/// and taking it for a product would give the product rollup one row per order.
+#[tokio::test]
+async fn a_purchase_counts_for_the_product_it_names_never_for_its_order() {
+    let db = db_with(&["acme"]).await;
+    let now = Utc::now();
+    ensure(&db.pool, now - chrono::Duration::hours(1), 2 * 3600).await;
+    for (i, (ty, subject, data)) in [
+        ("product.viewed", Some("sku-1"), "{}"),
+        ("cart.item_added", None, r#"{"sku": "sku-1"}"#),
+        (
+            "payment.captured",
+            Some("o-1"),
+            r#"{"sku": "sku-1", "amount_cents": 900}"#,
+        ),
+        (
+            "payment.captured",
+            Some("o-2"),
+            r#"{"amount_cents": 500, "currency": "EUR"}"#,
+        ),
+        ("order.completed", Some("o-3"), r#"{"product_id": "p-9"}"#),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        sqlx::query(
+            "INSERT INTO events (tenant_id, source, event_id, type, subject, time, received_at, data)
+             VALUES ('acme', '/shop', $1, $2, $3, $4, now(), $5::jsonb)",
+        )
+        .bind(format!("b{i}"))
+        .bind(ty)
+        .bind(subject)
+        .bind(now - chrono::Duration::minutes(20))
+        .bind(data)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    let step = rollup(&db.pool, |_| {}).step().await.unwrap();
+    assert!(matches!(step, Step::Merged { events: 5, .. }), "{step:?}");
+    let mut products =
+        queries::top_products(&db.pool, "acme", now - chrono::Duration::hours(1), now, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.product, p.views, p.cart_adds, p.purchases))
+            .collect::<Vec<_>>();
+    products.sort();
+    assert_eq!(
+        products,
+        [("p-9".to_owned(), 0, 0, 1), ("sku-1".to_owned(), 1, 1, 1)]
+    );
+    let orders: i64 = count(
+        &db.pool,
+        "SELECT count(*) FROM rollup_products WHERE product LIKE 'o-%'",
+    )
+    .await;
+    assert_eq!(orders, 0);
+    // The order without a product still counts as revenue.
+    let revenue = queries::revenue(&db.pool, "acme", now - chrono::Duration::hours(1), now)
+        .await
+        .unwrap();
+    assert_eq!(revenue.iter().map(|r| r.purchases).sum::<i64>(), 3);
+}
+
 #[tokio::test]
 async fn hostile_event_data_never_stops_the_rollup() {
     let db = db_with(&["acme"]).await;

@@ -104,7 +104,10 @@ GROUP BY 1, 2, 3";
 /// The 5-minute delta by source and business role. Nothing in `data` can make it fail: `->>`
 /// yields NULL on any shape, amounts are summed only when they are JSON numbers below 10^15, and
 /// pages are cut to 512 characters (at most 2,048 bytes, under the btree key limit of the
-/// `rollup_pages` primary key).
+/// `rollup_pages` primary key). A purchase counts for a product only when it names one
+/// (`data.sku` or `data.product_id`): its `subject` is usually the order, and taken for a
+/// product it gave the product rollup one row per order and grain (in `bench-e2e.sh`, two
+/// thirds of a tick's product rows).
 ///
 /// Rows are grouped by `type`, and the type's role is joined on the (small) grouped result: a
 /// role computed per row would be evaluated once per expression that uses it, since the planner
@@ -118,7 +121,9 @@ FROM (
            CASE WHEN type = ANY ({page_types})
                 THEN left(coalesce(data->>'path', data->>'page', subject, ''), 512) END AS page,
            CASE WHEN type = ANY ({product_types})
-                THEN left(coalesce(data->>'sku', data->>'product_id', subject), 256) END AS product,
+                THEN left(coalesce(data->>'sku', data->>'product_id', subject), 256)
+                WHEN type = ANY ({purchase_types})
+                THEN left(coalesce(data->>'sku', data->>'product_id'), 256) END AS product,
            CASE WHEN type = ANY ({money_types})
                 THEN left(coalesce(data->>'currency', ''), 16) END AS currency,
            count(*) AS events,
@@ -434,10 +439,8 @@ async fn merge_window(conn: &mut PgConnection, from: i64, to: i64) -> Result<i64
             .replace("{from}", &from.to_string())
             .replace("{to}", &to.to_string())
             .replace("{page_types}", &types_of("'page_view'"))
-            .replace(
-                "{product_types}",
-                &types_of("'product_view', 'cart_add', 'purchase'"),
-            )
+            .replace("{product_types}", &types_of("'product_view', 'cart_add'"))
+            .replace("{purchase_types}", &types_of("'purchase'"))
             .replace("{money_types}", &types_of("'purchase', 'refund'"))
     };
     // The sketches' aggregate states are large (about 128 KiB each), so the planner prefers

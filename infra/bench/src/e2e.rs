@@ -69,9 +69,21 @@ pub struct E2eBench {
     /// Seed of the generated stream.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// The events' own times: `live` (each near the moment it is sent, 1% up to 10 minutes
+    /// late, as a live stream) or `spread` (over the two hours before sending, as the demo
+    /// does to fill its charts: each tick then merges every 5-minute bucket of those hours).
+    #[arg(long, value_enum, default_value_t = EventTimes::Live)]
+    pub event_times: EventTimes,
     /// Leave the database (`bench_e2e`) in place afterwards, to inspect or profile it.
     #[arg(long)]
     pub keep: bool,
+}
+
+/// How the stream's events are stamped (see [`E2eBench::event_times`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EventTimes {
+    Live,
+    Spread,
 }
 
 impl E2eBench {
@@ -98,6 +110,7 @@ impl Stream {
             workers: opts.workers,
             batch_size: opts.batch,
             seed: opts.seed,
+            live_rate: (opts.event_times == EventTimes::Live).then_some(opts.rate),
         };
         let run = format!("e2e{:x}", Utc::now().timestamp_millis());
         let (bodies, _) = generate(&demo, &run, Utc::now());
@@ -177,8 +190,13 @@ pub async fn e2e(admin_url: &str, cfg: &Config, opts: &E2eBench) -> anyhow::Resu
     cfg.db.max_connections = cfg.db.max_connections.max(opts.workers as u32 + 6);
     let pool = prepare(admin_url, DB, &cfg).await?;
     println!(
-        "generating {} events/s for {} s (the demo's mix)",
-        opts.rate, opts.seconds
+        "generating {} events/s for {} s (the demo's mix; event times: {})",
+        opts.rate,
+        opts.seconds,
+        match opts.event_times {
+            EventTimes::Live => "live, as sent",
+            EventTimes::Spread => "spread over the two hours before sending",
+        }
     );
     let stream = Stream::generate(opts);
     let bytes: usize = stream.bodies.iter().map(Vec::len).sum();

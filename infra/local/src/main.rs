@@ -45,6 +45,7 @@ async fn main() -> anyhow::Result<()> {
                 workers,
                 batch_size,
                 seed,
+                live_rate: None,
             };
             run_demo(cfg.clone(), opts, file_events, demo_log).await?;
             if keep_serving {
