@@ -1333,10 +1333,6 @@ async fn a_failing_job_does_not_stop_the_others_and_is_retried_next_tick() {
     );
 }
 
-/// Producer data of any shape, however hostile, never makes a rollup run fail: a scalar or an
-/// array as `data`, a 3,000-character multibyte page (over the btree key limit uncut), an
-/// amount of 1e400, a string amount.
-
 /// A purchase counts for a product only when it names one: a payment's `subject` is its order,
 /// and taking it for a product would give the product rollup one row per order.
 #[tokio::test]
@@ -1402,6 +1398,9 @@ async fn a_purchase_counts_for_the_product_it_names_never_for_its_order() {
     assert_eq!(revenue.iter().map(|r| r.purchases).sum::<i64>(), 3);
 }
 
+/// Producer data of any shape, however hostile, never makes a rollup run fail: a scalar or an
+/// array as `data`, a 3,000-character multibyte page (over the btree key limit uncut), an
+/// amount of 1e400, a string amount.
 #[tokio::test]
 async fn hostile_event_data_never_stops_the_rollup() {
     let db = db_with(&["acme"]).await;
