@@ -5,8 +5,9 @@
 # for 60 s; 4 ingest workers take batches of up to 10 messages; every commit that queues
 # webhooks nudges the fanout (2 instances, as the Terraform module runs it) (one receiver per tenant, answering at once); the rollup timer
 # ticks every 60 s, as deployed (once before sending, then half a period into it, 30 s by
-# default, so that one tick lands mid-stream). The events are stamped as a live stream (the
-# moment each is sent, less up to 2 s; 1% up to 10 minutes late); `--event-times spread` puts
+# default, so that one tick lands mid-stream). The events are stamped as a live stream (when
+# each would be sent had sending begun as the stream was generated, less up to 2 s; 1% up to
+# 10 minutes late; sending begins a few seconds later); `--event-times spread` puts
 # them over the two hours before sending, as the demo does. For each event it prints:
 #   queue -> committed row        p50/p99/max (target: p99 < 100 ms)
 #   event -> visible in rollups   p50/p99/max (target: within one tick period + one run)

@@ -402,7 +402,7 @@ async fn a_trim_never_deletes_a_view_moved_forward_by_a_concurrent_load() {
         ["sku-c", "sku-d"],
         "the newest two views first, the moved one kept"
     );
-    // The list may hold one more until the user's next view trims it.
+    // The list may hold one more until the user's next new product trims it.
     send(&ingest, &[view("v-e", "sku-e", 6)]).await;
     assert_eq!(list().await, ["sku-c", "sku-e"]);
 }

@@ -1333,6 +1333,29 @@ async fn a_failing_job_does_not_stop_the_others_and_is_retried_next_tick() {
     );
 }
 
+/// One event of tenant `acme`, 20 minutes before `now`, with `data` as given (any JSON).
+async fn insert_raw(
+    pool: &PgPool,
+    id: &str,
+    ty: &str,
+    subject: Option<&str>,
+    now: DateTime<Utc>,
+    data: &str,
+) {
+    sqlx::query(
+        "INSERT INTO events (tenant_id, source, event_id, type, subject, time, received_at, data)
+         VALUES ('acme', '/web', $1, $2, $3, $4, now(), $5::jsonb)",
+    )
+    .bind(id)
+    .bind(ty)
+    .bind(subject)
+    .bind(now - chrono::Duration::minutes(20))
+    .bind(data)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
 /// A purchase counts for a product only when it names one: a payment's `subject` is its order,
 /// and taking it for a product would give the product rollup one row per order.
 #[tokio::test]
@@ -1358,18 +1381,7 @@ async fn a_purchase_counts_for_the_product_it_names_never_for_its_order() {
     .into_iter()
     .enumerate()
     {
-        sqlx::query(
-            "INSERT INTO events (tenant_id, source, event_id, type, subject, time, received_at, data)
-             VALUES ('acme', '/shop', $1, $2, $3, $4, now(), $5::jsonb)",
-        )
-        .bind(format!("b{i}"))
-        .bind(ty)
-        .bind(subject)
-        .bind(now - chrono::Duration::minutes(20))
-        .bind(data)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+        insert_raw(&db.pool, &format!("b{i}"), ty, subject, now, data).await;
     }
     let step = rollup(&db.pool, |_| {}).step().await.unwrap();
     assert!(matches!(step, Step::Merged { events: 5, .. }), "{step:?}");
@@ -1430,17 +1442,7 @@ async fn hostile_event_data_never_stops_the_rollup() {
     .into_iter()
     .enumerate()
     {
-        sqlx::query(
-            "INSERT INTO events (tenant_id, source, event_id, type, time, received_at, data)
-             VALUES ('acme', '/web', $1, $2, $3, now(), $4::jsonb)",
-        )
-        .bind(format!("h{i}"))
-        .bind(ty)
-        .bind(now - chrono::Duration::minutes(20))
-        .bind(data)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+        insert_raw(&db.pool, &format!("h{i}"), ty, None, now, &data).await;
     }
     let step = rollup(&db.pool, |_| {}).step().await.unwrap();
     assert!(matches!(step, Step::Merged { events: 6, .. }), "{step:?}");

@@ -69,8 +69,8 @@ pub struct E2eBench {
     /// Seed of the generated stream.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// The events' own times: `live` (each near the moment it is sent, 1% up to 10 minutes
-    /// late, as a live stream) or `spread` (over the two hours before sending, as the demo
+    /// The events' own times: `live` (each a few seconds before it is sent, 1% up to 10
+    /// minutes late, as a live stream) or `spread` (over the two hours before sending, as the demo
     /// does to fill its charts: each tick then merges every 5-minute bucket of those hours).
     #[arg(long, value_enum, default_value_t = EventTimes::Live)]
     pub event_times: EventTimes,

@@ -27,7 +27,8 @@ pub struct DemoOptions {
     pub batch_size: usize,
     pub seed: u64,
     /// When set, the events are stamped as a live stream sent at this many events per second:
-    /// each at the moment it will be sent after `now`, less up to 2 s (one in a hundred up to
+    /// each `n / rate` seconds after `now` (the moment the n-th event would be sent if sending
+    /// began at `now`), less up to 2 s (one in a hundred up to
     /// 10 minutes late, as a phone that was offline). Otherwise their times are spread over the
     /// two hours before `now`, which fills the demo's charts.
     pub live_rate: Option<u32>,
