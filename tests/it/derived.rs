@@ -798,3 +798,123 @@ async fn derived_state_written_during_a_load_equals_derived_state_written_at_its
     }
     assert_eq!(fingerprints[0], fingerprints[1]);
 }
+
+/// Sequential scans of `products`, `recently_viewed`, `webhook_messages` and `deliveries` so
+/// far, as the server's statistics show them once the connection's own are flushed (`pool`
+/// holds one connection).
+async fn whole_reads(pool: &sqlx::PgPool) -> i64 {
+    let mut conn = pool.acquire().await.unwrap();
+    // Flushed when the connection next waits for a statement, outside a transaction.
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "SELECT sum(seq_scan)::bigint FROM pg_stat_user_tables
+         WHERE relname IN ('products', 'recently_viewed', 'webhook_messages', 'deliveries')",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap()
+}
+
+/// A load finds the products, lists and webhook rows it writes by their keys, never by reading
+/// a table whole, however small the tables were when its statements were planned: PostgreSQL
+/// keeps a statement's generic plan for the connection after five runs, and one planned
+/// while the tables were a few pages long (a fresh deployment) went on reading them whole as
+/// they grew (migration 0019). Ten loads on one connection, each growing every list past its
+/// length, changing a product and queueing webhooks.
+#[tokio::test]
+async fn loads_read_derived_state_by_key_however_small_the_tables_were_when_planned() {
+    use ferry_shared::ledger::{self, Counts};
+    let (db, _) = setup(&[]).await;
+    sqlx::query("INSERT INTO endpoints (tenant_id, url, event_types) VALUES ('acme', $1, '{*}')")
+        .bind("https://acme.example/hook")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let cfg = config(&[
+        ("FERRY_RECENTLY_VIEWED", "2"),
+        ("FERRY_DB_MAX_CONNECTIONS", "1"),
+    ]);
+    let pool = ferry_shared::db::pool(&cfg.db, &db.url, "ingest").unwrap();
+    let loader = Loader::new(pool.clone(), LoaderConfig::from_config(&cfg));
+    let at = Utc::now() - Duration::minutes(20);
+    // Partitions first: a load creates missing ones from a second connection.
+    loader
+        .ensure_partitions(&[at, at + Duration::seconds(100)])
+        .await
+        .unwrap();
+    let before = whole_reads(&pool).await;
+    for round in 0..10 {
+        let mut events = Vec::new();
+        for (k, user) in ["u1", "u2", "u3"].iter().enumerate() {
+            for n in 0..3 {
+                events.push(ev(
+                    "acme",
+                    &format!("v{round}-{k}-{n}"),
+                    "product.viewed",
+                    at + Duration::seconds(round * 10 + n),
+                    Some(user),
+                    json!({"sku": format!("sku-{round}-{n}")}),
+                ));
+            }
+        }
+        let mut change = ev(
+            "acme",
+            &format!("c{round}"),
+            "product.updated",
+            at + Duration::seconds(round * 10),
+            None,
+            json!({"sku": format!("sku-{}", round % 3), "price_cents": round}),
+        );
+        change["subject"] = json!(format!("sku-{}", round % 3));
+        events.push(change);
+        let body = serde_json::to_vec(&events).unwrap();
+        let parsed = ferry_shared::validate::parse_body(&body, &cfg.limits, Utc::now()).events;
+        let unit = format!("unit-{round}");
+        let mut load = loader.begin(false).await.unwrap();
+        assert!(ledger::claim_one(load.conn(), "test", &unit).await.unwrap());
+        let loaded = load.add(&unit, &parsed, Vec::new()).await.unwrap().loaded;
+        assert_eq!(loaded, 10);
+        let counts = Counts {
+            unit: &unit,
+            function: "test",
+            loaded,
+            duplicates: 0,
+            quarantined: 0,
+        };
+        assert_eq!(
+            load.commit(&[counts]).await.unwrap(),
+            10,
+            "one delivery an event"
+        );
+    }
+    let after = whole_reads(&pool).await;
+    assert_eq!(
+        after - before,
+        0,
+        "derived tables read whole during the loads"
+    );
+    // The loads did their work: every list cut to the newest 2, every product changed.
+    let lists: Vec<String> = sqlx::query_scalar(
+        "SELECT user_id || ':' || string_agg(product_id, ',' ORDER BY viewed_at DESC)
+         FROM recently_viewed GROUP BY user_id ORDER BY user_id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        lists,
+        [
+            "u1:sku-9-2,sku-9-1",
+            "u2:sku-9-2,sku-9-1",
+            "u3:sku-9-2,sku-9-1"
+        ]
+    );
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM products").await, 3);
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM deliveries").await,
+        100
+    );
+}

@@ -1357,3 +1357,61 @@ async fn endpoint_health_survives_batches_recorded_out_of_order() {
             .unwrap();
     assert_eq!(last, at(105));
 }
+
+/// Recording attempts finds their deliveries by key, however small `deliveries` was when the
+/// statement was planned ([`outbox::BEGIN_RECORDING`]): ten flushes on one connection, which
+/// keeps the statement's generic plan from the sixth on.
+#[tokio::test]
+async fn recording_attempts_reads_deliveries_by_key_however_small_the_table_was_when_planned() {
+    let (db, ingest) = ingest_db(&[]).await;
+    add(&db.pool, "http://127.0.0.1:9/hook", &["payment.*"]).await;
+    publish(&ingest, "recorded", 40).await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&db.url)
+        .await
+        .unwrap();
+    let minute = Duration::from_secs(60);
+    for round in 0..10 {
+        let claimed = outbox::claim(&pool, 4, 4, &HashMap::new(), minute, minute)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 4, "round {round}");
+        let done: Vec<outbox::Done> = claimed
+            .iter()
+            .map(|c| outbox::Done {
+                delivery_id: c.delivery_id,
+                endpoint_id: c.endpoint_id,
+                lease: c.lease,
+                attempt: c.attempts + 1,
+                status: "delivered",
+                next_at: None,
+                started: chrono::Utc::now(),
+                latency_ms: 5,
+                status_code: Some(200),
+                outcome: "delivered",
+                error: None,
+                response: None,
+            })
+            .collect();
+        let mut tx = pool.begin_with(outbox::BEGIN_RECORDING).await.unwrap();
+        assert_eq!(outbox::record(&mut tx, &done).await.unwrap(), 4);
+        let whole: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(seq_scan), 0)::bigint FROM pg_stat_xact_user_tables
+             WHERE relname IN ('deliveries', 'delivery_attempts')",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        assert_eq!(whole, 0, "round {round}: deliveries read whole");
+        tx.commit().await.unwrap();
+    }
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM deliveries WHERE status = 'delivered'"
+        )
+        .await,
+        40
+    );
+}

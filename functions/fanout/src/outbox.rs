@@ -259,6 +259,16 @@ impl Done {
     }
 }
 
+/// How a transaction that records attempts ([`record`], [`update_health`]) starts, in one
+/// round trip: with sequential scans off, so that its statements find the deliveries and
+/// endpoints they update by key whatever the planner knew when it cached their plans. A plan
+/// cached while `deliveries` was a few pages long (a fresh deployment) joined it by scanning
+/// it whole, and went on doing so as it grew, until its first ANALYZE: in `bench-e2e.sh`,
+/// 1–2 ms a flush at first, 10–15 ms after 40 s (migration 0019 does the same for the
+/// loader's derived state). JIT goes off with them: a path that is off costs 10^10, which
+/// would put a plan that still has to scan past `jit_above_cost`.
+pub const BEGIN_RECORDING: &str = "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL jit = off";
+
 /// Records attempts whose lease still holds (a row re-claimed after its lease ran out belongs
 /// to the other instance now). Returns how many were recorded.
 pub async fn record(conn: &mut PgConnection, done: &[Done]) -> Result<usize, Error> {
