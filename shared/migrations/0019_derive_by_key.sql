@@ -1,22 +1,30 @@
 -- A load finds the rows its derived state touches by their keys, whatever the planner knew
 -- about the tables when it planned (issue 16).
 --
--- `bench-e2e.sh` built a backlog of 5–13 s in about half its runs, 40 s into the stream; with
--- autovacuum off, in every run. `auto_explain` showed why: the recently-viewed trim took 20–50
--- ms a load, against 0.3 ms, because it found the rows to lock with a hash join over a
--- sequential scan of all of `recently_viewed` (93,819 rows, estimated at 854). PL/pgSQL keeps
--- a statement's generic plan after five runs, for the life of the connection, until
--- something invalidates it, such as an ANALYZE of the table. Each ingest connection had
--- planned while the tables were a few pages long, when a scan was cheaper than the index; the
--- plan stayed as the table grew, until autovacuum first analyzed the young database, which
--- took up to 85 s. A table grows from empty after every fresh deployment too.
+-- `bench-e2e.sh` built a backlog of 5–11 s in about half its runs, from about 40 s into the
+-- stream; in the run with autovacuum off, 13 s. `auto_explain` showed why: the
+-- recently-viewed trim took 15–118 ms a load (median 36.5 ms of the 1,041 loads logged over
+-- 15 ms), against about 0.3 ms with an index plan, because it found the rows to lock with a
+-- hash join over a sequential scan of all of `recently_viewed` (93,819 rows, estimated at
+-- 854). PL/pgSQL may switch to a statement's generic plan after five runs and then keeps it
+-- for the life of the connection, until something invalidates it, such as an ANALYZE of the
+-- table. Each ingest connection had planned while the tables were a few pages long, when a
+-- scan was cheaper than the index; the plan stayed as the table grew, until autovacuum first
+-- analyzed the young database, which took up to 85 s. A table grows from empty after every
+-- fresh deployment too.
 --
--- Every statement of ferry_derive_loaded reads `products` and `recently_viewed` by key, a
--- load's worth of rows; the only table it must read whole is the session's own
+-- Every statement of ferry_derive_loaded reads `products`, `recently_viewed`,
+-- `webhook_messages`, `deliveries` and `endpoints` by key (or the partial index of active
+-- endpoints), a load's worth of rows; the only table it must read whole is the session's own
 -- `ferry_loaded`. With sequential scans off for the function's statements, each one reads
--- through the key whatever the statistics or a cached plan assumed; `ferry_loaded` is still
+-- through an index whatever the statistics or a cached plan assumed; `ferry_loaded` is still
 -- scanned, a scan being its only path. JIT goes off with them: the cost PostgreSQL adds to a
 -- path that is off (10^10) puts every plan that scans `ferry_loaded` past `jit_above_cost`,
 -- and compiling took 0.9 s a statement. Nothing else is changed from 0018.
+--
+-- A later CREATE OR REPLACE of the function resets these settings: restate them in it
+-- (LANGUAGE plpgsql SET enable_seqscan = off SET jit = off); the test
+-- derived::loads_read_derived_state_by_key_however_small_the_tables_were_when_planned fails
+-- without them.
 
 ALTER FUNCTION ferry_derive_loaded(integer) SET enable_seqscan = off SET jit = off;

@@ -820,9 +820,10 @@ async fn whole_reads(pool: &sqlx::PgPool) -> i64 {
 
 /// A load finds the products, lists and webhook rows it writes by their keys, never by reading
 /// a table whole, however small the tables were when its statements were planned: PostgreSQL
-/// keeps a statement's generic plan for the connection after five runs, and one planned
-/// while the tables were a few pages long (a fresh deployment) went on reading them whole as
-/// they grew (migration 0019). Ten loads on one connection, each growing every list past its
+/// may switch to a statement's generic plan for the connection after five runs, and one
+/// planned while the tables were a few pages long (a fresh deployment) went on reading them
+/// whole as they grew (migration 0019). Here the tables stay a few pages long, where any
+/// plan the planner were free to choose would scan them. Ten loads on one connection, each growing every list past its
 /// length, changing a product and queueing webhooks.
 #[tokio::test]
 async fn loads_read_derived_state_by_key_however_small_the_tables_were_when_planned() {

@@ -1359,8 +1359,9 @@ async fn endpoint_health_survives_batches_recorded_out_of_order() {
 }
 
 /// Recording attempts finds their deliveries by key, however small `deliveries` was when the
-/// statement was planned ([`outbox::BEGIN_RECORDING`]): ten flushes on one connection, which
-/// keeps the statement's generic plan from the sixth on.
+/// statement was planned ([`outbox::begin_recording`]): ten records on one connection, over
+/// which PostgreSQL may switch to a generic plan after the fifth. A table of a few pages would
+/// be scanned by any plan the planner were free to choose.
 #[tokio::test]
 async fn recording_attempts_reads_deliveries_by_key_however_small_the_table_was_when_planned() {
     let (db, ingest) = ingest_db(&[]).await;
@@ -1394,7 +1395,7 @@ async fn recording_attempts_reads_deliveries_by_key_however_small_the_table_was_
                 response: None,
             })
             .collect();
-        let mut tx = pool.begin_with(outbox::BEGIN_RECORDING).await.unwrap();
+        let mut tx = outbox::begin_recording(&pool).await.unwrap();
         assert_eq!(outbox::record(&mut tx, &done).await.unwrap(), 4);
         let whole: i64 = sqlx::query_scalar(
             "SELECT coalesce(sum(seq_scan), 0)::bigint FROM pg_stat_xact_user_tables

@@ -449,7 +449,7 @@ impl Fanout {
         // but the attempts must not be lost to a failed health update (a lock timeout on a
         // busy endpoint row, say): that part runs under a savepoint, and the sweep's next
         // flush for the endpoint catches up.
-        let mut tx = self.pool.begin_with(outbox::BEGIN_RECORDING).await?;
+        let mut tx = outbox::begin_recording(&self.pool).await?;
         let recorded = outbox::record(&mut tx, done).await?;
         sqlx::query("SAVEPOINT health").execute(&mut *tx).await?;
         let disabled = match outbox::update_health(&mut tx, done, self.cfg.disable_after).await {

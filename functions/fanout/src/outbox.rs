@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use ferry_shared::error::Error;
 use serde_json::json;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 /// A delivery claimed by this instance until `lease`. No `Debug`: it holds secret bytes.
 #[derive(Clone)]
@@ -263,11 +263,18 @@ impl Done {
 /// round trip: with sequential scans off, so that its statements find the deliveries and
 /// endpoints they update by key whatever the planner knew when it cached their plans. A plan
 /// cached while `deliveries` was a few pages long (a fresh deployment) joined it by scanning
-/// it whole, and went on doing so as it grew, until its first ANALYZE: in `bench-e2e.sh`,
-/// 1–2 ms a flush at first, 10–15 ms after 40 s (migration 0019 does the same for the
+/// it whole, and went on doing so as it grew, until its first ANALYZE: in `bench-e2e.sh` the
+/// record statement went from 1.1–1.7 ms to 10–15 ms (migration 0019 does the same for the
 /// loader's derived state). JIT goes off with them: a path that is off costs 10^10, which
 /// would put a plan that still has to scan past `jit_above_cost`.
-pub const BEGIN_RECORDING: &str = "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL jit = off";
+const BEGIN_RECORDING: &str = "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL jit = off";
+
+/// Opens a transaction for recording attempts ([`BEGIN_RECORDING`]). [`record`] and
+/// [`update_health`] run in one of these only: a plan the connection caches outside it would
+/// be reused inside it.
+pub async fn begin_recording(pool: &PgPool) -> Result<Transaction<'static, Postgres>, Error> {
+    Ok(pool.begin_with(BEGIN_RECORDING).await?)
+}
 
 /// Records attempts whose lease still holds (a row re-claimed after its lease ran out belongs
 /// to the other instance now). Returns how many were recorded.
