@@ -803,31 +803,29 @@ async fn derived_state_written_during_a_load_equals_derived_state_written_at_its
 /// far, as the server's statistics show them once the connection's own are flushed (`pool`
 /// holds one connection).
 async fn whole_reads(pool: &sqlx::PgPool) -> i64 {
-    let mut conn = pool.acquire().await.unwrap();
     // Flushed when the connection next waits for a statement, outside a transaction.
     sqlx::query("SELECT pg_stat_force_next_flush()")
-        .execute(&mut *conn)
+        .execute(pool)
         .await
         .unwrap();
-    sqlx::query_scalar(
+    count(
+        pool,
         "SELECT sum(seq_scan)::bigint FROM pg_stat_user_tables
          WHERE relname IN ('products', 'recently_viewed', 'webhook_messages', 'deliveries')",
     )
-    .fetch_one(&mut *conn)
     .await
-    .unwrap()
 }
 
 /// A load finds the products, lists and webhook rows it writes by their keys, never by reading
 /// a table whole, however small the tables were when its statements were planned: PostgreSQL
 /// may switch to a statement's generic plan for the connection after five runs, and one
 /// planned while the tables were a few pages long (a fresh deployment) went on reading them
-/// whole as they grew (migration 0019). Here the tables stay a few pages long, where any
-/// plan the planner were free to choose would scan them. Ten loads on one connection, each growing every list past its
-/// length, changing a product and queueing webhooks.
+/// whole as they grew (migration 0019). Here the tables stay a few pages long, where any plan
+/// the planner were free to choose would scan them. Ten loads on one connection, each growing
+/// every list past its length, changing a product and queueing webhooks.
 #[tokio::test]
 async fn loads_read_derived_state_by_key_however_small_the_tables_were_when_planned() {
-    use ferry_shared::ledger::{self, Counts};
+    use ferry_shared::load::Unit;
     let (db, _) = setup(&[]).await;
     sqlx::query("INSERT INTO endpoints (tenant_id, url, event_types) VALUES ('acme', $1, '{*}')")
         .bind("https://acme.example/hook")
@@ -841,11 +839,6 @@ async fn loads_read_derived_state_by_key_however_small_the_tables_were_when_plan
     let pool = ferry_shared::db::pool(&cfg.db, &db.url, "ingest").unwrap();
     let loader = Loader::new(pool.clone(), LoaderConfig::from_config(&cfg));
     let at = Utc::now() - Duration::minutes(20);
-    // Partitions first: a load creates missing ones from a second connection.
-    loader
-        .ensure_partitions(&[at, at + Duration::seconds(100)])
-        .await
-        .unwrap();
     let before = whole_reads(&pool).await;
     for round in 0..10 {
         let mut events = Vec::new();
@@ -872,24 +865,12 @@ async fn loads_read_derived_state_by_key_however_small_the_tables_were_when_plan
         change["subject"] = json!(format!("sku-{}", round % 3));
         events.push(change);
         let body = serde_json::to_vec(&events).unwrap();
-        let parsed = ferry_shared::validate::parse_body(&body, &cfg.limits, Utc::now()).events;
-        let unit = format!("unit-{round}");
-        let mut load = loader.begin(false).await.unwrap();
-        assert!(ledger::claim_one(load.conn(), "test", &unit).await.unwrap());
-        let loaded = load.add(&unit, &parsed, Vec::new()).await.unwrap().loaded;
-        assert_eq!(loaded, 10);
-        let counts = Counts {
-            unit: &unit,
-            function: "test",
-            loaded,
-            duplicates: 0,
-            quarantined: 0,
+        let unit = Unit {
+            key: format!("unit-{round}"),
+            parsed: ferry_shared::validate::parse_body(&body, &cfg.limits, Utc::now()),
         };
-        assert_eq!(
-            load.commit(&[counts]).await.unwrap(),
-            10,
-            "one delivery an event"
-        );
+        let reports = loader.load("test", &[unit]).await.unwrap();
+        assert_eq!(reports[0].loaded, 10);
     }
     let after = whole_reads(&pool).await;
     assert_eq!(
@@ -897,7 +878,8 @@ async fn loads_read_derived_state_by_key_however_small_the_tables_were_when_plan
         0,
         "derived tables read whole during the loads"
     );
-    // The loads did their work: every list cut to the newest 2, every product changed.
+    // The loads did their work: every list cut to the newest 2, every product changed, one
+    // delivery an event.
     let lists: Vec<String> = sqlx::query_scalar(
         "SELECT user_id || ':' || string_agg(product_id, ',' ORDER BY viewed_at DESC)
          FROM recently_viewed GROUP BY user_id ORDER BY user_id",
