@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 
 use crate::params::{grain_name, BadParam, Params, Range};
+use crate::QueryConfig;
 
 /// What a path asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +159,7 @@ pub async fn read(
     read: &Read,
     p: &Params,
     now: DateTime<Utc>,
+    cfg: &QueryConfig,
 ) -> Result<Answer, Failure> {
     match read {
         Read::Events | Read::EventsByType | Read::Visitors => {
@@ -196,7 +198,7 @@ pub async fn read(
             })
         }
         Read::RecentlyViewed(user) => {
-            let limit = p.limit(10)?;
+            let limit = p.limit(10)?.min(i64::from(cfg.recently_viewed));
             let rows = queries::recently_viewed(pool, tenant, user, limit).await?;
             Ok(Answer {
                 body: json!({"tenant": tenant, "user": user, "products": rows}),

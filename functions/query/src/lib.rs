@@ -43,6 +43,10 @@ pub struct QueryConfig {
     /// `FERRY_DB_STATEMENT_TIMEOUT`: a person is waiting, and the platform's own limit (30 s
     /// on the Lambda the Terraform module deploys) must not cut the answer first.
     pub statement_timeout: std::time::Duration,
+    /// Products a recently-viewed read returns at most: the loader's `FERRY_RECENTLY_VIEWED`
+    /// (taken from the shared configuration by [`Query::from_config`]). Between trims a list
+    /// also holds some older products (migration 0020); a read never shows them.
+    pub recently_viewed: u32,
 }
 
 impl Default for QueryConfig {
@@ -50,6 +54,7 @@ impl Default for QueryConfig {
         QueryConfig {
             cors_origins: Vec::new(),
             statement_timeout: std::time::Duration::from_secs(10),
+            recently_viewed: 20,
         }
     }
 }
@@ -90,6 +95,7 @@ impl QueryConfig {
         Ok(QueryConfig {
             cors_origins,
             statement_timeout,
+            ..QueryConfig::default()
         })
     }
 }
@@ -103,7 +109,8 @@ pub struct Query {
 
 impl Query {
     /// Builds the function from the environment (the pool connects lazily).
-    pub fn from_config(cfg: &Config, qcfg: QueryConfig) -> anyhow::Result<Query> {
+    pub fn from_config(cfg: &Config, mut qcfg: QueryConfig) -> anyhow::Result<Query> {
+        qcfg.recently_viewed = cfg.recently_viewed;
         let name = cfg.function_name.clone().unwrap_or_else(|| "query".into());
         let mut db = cfg.db.clone();
         db.statement_timeout = qcfg.statement_timeout;
@@ -211,13 +218,20 @@ impl Query {
             return Err(Problem::NotFound);
         }
         let params = Params::parse(raw_query, api::known_params(&read))?;
-        api::read(&self.pool, &tenant, &read, &params, chrono::Utc::now())
-            .await
-            .map_err(|f| match f {
-                Failure::BadParam(b) => Problem::BadParam(b),
-                Failure::NotFound => Problem::NotFound,
-                Failure::Database(e) => Problem::from_db(e),
-            })
+        api::read(
+            &self.pool,
+            &tenant,
+            &read,
+            &params,
+            chrono::Utc::now(),
+            &self.cfg,
+        )
+        .await
+        .map_err(|f| match f {
+            Failure::BadParam(b) => Problem::BadParam(b),
+            Failure::NotFound => Problem::NotFound,
+            Failure::Database(e) => Problem::from_db(e),
+        })
     }
 
     /// Who the request's key speaks for; 401 (logged without the key) when nobody.

@@ -440,7 +440,8 @@ async fn serve(
     open: Option<&str>,
 ) -> anyhow::Result<()> {
     let stack = stack::open(cfg).await?;
-    let qcfg = ferry_query::QueryConfig::from_env(&Env::process())?;
+    let mut qcfg = ferry_query::QueryConfig::from_env(&Env::process())?;
+    qcfg.recently_viewed = cfg.recently_viewed;
     let mut dbcfg = cfg.db.clone();
     dbcfg.statement_timeout = qcfg.statement_timeout;
     let pool = db::pool(&dbcfg, &stack.url, "ferry-serve")?;

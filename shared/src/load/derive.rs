@@ -1,8 +1,8 @@
 //! Derived state of newly stored events. Every events insert keeps the stored events that feed
 //! it in the session's temporary table `ferry_loaded` ([`keeping_loaded`]), and [`derive`]
 //! writes products, recently viewed and the webhook outbox from there in the load's own
-//! transaction (`ferry_derive_loaded`, migration 0011): the events never travel back to the
-//! client.
+//! transaction (`ferry_derive_loaded`, migration 0011; one function per part since 0020): the
+//! events never travel back to the client.
 
 use sqlx::PgConnection;
 

@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Row};
 
 use super::derive::{keeping_loaded, keeping_loaded_from};
 use crate::error::Error;
@@ -76,7 +76,9 @@ impl OnStored {
 /// for the events of one unit or of several. `events` pairs each event with the index of its
 /// unit; besides the counts it returns, for every event stored, the index of its unit (the
 /// smallest, when two units hold the same event), so each unit gets its own counts from one
-/// statement.
+/// statement. Under [`OnStored::Fail`] (events distinct by key) every event given is stored
+/// or the statement fails, so the units are the ones given and the statement does not look
+/// them up: that join was 8% of the insert (3.7 of 45 ms for 1,000 events, `auto_explain`).
 pub(super) async fn insert_unnest(
     conn: &mut PgConnection,
     events: &[(i32, &Event)],
@@ -97,6 +99,16 @@ pub(super) async fn insert_unnest(
     }
     // `src` is read twice (by the insert, and to find the unit of each stored row), so it is
     // materialized; the insert reads it in the order given (key order).
+    let units_stored = match on_stored {
+        OnStored::Fail => "",
+        OnStored::Skip => {
+            ", (SELECT coalesce(array_agg(unit), '{}') FROM (
+               SELECT min(src.unit) AS unit FROM ins
+               JOIN src ON src.t = ins.tenant_id AND src.s = ins.source
+                       AND src.i = ins.event_id AND src.tm = ins.time
+               GROUP BY ins.tenant_id, ins.source, ins.event_id, ins.time) stored)"
+        }
+    };
     let sql = keeping_loaded_from(
         "src AS MATERIALIZED (
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
@@ -111,15 +123,11 @@ pub(super) async fn insert_unnest(
              {}",
             on_stored.clause()
         ),
-        ", (SELECT coalesce(array_agg(unit), '{}') FROM (
-               SELECT min(src.unit) AS unit FROM ins
-               JOIN src ON src.t = ins.tenant_id AND src.s = ins.source
-                       AND src.i = ins.event_id AND src.tm = ins.time
-               GROUP BY ins.tenant_id, ins.source, ins.event_id, ins.time) stored)",
+        units_stored,
     );
     let times: Vec<DateTime<Utc>> = events.iter().map(|(_, e)| e.time).collect();
     let units: Vec<i32> = events.iter().map(|(u, _)| *u).collect();
-    let (stored, kept, units): (i64, i64, Vec<i32>) = sqlx::query_as(&sql)
+    let query = sqlx::query(&sql)
         .bind(col(events, |e| e.tenant_id.as_str()))
         .bind(col(events, |e| e.source.as_str()))
         .bind(col(events, |e| e.id.as_str()))
@@ -134,11 +142,17 @@ pub(super) async fn insert_unnest(
         .bind(opt(events, |e| e.data.as_deref().map(|d| d.get())))
         .bind(opt(events, |e| e.data_base64.as_deref()))
         .bind(received_at)
-        .bind(units)
+        .bind(&units);
+    let row = query
         .fetch_one(&mut *conn)
         .await
         .map_err(|e| on_stored.check(e))?;
-    Ok((Stored::from_row((stored, kept)), units))
+    let stored = Stored::from_row((row.try_get(0)?, row.try_get(1)?));
+    let units = match on_stored {
+        OnStored::Fail => units,
+        OnStored::Skip => row.try_get(2)?,
+    };
+    Ok((stored, units))
 }
 
 /// Moves the staging rows into `events` (deduplicated) and empties the staging table.
