@@ -12,15 +12,16 @@
 --   as before). Which loads trim a list depends only on the products viewed, so two servers
 --   given the same stream hold the same lists.
 -- - A list holds the newest `keep` products at least, and between trims some older ones:
---   about `keep / 4` on average, more now and then. A read of up to `keep` products is
---   exact, as before; a read asking for more may see the older ones, as it already could
---   after concurrent loads of one user (0018).
+--   about `keep / 2 - 1` on average (9 with the default 20), more now and then. A read of up
+--   to `keep` products is exact, as before; a read asking for more may see the older ones, as
+--   it already could after concurrent loads of one user (0018).
 -- - ferry_derive_loaded calls ferry_derive_products, ferry_derive_views and
 --   ferry_derive_outbox, so that a later change to one part restates that part alone. Each
---   keeps 0019's settings (sequential scans and JIT off): restate them in any
---   CREATE OR REPLACE of these functions; the test
+--   keeps 0019's settings (sequential scans and JIT off), so that each reads by key even when
+--   called alone: restate them in any CREATE OR REPLACE of these functions. The test
 --   derived::loads_read_derived_state_by_key_however_small_the_tables_were_when_planned fails
---   without them.
+--   without them on ferry_derive_loaded (whose settings hold while the others run); it does
+--   not notice them missing on one of the three.
 -- Otherwise unchanged from 0018.
 
 CREATE OR REPLACE FUNCTION ferry_derive_products(OUT products integer)

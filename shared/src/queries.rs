@@ -491,8 +491,9 @@ pub struct Viewed {
 }
 
 /// A user's recently viewed products, newest first. The loader
-/// keeps this list (the last `FERRY_RECENTLY_VIEWED` distinct products) in the events'
-/// transaction, so it is as fresh as the events.
+/// keeps this list (the last `FERRY_RECENTLY_VIEWED` distinct products, and between trims some
+/// older ones: migration 0020) in the events' transaction, so it is as fresh as the events.
+/// A `limit` up to `FERRY_RECENTLY_VIEWED` gives exactly the newest ones.
 pub async fn recently_viewed(
     pool: &PgPool,
     tenant: &str,
@@ -555,7 +556,8 @@ pub struct AlsoViewed {
 /// of the last [`ALSO_VIEWED_SAMPLE`] users who viewed `product_id`, most shared first, among a
 /// fixed sixteenth of the users (those whose id's md5 starts with `0`: the partial index of
 /// migration 0017, which spares the loader fifteen index writes in sixteen). The lists are the
-/// loader's (the last `FERRY_RECENTLY_VIEWED` distinct products per user), so the answer is as
+/// loader's (the last `FERRY_RECENTLY_VIEWED` distinct products per user, and between trims
+/// some older ones), so the answer is as
 /// fresh as the events, and its cost is bounded by the sample, however popular the product.
 pub async fn also_viewed(
     pool: &PgPool,

@@ -308,8 +308,7 @@ async fn recently_viewed_keeps_the_last_n_distinct_products_per_user_in_order() 
 
 /// A list is trimmed back to N when a product added to it is due (its `user product` hashes
 /// to 0 modulo N / 2, migration 0020), and otherwise grows by its new products: one user views
-/// 200 new products one load at a time with N = 20. The trims are about one in ten, so the
-/// loads read a list a tenth as often as when every new product trimmed it.
+/// 200 new products one load at a time with N = 20 (about one in ten is due).
 #[tokio::test]
 async fn a_list_is_trimmed_back_to_n_when_a_due_product_is_added_and_grows_otherwise() {
     let keep = 20_i64;

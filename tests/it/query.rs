@@ -178,6 +178,38 @@ async fn get(
     (status, body, headers)
 }
 
+/// Between trims a list also holds older products (migration 0020): a recently-viewed read
+/// shows the newest `FERRY_RECENTLY_VIEWED` (here 5) at most, however many are asked for.
+#[tokio::test]
+async fn a_recently_viewed_read_shows_at_most_the_configured_number_of_products() {
+    let s = served_with(&[("FERRY_RECENTLY_VIEWED", "5")]).await;
+    sqlx::query(
+        "INSERT INTO recently_viewed (tenant_id, user_id, product_id, viewed_at)
+         SELECT 'acme', 'w1', 'sku-w' || k, now() - k * interval '1 s'
+         FROM generate_series(0, 29) k",
+    )
+    .execute(&s.db.pool)
+    .await
+    .unwrap();
+    for (limit, shown) in [(100, 5), (3, 3)] {
+        let (st, body, _) = get(
+            &s.base,
+            &format!("/v1/tenants/acme/users/w1/recently-viewed?limit={limit}"),
+            Some(&s.acme),
+        )
+        .await;
+        assert_eq!(st, 200, "{body}");
+        let listed: Vec<&str> = body["products"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["product_id"].as_str().unwrap())
+            .collect();
+        let want: Vec<String> = (0..shown).map(|k| format!("sku-w{k}")).collect();
+        assert_eq!(listed, want, "limit {limit}");
+    }
+}
+
 #[tokio::test]
 async fn answers_equal_the_rollups_and_say_which_grain_they_read() {
     let s = served().await;
@@ -381,32 +413,6 @@ async fn answers_equal_the_rollups_and_say_which_grain_they_read() {
         unsampled > 0,
         "users outside the sample viewed sku-1 too, and are not counted"
     );
-
-    // Between trims a list also holds older products (migration 0020): a read shows the
-    // newest FERRY_RECENTLY_VIEWED (20) at most, however many are asked for.
-    sqlx::query(
-        "INSERT INTO recently_viewed (tenant_id, user_id, product_id, viewed_at)
-         SELECT 'acme', 'w1', 'sku-w' || k, now() - k * interval '1 s'
-         FROM generate_series(0, 29) k",
-    )
-    .execute(pool)
-    .await
-    .unwrap();
-    let (st, body, _) = get(
-        &s.base,
-        "/v1/tenants/acme/users/w1/recently-viewed?limit=100",
-        Some(&s.acme),
-    )
-    .await;
-    assert_eq!(st, 200, "{body}");
-    let listed: Vec<&str> = body["products"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["product_id"].as_str().unwrap())
-        .collect();
-    let want: Vec<String> = (0..20).map(|k| format!("sku-w{k}")).collect();
-    assert_eq!(listed, want);
 
     // Findings, newest bucket first, paginated.
     for (i, kind) in ["spike", "drop", "spike"].iter().enumerate() {

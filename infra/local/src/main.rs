@@ -116,7 +116,7 @@ async fn run_demo(
     let rollup = Rollup::with_pool(&cfg, rcfg, pool.clone(), "rollup").with_nudge(partner.nudge());
     demo::rollups(&rollup).await?;
     partner.finish(&pool).await?;
-    webhooks::print_recently_viewed(&pool, webhooks::PARTNER_TENANT).await?;
+    webhooks::print_recently_viewed(&pool, webhooks::PARTNER_TENANT, cfg.recently_viewed).await?;
     if let Some(path) = log {
         print_log_summary(&path);
     }

@@ -239,9 +239,10 @@ impl WebhookDemo {
     }
 }
 
-/// Prints the recently viewed list of the tenant's most active viewer.
+/// Prints the recently viewed list of the tenant's most active viewer: its newest `keep`
+/// (`FERRY_RECENTLY_VIEWED`) products, as the query API reads it.
 #[allow(clippy::print_stdout)]
-pub async fn print_recently_viewed(pool: &PgPool, tenant: &str) -> anyhow::Result<()> {
+pub async fn print_recently_viewed(pool: &PgPool, tenant: &str, keep: u32) -> anyhow::Result<()> {
     let user: Option<String> = sqlx::query_scalar(
         "SELECT user_id FROM recently_viewed WHERE tenant_id = $1
          GROUP BY user_id ORDER BY count(*) DESC, max(viewed_at) DESC LIMIT 1",
@@ -253,7 +254,7 @@ pub async fn print_recently_viewed(pool: &PgPool, tenant: &str) -> anyhow::Resul
         println!("\nrecently viewed ({tenant}): no product views yet");
         return Ok(());
     };
-    let list = ferry_shared::queries::recently_viewed(pool, tenant, &user, 20).await?;
+    let list = ferry_shared::queries::recently_viewed(pool, tenant, &user, i64::from(keep)).await?;
     println!(
         "\nrecently viewed by {user} ({tenant}), newest first, {} products:",
         list.len()

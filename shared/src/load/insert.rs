@@ -97,8 +97,8 @@ pub(super) async fn insert_unnest(
     ) -> Vec<Option<&'e str>> {
         events.iter().map(|(_, e)| f(e)).collect()
     }
-    // `src` is read twice (by the insert, and to find the unit of each stored row), so it is
-    // materialized; the insert reads it in the order given (key order).
+    // `src` is read twice under `Skip` (by the insert, and to find the unit of each stored
+    // row), so it is materialized; the insert reads it in the order given (key order).
     let units_stored = match on_stored {
         OnStored::Fail => "",
         OnStored::Skip => {
