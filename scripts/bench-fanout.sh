@@ -9,7 +9,8 @@
 # 3. partners as they are, each in a fresh database: 50 receivers answering in 100 ms (and,
 #    with --slow, in 1 s) against the Little's-law limit concurrency / latency; 49 healthy
 #    receivers alone, then with one that never answers (5 s timeout), then with one that
-#    answers 500: the healthy ones' throughput and p99 against the run alone
+#    answers 500, then alone again: the healthy ones' throughput and p99 against the mean of
+#    the runs alone
 #    (--partner-events N per receiver, 200 by default; 0 skips them); then 100,000 deliveries
 #    for one partner after a 10-minute outage: drain time, peak request rate, claims
 #    (--outage N; 0 skips it: about 3 minutes). --partners-only skips 1 and 2; --trace prints

@@ -244,11 +244,14 @@ impl Fanout {
                 idle = false;
                 continue;
             }
-            // Wait for an attempt, flushing results at least every 25 ms.
-            if let Some(joined) = sends.next(Duration::from_millis(25)).await {
+            // Wait for an attempt, flushing results at least every 25 ms, and waking when free
+            // slots have waited long enough to be claimed.
+            let wait = sends.until_partial_claim().min(Duration::from_millis(25));
+            if let Some(joined) = sends.next(wait).await {
                 idle = false;
                 match joined {
                     Ok((claimed, attempt)) => {
+                        sends.observe(&attempt);
                         done.push(self.decide(&claimed, attempt));
                         oldest_done.get_or_insert_with(Instant::now);
                     }
@@ -269,19 +272,22 @@ impl Fanout {
     /// nothing was claimable.
     ///
     /// Fewer free slots than a batch are claimed too once the first of them has been free for
-    /// [`PARTIAL_CLAIM_AFTER`]: otherwise the slots below a batch would stay empty for good
-    /// whenever sends do not finish in batches (a partner timing out, partners answering in a
-    /// second: 49 of 64 slots in use, second after second), each batch refilling only what the
-    /// previous one freed.
+    /// a while ([`InFlight::partial_wait`]: a twentieth of a typical send, 2–20 ms): otherwise
+    /// the slots below a batch would stay empty for good whenever sends do not finish in
+    /// batches (a partner timing out, partners answering in a second: 49 of 64 slots in use,
+    /// second after second), each batch refilling only what the previous one freed. A fixed
+    /// 20 ms cost partners answering in 100 ms a tenth of their throughput once their sends
+    /// stopped finishing together (beside a partner that fails: `bench-fanout.sh`).
     ///
     /// An endpoint with a failure not yet recorded gets nothing until it is: its circuit may be
     /// about to open, and a probe must wait for the failure before it.
     async fn claim_more(&self, sends: &mut InFlight, done: &[Done]) -> Result<Option<bool>, Error> {
-        let free = self.cfg.concurrency.saturating_sub(sends.tasks.len());
+        let free = self
+            .cfg
+            .concurrency
+            .saturating_sub(sends.counted(self.cfg.concurrency));
         let batch = (self.cfg.concurrency / 4).max(1);
-        let waited = sends
-            .free_since
-            .is_some_and(|t| t.elapsed() >= PARTIAL_CLAIM_AFTER);
+        let waited = sends.until_partial_claim().is_zero();
         // After a claim that found less than it had room for (the per-endpoint caps bind, or
         // little is due), claiming again for every slot freed would cost a round trip per
         // delivery: wait for half an endpoint's worth.
@@ -533,22 +539,35 @@ impl TickHandler for Fanout {
     }
 }
 
-/// How long a free send slot waits for others to fill a batch before it is claimed alone.
+/// The longest a free send slot waits for others to fill a batch before it is claimed alone;
+/// also the wait before the typical send is known, and after a claim that found less than it
+/// had room for.
 const PARTIAL_CLAIM_AFTER: Duration = Duration::from_millis(20);
+
+/// A send under way this long (and ten times a typical send) no longer counts against the
+/// concurrency ([`InFlight::counted`]).
+const STUCK_AFTER: Duration = Duration::from_secs(1);
+
+/// The shortest such wait: about a claim's round trip and more, so that partners answering at
+/// once are still claimed for in batches (a claim per delivery held the drain to about 900/s).
+const PARTIAL_CLAIM_MIN: Duration = Duration::from_millis(2);
 
 /// The sends under way, and how many per endpoint.
 #[derive(Default)]
 struct InFlight {
     tasks: JoinSet<(Claimed, send::Attempt)>,
     per_endpoint: HashMap<i64, usize>,
-    /// Which endpoint each send task serves, so even a task that panicked frees its slot.
-    endpoint_of: HashMap<tokio::task::Id, i64>,
+    /// Which endpoint each send task serves (so even a task that panicked frees its slot), and
+    /// when it started.
+    endpoint_of: HashMap<tokio::task::Id, (i64, Instant)>,
     /// When the first slot freed since the last claim was freed.
     free_since: Option<Instant>,
     /// Slots freed since the last claim.
     freed: usize,
     /// Whether the last claim found less than it had room for.
     short: bool,
+    /// How long answered sends take, smoothed (timeouts and unsent attempts left out).
+    typical: Option<Duration>,
 }
 
 impl InFlight {
@@ -561,6 +580,56 @@ impl InFlight {
             .collect()
     }
 
+    /// Sends under way that count against the concurrency: all of them, less the stuck ones
+    /// (under way ten times as long as a typical send, and at least [`STUCK_AFTER`]), up to a
+    /// quarter of the concurrency. A partner that never answers holds its requests until they
+    /// time out (8 slots for 5 s, then a probe now and then); without this, the other partners
+    /// lost those slots for as long (`bench-fanout.sh`: 504–560 healthy deliveries a second
+    /// against 576–640 alone, until the circuit opened).
+    fn counted(&self, concurrency: usize) -> usize {
+        let n = self.tasks.len();
+        let Some(typical) = self.typical else {
+            return n;
+        };
+        let after = typical.saturating_mul(10).max(STUCK_AFTER);
+        let stuck = self
+            .endpoint_of
+            .values()
+            .filter(|(_, started)| started.elapsed() >= after)
+            .count();
+        n - stuck.min(concurrency / 4)
+    }
+
+    /// Notes how long an attempt took, if the partner answered.
+    fn observe(&mut self, attempt: &send::Attempt) {
+        if attempt.status.is_some() {
+            self.typical = Some(match self.typical {
+                Some(t) => t.mul_f64(0.9) + attempt.latency.mul_f64(0.1),
+                None => attempt.latency,
+            });
+        }
+    }
+
+    /// How long free slots wait for a batch before they are claimed anyway: a twentieth of a
+    /// typical send (an idle slot costs a send's worth of throughput in proportion), between
+    /// [`PARTIAL_CLAIM_MIN`] and [`PARTIAL_CLAIM_AFTER`]; the latter after a short claim, whose
+    /// rule is to wait for freed slots ([`Fanout::claim_more`]).
+    fn partial_wait(&self) -> Duration {
+        match self.typical {
+            Some(t) if !self.short => (t / 20).clamp(PARTIAL_CLAIM_MIN, PARTIAL_CLAIM_AFTER),
+            _ => PARTIAL_CLAIM_AFTER,
+        }
+    }
+
+    /// How long until the free slots may be claimed short of a batch (zero: now; the longest
+    /// wait when no slot is free).
+    fn until_partial_claim(&self) -> Duration {
+        match self.free_since {
+            Some(t) => self.partial_wait().saturating_sub(t.elapsed()),
+            None => PARTIAL_CLAIM_AFTER,
+        }
+    }
+
     fn spawn(
         &mut self,
         endpoint: i64,
@@ -568,7 +637,8 @@ impl InFlight {
     ) {
         *self.per_endpoint.entry(endpoint).or_default() += 1;
         let task = self.tasks.spawn(send);
-        self.endpoint_of.insert(task.id(), endpoint);
+        self.endpoint_of
+            .insert(task.id(), (endpoint, Instant::now()));
     }
 
     /// The next finished send, waiting at most `wait`; its endpoint's slot is freed.
@@ -585,7 +655,7 @@ impl InFlight {
         };
         self.free_since.get_or_insert_with(Instant::now);
         self.freed += 1;
-        if let Some(endpoint) = self.endpoint_of.remove(&task) {
+        if let Some((endpoint, _)) = self.endpoint_of.remove(&task) {
             if let Some(n) = self.per_endpoint.get_mut(&endpoint) {
                 *n = n.saturating_sub(1);
             }
@@ -613,6 +683,45 @@ mod tests {
             later(chrono::DateTime::<Utc>::MAX_UTC, Duration::from_secs(1)),
             chrono::DateTime::<Utc>::MAX_UTC
         );
+    }
+
+    #[test]
+    fn free_slots_wait_a_twentieth_of_a_typical_send_within_bounds() {
+        let answered = |ms| send::Attempt {
+            started: Utc::now(),
+            latency: Duration::from_millis(ms),
+            status: Some(200),
+            verdict: Verdict::Delivered,
+            error: None,
+            response: None,
+        };
+        let mut sends = InFlight::default();
+        assert_eq!(sends.partial_wait(), PARTIAL_CLAIM_AFTER);
+        sends.observe(&answered(100));
+        assert_eq!(sends.partial_wait(), Duration::from_millis(5));
+        // A timeout is not a typical send.
+        let timed_out = send::Attempt {
+            status: None,
+            latency: Duration::from_secs(5),
+            ..answered(0)
+        };
+        sends.observe(&timed_out);
+        assert_eq!(sends.partial_wait(), Duration::from_millis(5));
+        for _ in 0..100 {
+            sends.observe(&answered(1));
+        }
+        assert_eq!(sends.partial_wait(), PARTIAL_CLAIM_MIN);
+        for _ in 0..100 {
+            sends.observe(&answered(1_000));
+        }
+        assert_eq!(sends.partial_wait(), PARTIAL_CLAIM_AFTER);
+        sends.typical = Some(Duration::from_millis(100));
+        sends.short = true;
+        assert_eq!(sends.partial_wait(), PARTIAL_CLAIM_AFTER);
+        assert_eq!(sends.until_partial_claim(), PARTIAL_CLAIM_AFTER);
+        sends.short = false;
+        sends.free_since = Some(Instant::now() - Duration::from_millis(10));
+        assert!(sends.until_partial_claim().is_zero());
     }
 
     #[test]

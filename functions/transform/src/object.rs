@@ -228,20 +228,25 @@ impl Transform {
         got: GetResult,
     ) -> Result<ReadResult, TransformError> {
         let (chunks_tx, mut chunks) = mpsc::channel::<Chunk>(1);
+        let (spent_tx, spent) = std::sync::mpsc::channel::<Chunk>();
         let reader = spawn_reader(
             got,
             object.rule.clone(),
             self.limits.clone(),
             object.blob.key.clone(),
             self.cfg.chunk_records,
-            chunks_tx,
+            (chunks_tx, spent),
         );
         let mut consumed: Result<(), Error> = Ok(());
-        while let Some(chunk) = chunks.recv().await {
-            if let Err(e) = self.add_chunk(object, chunk).await {
+        while let Some(mut chunk) = chunks.recv().await {
+            if let Err(e) = self.add_chunk(object, &mut chunk).await {
                 consumed = Err(e);
                 break;
             }
+            // Freed by the reader thread, which allocated it: freeing 10,000 events here took
+            // half of this task's time (`perf`: 0.67 of 1.36 s for 1,000,000 events), during
+            // which PostgreSQL waited for the next chunk. Once the reader is done, here.
+            let _ = spent_tx.send(chunk);
         }
         // The reader stops at its next chunk once nobody receives.
         drop(chunks);
@@ -253,7 +258,7 @@ impl Transform {
     }
 
     /// Adds one chunk: its events and rejected records, counted in the report.
-    async fn add_chunk(&self, object: &mut ObjectLoad<'_>, chunk: Chunk) -> Result<(), Error> {
+    async fn add_chunk(&self, object: &mut ObjectLoad<'_>, chunk: &mut Chunk) -> Result<(), Error> {
         let report = &mut object.report;
         report.records += chunk.records;
         let drops = chunk.dropped.iter().enumerate().filter(|(_, n)| **n > 0);
@@ -263,7 +268,11 @@ impl Transform {
         }
         let added = object
             .load
-            .add(&report.unit, &chunk.events, chunk.rejected)
+            .add(
+                &report.unit,
+                &chunk.events,
+                std::mem::take(&mut chunk.rejected),
+            )
             .await?;
         report.loaded += added.loaded;
         object.offered += added.offered;
@@ -423,14 +432,16 @@ async fn fetch(
 }
 
 /// Starts the reader thread: the object's bytes are decoded, parsed and mapped there, and
-/// handed over in chunks bounded by records and bytes (records may be up to 256 KiB each).
+/// handed over in chunks bounded by records and bytes (records may be up to 256 KiB each),
+/// each sorted by event key; chunks the loader is done with come back on `spent`, to be freed
+/// here.
 fn spawn_reader(
     got: GetResult,
     rule: Rule,
     limits: Limits,
     key: String,
     chunk_records: usize,
-    chunks: mpsc::Sender<Chunk>,
+    (chunks, spent): (mpsc::Sender<Chunk>, std::sync::mpsc::Receiver<Chunk>),
 ) -> JoinHandle<ReadResult> {
     let stream = got.into_stream().map_err(std::io::Error::other);
     let bridge = SyncIoBridge::new(StreamReader::new(stream));
@@ -462,17 +473,25 @@ fn spawn_reader(
             if chunk.records as usize >= chunk_records || bytes >= CHUNK_BYTES {
                 bytes = 0;
                 let full = std::mem::replace(&mut chunk, fresh());
-                if chunks.blocking_send(full).is_err() {
+                if chunks.blocking_send(sorted(full)).is_err() {
                     return Flow::Stop;
                 }
+                spent.try_iter().for_each(drop);
             }
             Flow::Continue
         });
-        if result.is_ok() && chunks.blocking_send(chunk).is_err() {
+        if result.is_ok() && chunks.blocking_send(sorted(chunk)).is_err() {
             return (Err(ObjectError::Stopped), state);
         }
         (result, state)
     })
+}
+
+/// A chunk with its events in key order, the order the loader inserts them in: sorting here,
+/// on the reader thread, leaves the loader a pass over sorted input while PostgreSQL waits.
+fn sorted(mut chunk: Chunk) -> Chunk {
+    chunk.events.sort_by(|a, b| a.key().cmp(&b.key()));
+    chunk
 }
 
 /// The ledger unit of an object version (bounded: a key of kilobytes is hashed).
